@@ -1,0 +1,1 @@
+"""Composition root: loyalty vocabulary, services, settings, database, migrations, CLI."""

@@ -1,0 +1,1 @@
+"""Double-entry, append-only, hash-chained journal. Knows nothing of loyalty."""

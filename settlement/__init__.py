@@ -1,0 +1,1 @@
+"""Inter-partner settlement computed from the ledger journal (imports ledger only)."""

@@ -1,0 +1,1 @@
+"""Alembic migrations of the coalition database (the ledger's tables included)."""

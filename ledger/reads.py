@@ -1,0 +1,142 @@
+"""Read functions over the journal: balances (now and as of a position or time), lots,
+holds and entries. Settlement and the API read the journal only through these."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+
+from ledger.journal import DEFAULT_CHAIN_ID
+from ledger.state import Lot
+
+ENTRIES_PER_PAGE_MAX = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Balance:
+    account: str
+    unit: str
+    balance: int
+    held: int  # reserved by active, unexpired holds
+    available: int  # balance - held; what a debit may take
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    tree_size: int
+    head_leaf_hash: bytes
+    last_time_us: int
+    frontier_hashes: list[bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEntry:
+    seq: int
+    time_us: int
+    kind: str
+    ref_scope: str
+    ref_key: str
+    canonical: bytes
+    leaf_hash: bytes
+
+
+Conn = psycopg.Connection[Any]
+
+
+def head(conn: Conn, chain_id: str = DEFAULT_CHAIN_ID) -> Head:
+    row = conn.execute(
+        "SELECT tree_size, head_leaf_hash, last_time_us, frontier_hashes"
+        " FROM ledger_chain WHERE chain_id = %s",
+        (chain_id,),
+    ).fetchone()
+    if row is None:
+        return Head(0, bytes(32), 0, [])
+    return Head(row[0], bytes(row[1]), row[2], [bytes(h) for h in row[3]])
+
+
+def balance(conn: Conn, account: str, now_us: int) -> Balance | None:
+    row = conn.execute(
+        "SELECT a.unit, b.balance, COALESCE(("
+        "  SELECT sum(h.amount) FROM ledger_hold h WHERE h.account = a.account"
+        "  AND h.status = 'active' AND h.expires_us > %s), 0)"
+        " FROM ledger_account a JOIN ledger_balance b USING (account) WHERE a.account = %s",
+        (now_us, account),
+    ).fetchone()
+    if row is None:
+        return None
+    unit, amount, held = row[0], row[1], int(row[2])
+    return Balance(account, unit, amount, held, amount - held)
+
+
+def balance_as_of_size(conn: Conn, account: str, tree_size: int) -> int:
+    """The balance after the first ``tree_size`` entries (0 before the account's first move)."""
+    row = conn.execute(
+        "SELECT balance_after FROM ledger_posting WHERE account = %s AND seq < %s"
+        " ORDER BY seq DESC, posting_index DESC LIMIT 1",
+        (account, tree_size),
+    ).fetchone()
+    return 0 if row is None else int(row[0])
+
+
+def size_at_time(conn: Conn, time_us: int, chain_id: str = DEFAULT_CHAIN_ID) -> int:
+    """How many entries had been appended at ``time_us`` (entry times never go back)."""
+    row = conn.execute(
+        "SELECT max(seq) FROM ledger_entry WHERE chain_id = %s AND time_us <= %s",
+        (chain_id, time_us),
+    ).fetchone()
+    return 0 if row is None or row[0] is None else int(row[0]) + 1
+
+
+def balance_as_of_time(conn: Conn, account: str, time_us: int) -> int:
+    return balance_as_of_size(conn, account, size_at_time(conn, time_us))
+
+
+def lots(conn: Conn, account: str, *, open_only: bool = True) -> list[Lot]:
+    rows = conn.execute(
+        "SELECT lot_id, account, origin, expires_us, opened_seq, posting_index,"
+        " amount_opened, remaining FROM ledger_lot WHERE account = %s"
+        + (" AND remaining > 0" if open_only else "")
+        + " ORDER BY opened_seq, posting_index",
+        (account,),
+    ).fetchall()
+    return [Lot(*row) for row in rows]
+
+
+def entry(conn: Conn, seq: int, chain_id: str = DEFAULT_CHAIN_ID) -> StoredEntry | None:
+    row = conn.execute(
+        "SELECT seq, time_us, kind, ref_scope, ref_key, canonical, leaf_hash"
+        " FROM ledger_entry WHERE chain_id = %s AND seq = %s",
+        (chain_id, seq),
+    ).fetchone()
+    return None if row is None else _stored(row)
+
+
+def iter_entries(
+    conn: Conn, start_seq: int = 0, end_seq: int | None = None, chain_id: str = DEFAULT_CHAIN_ID
+) -> Iterator[StoredEntry]:
+    """Entries in ``seq`` order from ``start_seq`` (inclusive) to ``end_seq`` (exclusive),
+    streamed by keyset pages so memory stays flat on any journal size."""
+    position = start_seq
+    while True:
+        limit = ENTRIES_PER_PAGE_MAX
+        if end_seq is not None:
+            limit = min(limit, end_seq - position)
+            if limit <= 0:
+                return
+        rows = conn.execute(
+            "SELECT seq, time_us, kind, ref_scope, ref_key, canonical, leaf_hash"
+            " FROM ledger_entry WHERE chain_id = %s AND seq >= %s ORDER BY seq LIMIT %s",
+            (chain_id, position, limit),
+        ).fetchall()
+        if not rows:
+            return
+        for row in rows:
+            yield _stored(row)
+        position = rows[-1][0] + 1
+
+
+def _stored(row: Any) -> StoredEntry:
+    return StoredEntry(row[0], row[1], row[2], row[3], row[4], bytes(row[5]), bytes(row[6]))

@@ -1,0 +1,68 @@
+"""Shared fixtures: a PostgreSQL server (DATABASE_URL, else the embedded one), a migrated
+template database, and a fresh database per test cloned from it (fast, isolated)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from coalition.database import database_url, psycopg_url
+from coalition.migrate import upgrade_to_head
+
+TEMPLATE_LOCK_KEY = 727_001
+
+
+def _with_database(url: str, name: str) -> str:
+    base, sep, query = url.partition("?")
+    return f"{base.rsplit('/', 1)[0]}/{name}{sep}{query}"
+
+
+@pytest.fixture(scope="session")
+def server_url() -> Iterator[str]:
+    with database_url() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def template_name(server_url: str) -> str:
+    """One migrated template per schema version, made once even with parallel workers."""
+    from alembic.script import ScriptDirectory
+
+    from coalition.migrate import _config
+
+    head = ScriptDirectory.from_config(_config()).get_current_head()
+    name = f"coalition_template_{head}"
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute("SELECT pg_advisory_lock(%s)", (TEMPLATE_LOCK_KEY,))
+        try:
+            exists = admin.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (name,)
+            ).fetchone()
+            if exists is None or os.environ.get("COALITION_REBUILD_TEMPLATE"):
+                if exists is not None:
+                    admin.execute(f'DROP DATABASE "{name}"')
+                building = f"{name}_building"
+                admin.execute(f'DROP DATABASE IF EXISTS "{building}"')
+                admin.execute(f'CREATE DATABASE "{building}"')
+                upgrade_to_head(_with_database(server_url, building))
+                admin.execute(f'ALTER DATABASE "{building}" RENAME TO "{name}"')
+        finally:
+            admin.execute("SELECT pg_advisory_unlock(%s)", (TEMPLATE_LOCK_KEY,))
+    return name
+
+
+@pytest.fixture()
+def db_url(server_url: str, template_name: str) -> Iterator[str]:
+    """A fresh, migrated database for one test, dropped afterwards."""
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_name}"')
+    try:
+        yield psycopg_url(_with_database(server_url, name))
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

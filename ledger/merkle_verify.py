@@ -1,6 +1,6 @@
 """Verify RFC 9162 inclusion and consistency proofs (DESIGN.md section 4.3).
 
-This file depends on nothing but the standard library's hashlib so that a partner or an
+This file depends on nothing but the standard library's hashlib so that a counterparty or an
 auditor can copy it alone and check our proofs without trusting any other code of ours.
 The algorithms are the iterative ones of RFC 9162 sections 2.1.3.2 and 2.1.4.2, step for
 step; transparency-dev/merkle's proof/verify.go computes the same thing another way.

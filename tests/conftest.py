@@ -66,3 +66,11 @@ def db_url(server_url: str, template_name: str) -> Iterator[str]:
     finally:
         with psycopg.connect(server_url, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests under integration/ and e2e/ need PostgreSQL; mark them so CI can select them."""
+    for item in items:
+        parts = item.path.parts
+        if "integration" in parts or "e2e" in parts:
+            item.add_marker(pytest.mark.postgres)

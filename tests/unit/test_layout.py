@@ -1,0 +1,60 @@
+"""The shape of the project: import direction between packages and the graphql/ folder."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _imported_top_packages(package: str) -> dict[str, set[str]]:
+    found: dict[str, set[str]] = {}
+    for path in (ROOT / package).rglob("*.py"):
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for node in ast.walk(tree):
+            names: list[str] = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module]
+            for name in names:
+                found.setdefault(name.split(".")[0], set()).add(str(path.relative_to(ROOT)))
+    return found
+
+
+@pytest.mark.parametrize(
+    ("package", "forbidden"),
+    [("ledger", {"settlement", "coalition"}), ("settlement", {"coalition"})],
+)
+def test_import_direction(package: str, forbidden: set[str]) -> None:
+    imported = _imported_top_packages(package)
+    offenders = {name: sorted(imported[name]) for name in forbidden if name in imported}
+    assert offenders == {}, f"{package} must not import {offenders}"
+
+
+def test_the_import_check_sees_imports() -> None:
+    # Guard against a checker that finds nothing: ledger does import its own modules.
+    assert "ledger" in _imported_top_packages("ledger")
+
+
+def test_ledger_speaks_no_loyalty() -> None:
+    words = re.compile(r"\b(members?|partners?|loyalty|redeem\w*|redemptions?|earn\w*)\b")
+    for path in (ROOT / "ledger").rglob("*.py"):
+        used = words.findall(path.read_text().lower())
+        assert not used, f"{path.name} says {used}: loyalty words belong in coalition/"
+
+
+def test_graphql_folder_has_no_python_package() -> None:
+    assert not (ROOT / "graphql" / "__init__.py").exists(), "it would shadow graphql-core"
+    assert not list((ROOT / "graphql").rglob("*.py"))
+
+
+def test_import_graphql_is_graphql_core() -> None:
+    import graphql
+
+    assert hasattr(graphql, "graphql_sync"), graphql.__file__
+    assert "site-packages" in str(graphql.__file__)

@@ -2,21 +2,24 @@
 
 Entries hold only objects, arrays, strings, booleans, null and integers within
 ±(2^53−1) — never floats — so JCS reduces to sorted keys, no whitespace and ECMAScript
-string escaping. Python's ``json.dumps`` produces exactly that, except that it sorts keys
-by code point where JCS sorts by UTF-16 code unit; the two orders differ only when a key
-holds a character at or above U+E000, so such rare objects go through the reference
-implementation (the ``rfc8785`` package). A property test checks the two agree.
+string escaping. Python's C ``json`` encoder produces exactly that, except that it sorts
+keys by code point where JCS sorts by UTF-16 code unit. The two orders differ only when
+a key holds a character at or above U+E000, whose UTF-8 form starts with a byte ≥ 0xEE;
+output holding such a byte goes through the reference implementation (``rfc8785``). A
+property test checks that the two agree on arbitrary values.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import rfc8785
 
 INTEGER_MAX = 2**53 - 1
-DEPTH_MAX = 16
+_INTEGER_DIGITS_MAX = len(str(INTEGER_MAX))
+_UTF16_ORDER_BYTES = re.compile(rb"[\xee-\xff]")  # UTF-8 lead bytes of U+E000 and above
 
 JsonValue = Any  # a JSON value made of dict/list/str/int/bool/None
 
@@ -26,48 +29,56 @@ class NotCanonicalizable(ValueError):
 
 
 def canonical_bytes(value: JsonValue) -> bytes:
-    """The one byte representation of ``value`` (RFC 8785)."""
-    needs_reference = _check(value, 0)
-    if needs_reference:
-        return bytes(rfc8785.dumps(value))
-    return json.dumps(
-        value, ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False
-    ).encode("utf-8")
-
-
-def _check(value: JsonValue, depth: int) -> bool:
-    """Validate ``value``; return True when a key needs UTF-16 ordering."""
-    if depth > DEPTH_MAX:
-        raise NotCanonicalizable(f"nesting deeper than {DEPTH_MAX}")
-    if value is None or value is True or value is False:
-        return False
-    if isinstance(value, int):
-        if not -INTEGER_MAX <= value <= INTEGER_MAX:
-            raise NotCanonicalizable(f"integer {value} outside ±(2^53−1)")
-        return False
-    if isinstance(value, str):
-        _check_string(value)
-        return False
-    if isinstance(value, list):
-        needs = False
-        for item in value:
-            needs = _check(item, depth + 1) or needs
-        return needs
-    if isinstance(value, dict):
-        needs = False
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise NotCanonicalizable(f"object key {key!r} is not a string")
-            _check_string(key)
-            if any(ord(ch) >= 0xE000 for ch in key):
-                needs = True
-            needs = _check(item, depth + 1) or needs
-        return needs
-    raise NotCanonicalizable(f"{type(value).__name__} is not allowed in an entry")
-
-
-def _check_string(text: str) -> None:
+    """The one byte representation of ``value`` (RFC 8785); refuses what JCS cannot hold."""
     try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise NotCanonicalizable("string holds a lone surrogate") from exc
+        text = json.dumps(
+            value, ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False
+        )
+        encoded = text.encode("utf-8")
+        # The round trip refuses floats and huge integers (hooks), and anything json.dumps
+        # quietly converted (tuples, non-string keys): it would not come back equal.
+        same = _strict_loads(encoded) == value
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise NotCanonicalizable(str(exc) or type(exc).__name__) from None
+    if not same:
+        raise NotCanonicalizable("value holds types JSON cannot carry unchanged")
+    if _needs_utf16_order(encoded):
+        return bytes(rfc8785.dumps(value))
+    return encoded
+
+
+def parse_canonical(data: bytes) -> JsonValue:
+    """Parse ``data``, refusing it unless it is exactly the canonical bytes of its value."""
+    try:
+        value = _strict_loads(data)
+        if _needs_utf16_order(data):
+            again = bytes(rfc8785.dumps(value))
+        else:
+            text = json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+            again = text.encode("utf-8")
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise NotCanonicalizable(str(exc) or type(exc).__name__) from None
+    if again != data:
+        raise NotCanonicalizable("bytes are not the RFC 8785 form of their value")
+    return value
+
+
+def _strict_loads(data: bytes) -> JsonValue:
+    return json.loads(
+        data, parse_float=_refuse_float, parse_int=_bounded_int, parse_constant=_refuse_float
+    )
+
+
+def _refuse_float(text: str) -> None:
+    raise ValueError(f"number {text} is not an integer")
+
+
+def _bounded_int(text: str) -> int:
+    value = int(text)
+    if len(text) >= _INTEGER_DIGITS_MAX and not -INTEGER_MAX <= value <= INTEGER_MAX:
+        raise ValueError(f"integer {text} outside ±(2^53−1)")
+    return value
+
+
+def _needs_utf16_order(data: bytes) -> bool:
+    return not data.isascii() and _UTF16_ORDER_BYTES.search(data) is not None

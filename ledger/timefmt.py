@@ -10,6 +10,7 @@ import re
 from datetime import UTC, datetime, timedelta
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_NAIVE_EPOCH = datetime(1970, 1, 1)
 _FORMAT = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
 TIME_MIN_US = 0
 TIME_MAX_US = 253402300799999999  # 9999-12-31T23:59:59.999999Z
@@ -17,15 +18,18 @@ TIME_MAX_US = 253402300799999999  # 9999-12-31T23:59:59.999999Z
 
 def format_time_us(time_us: int) -> str:
     assert TIME_MIN_US <= time_us <= TIME_MAX_US, time_us
-    moment = _EPOCH + timedelta(microseconds=time_us)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    moment = _NAIVE_EPOCH + timedelta(microseconds=time_us)
+    return moment.isoformat(timespec="microseconds") + "Z"
 
 
 def parse_time_us(text: str) -> int:
     """Parse the fixed-width form only; anything else is a ValueError."""
     if not isinstance(text, str) or not _FORMAT.match(text):
         raise ValueError(f"time {text!r} is not of the form YYYY-MM-DDTHH:MM:SS.ffffffZ")
-    moment = datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    try:
+        moment = datetime.fromisoformat(text[:-1]).replace(tzinfo=UTC)
+    except ValueError:
+        raise ValueError(f"time {text!r} is not a valid date and time") from None
     return datetime_to_us(moment)
 
 

@@ -10,13 +10,12 @@ expected and actual values.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from ledger import compact_range
-from ledger.canonical import NotCanonicalizable, canonical_bytes
+from ledger.canonical import NotCanonicalizable, parse_canonical
 from ledger.compact_range import NodeId
 from ledger.rejections import Rejection
 from ledger.rules import Effects, apply_entry
@@ -55,15 +54,9 @@ class Replay:
         seq = self.state.tree_size
         leaf_hash = hashlib.sha256(b"\x00" + canonical).digest()
         try:
-            entry = json.loads(canonical)
-        except ValueError as exc:
-            raise VerificationFailed(seq, "json", "a JSON object", str(exc)) from None
-        try:
-            again = canonical_bytes(entry)
+            entry = parse_canonical(canonical)
         except NotCanonicalizable as exc:
             raise VerificationFailed(seq, "canonical", "RFC 8785 bytes", str(exc)) from None
-        if again != canonical:
-            raise VerificationFailed(seq, "canonical", again[:80], canonical[:80])
         if type(entry) is not dict:
             raise VerificationFailed(seq, "json", "an object", type(entry).__name__)
         if entry.get("seq") != seq:

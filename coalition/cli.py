@@ -56,9 +56,22 @@ def _parser() -> argparse.ArgumentParser:
         "2 on bad usage or unreadable input.",
     )
     p.add_argument("--export", type=Path, help="a journal.jsonl to verify offline")
+    p.add_argument("--checkpoint", type=Path, help="a signed checkpoint the export must match")
+    p.add_argument("--vkey", help="the verifier key you pinned (text or @file); never the data's")
+    p.add_argument(
+        "--old-checkpoint",
+        type=Path,
+        action="append",
+        default=[],
+        help="an older checkpoint you kept: the export must extend it (repeatable)",
+    )
     p.add_argument("--expect-size", type=int, help="a tree size seen before (truncation check)")
     p.add_argument("--expect-root", help="hex root hash seen before at --expect-size")
     p.set_defaults(handler=_verify)
+
+    from coalition.cli_transparency import add_verbs
+
+    add_verbs(sub)
     return parser
 
 
@@ -89,38 +102,9 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from ledger.verify import VerificationFailed, Verified, check_against_known, verify_export
-    from ledger.verify_db import verify_database
+    from coalition.cli_verify import verify
 
-    expected_root = bytes.fromhex(args.expect_root) if args.expect_root else None
-    if expected_root is not None and args.expect_size is None:
-        print("--expect-root needs --expect-size", file=sys.stderr)
-        return EXIT_USAGE
-    progress = Progress("verify")
-    verified: Verified
-    try:
-        if args.export is not None:
-            sizes = [args.expect_size] if args.expect_size is not None else []
-            verified = verify_export(str(args.export), progress, sizes)
-            if args.expect_size is not None:
-                if expected_root is None:
-                    if verified.tree_size < args.expect_size:
-                        check_against_known(verified, args.expect_size, b"")
-                else:
-                    check_against_known(verified, args.expect_size, expected_root)
-        else:
-            with database_url() as url, psycopg.connect(url, autocommit=True) as conn:
-                verified = verify_database(conn, progress=progress)
-    except VerificationFailed as failure:
-        progress.done()
-        print(f"FAILED {failure}", file=sys.stderr)
-        return EXIT_VERIFY_FAILED
-    except OSError as exc:
-        print(f"cannot read input: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    progress.done()
-    print(f"OK {verified.tree_size} entries, root {verified.root_hash.hex()}")
-    return EXIT_OK
+    return verify(args)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,93 @@
+"""``coalition verify``: offline from an export (optionally against signed checkpoints and
+a pinned key), or online against the database.
+
+Exit codes: 0 every check holds; 1 a check failed (the first failure is named with its
+seq, check, expected and actual value); 2 bad usage or unreadable input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import psycopg
+
+from coalition._progress import Progress
+from coalition.cli_transparency import read_vkey
+from coalition.database import database_url
+from ledger.checkpoint import Checkpoint, open_checkpoint
+from ledger.signed_note import NoteError, parse_vkey
+from ledger.verify import VerificationFailed, Verified, check_against_known, verify_export
+from ledger.verify_db import verify_database
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def verify(args: argparse.Namespace) -> int:
+    if (args.checkpoint or args.old_checkpoint) and not args.vkey:
+        return _usage("--checkpoint and --old-checkpoint need --vkey (the key you pinned)")
+    if (args.checkpoint or args.old_checkpoint) and args.export is None:
+        return _usage("checkpoints are checked against an export: give --export")
+    if args.expect_root and args.expect_size is None:
+        return _usage("--expect-root needs --expect-size")
+    try:
+        checkpoints = _open_checkpoints(args)
+        expected_root = bytes.fromhex(args.expect_root) if args.expect_root else None
+    except OSError as exc:
+        return _usage(f"cannot read input: {exc}")
+    except ValueError as exc:
+        return _usage(f"bad --expect-root: {exc}")
+    except NoteError as exc:
+        print(f"FAILED checkpoint_signature ({exc.code}): {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    progress = Progress("verify")
+    try:
+        verified = _run(args, checkpoints, progress)
+        for cp in checkpoints:
+            check_against_known(verified, cp.tree_size, cp.root_hash)
+        if args.expect_size is not None:
+            _check_expected(verified, args.expect_size, expected_root)
+    except VerificationFailed as failure:
+        progress.done()
+        print(f"FAILED {failure}", file=sys.stderr)
+        return EXIT_FAILED
+    except OSError as exc:
+        progress.done()
+        return _usage(f"cannot read input: {exc}")
+    progress.done()
+    print(f"OK {verified.tree_size} entries, root {verified.root_hash.hex()}")
+    for cp in checkpoints:
+        print(f"OK checkpoint of {cp.tree_size} entries signed by {cp.origin} matches")
+    return EXIT_OK
+
+
+def _usage(message: str) -> int:
+    print(message, file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _open_checkpoints(args: argparse.Namespace) -> list[Checkpoint]:
+    paths = ([args.checkpoint] if args.checkpoint else []) + list(args.old_checkpoint)
+    if not paths:
+        return []
+    verifier = parse_vkey(read_vkey(args.vkey))
+    return [open_checkpoint(path.read_bytes(), verifier) for path in paths]
+
+
+def _run(args: argparse.Namespace, checkpoints: list[Checkpoint], progress: Progress) -> Verified:
+    if args.export is not None:
+        sizes = {cp.tree_size for cp in checkpoints}
+        if args.expect_size is not None:
+            sizes.add(args.expect_size)
+        return verify_export(str(args.export), progress, sizes)
+    with database_url() as url, psycopg.connect(url, autocommit=True) as conn:
+        return verify_database(conn, progress=progress)
+
+
+def _check_expected(verified: Verified, size: int, root: bytes | None) -> None:
+    if root is not None:
+        check_against_known(verified, size, root)
+    elif verified.tree_size < size:
+        raise VerificationFailed(
+            None, "truncated", f"at least {size} entries", f"{verified.tree_size} entries"
+        )

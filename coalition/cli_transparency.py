@@ -42,6 +42,17 @@ def add_verbs(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--vkey", required=True, help="the verifier key you pinned (text or @file)")
     p.set_defaults(handler=verify_receipt)
 
+    p = sub.add_parser("witness", help="check the log's new checkpoint extends the one kept")
+    p.add_argument("--url", required=True, help="the log server's base URL")
+    p.add_argument("--vkey", required=True, help="the verifier key you pinned (text or @file)")
+    p.add_argument("--state", type=Path, required=True, help="file holding the last checkpoint")
+    p.set_defaults(handler=witness)
+
+    p = sub.add_parser("serve", help="serve the HTTP API (checkpoints, proofs, health)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.set_defaults(handler=serve)
+
     p = sub.add_parser("key", help="signing keys: generate a new one, or rotate to it")
     key_sub = p.add_subparsers(required=True, metavar="ACTION")
     g = key_sub.add_parser("generate", help="write a new signing key file (mode 0600)")
@@ -140,4 +151,55 @@ def key_rotate(args: argparse.Namespace) -> int:
         summary = rotate(conn, settings, args.new_key_file)
     print(summary)
     print("now point COALITION_SIGNING_KEY_FILE (or COALITION_SIGNING_KEY) at the new key")
+    return EXIT_OK
+
+
+def witness(args: argparse.Namespace) -> int:
+    import urllib.error
+
+    from coalition.witness import HistoryRewritten
+    from coalition.witness import witness as run_witness
+    from ledger.signed_note import NoteError, parse_vkey
+
+    try:
+        verifier = parse_vkey(read_vkey(args.vkey))
+        result = run_witness(args.url, verifier, args.state)
+    except HistoryRewritten as exc:
+        print(f"ALERT history rewritten: {exc}", file=sys.stderr)
+        print(f"ALERT the last good checkpoint is kept in {args.state}", file=sys.stderr)
+        return EXIT_FAILED
+    except NoteError as exc:
+        print(f"ALERT checkpoint not signed by the pinned key ({exc.code}): {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except (OSError, urllib.error.URLError, ValueError) as exc:
+        print(f"cannot reach or read the log: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    before = "nothing" if result.previous is None else f"{result.previous.tree_size} entries"
+    print(f"OK {result.current.tree_size} entries extend the kept checkpoint ({before})")
+    return EXIT_OK
+
+
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from coalition.app import create_app
+    from coalition.checkpointer import Checkpointer
+    from ledger.checkpoint_log import CheckpointPolicy
+
+    settings = Settings.from_env()
+    with database_url() as url:
+        upgrade_to_head(url)
+        checkpointer = Checkpointer(
+            url,
+            load_signer(settings),
+            CheckpointPolicy(settings.checkpoint_entries_max, settings.checkpoint_seconds_max),
+        )
+        checkpointer.start()
+        try:
+            print(f"serving on http://{args.host}:{args.port}", flush=True)
+            uvicorn.run(
+                create_app(settings, url), host=args.host, port=args.port, log_level="warning"
+            )
+        finally:
+            checkpointer.stop()
     return EXIT_OK

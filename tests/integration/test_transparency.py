@@ -163,7 +163,7 @@ def test_receipt_checks_offline_and_every_alteration_is_caught(conn, signer):
     proof_line = lines.index(b"index 7") + 1
     flipped = bytearray(lines[proof_line])
     flipped[3] = ord("A") if flipped[3] != ord("A") else ord("B")
-    bad_proof = b"\n".join(lines[:proof_line] + [bytes(flipped)] + lines[proof_line + 1 :])
+    bad_proof = b"\n".join([*lines[:proof_line], bytes(flipped), *lines[proof_line + 1 :]])
     with pytest.raises((ProofError, ValueError)):
         check_receipt(bad_proof, signer.verifier())
 

@@ -31,10 +31,7 @@ class NotCanonicalizable(ValueError):
 def canonical_bytes(value: JsonValue) -> bytes:
     """The one byte representation of ``value`` (RFC 8785); refuses what JCS cannot hold."""
     try:
-        text = json.dumps(
-            value, ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False
-        )
-        encoded = text.encode("utf-8")
+        encoded = _ENCODER.encode(value).encode("utf-8")
         # The round trip refuses floats and huge integers (hooks), and anything json.dumps
         # quietly converted (tuples, non-string keys): it would not come back equal.
         same = _strict_loads(encoded) == value
@@ -54,8 +51,7 @@ def parse_canonical(data: bytes) -> JsonValue:
         if _needs_utf16_order(data):
             again = bytes(rfc8785.dumps(value))
         else:
-            text = json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
-            again = text.encode("utf-8")
+            again = _ENCODER.encode(value).encode("utf-8")
     except (TypeError, ValueError, RecursionError) as exc:
         raise NotCanonicalizable(str(exc) or type(exc).__name__) from None
     if again != data:
@@ -64,9 +60,7 @@ def parse_canonical(data: bytes) -> JsonValue:
 
 
 def _strict_loads(data: bytes) -> JsonValue:
-    return json.loads(
-        data, parse_float=_refuse_float, parse_int=_bounded_int, parse_constant=_refuse_float
-    )
+    return _DECODER.decode(data.decode("utf-8"))
 
 
 def _refuse_float(text: str) -> None:
@@ -78,6 +72,15 @@ def _bounded_int(text: str) -> int:
     if len(text) >= _INTEGER_DIGITS_MAX and not -INTEGER_MAX <= value <= INTEGER_MAX:
         raise ValueError(f"integer {text} outside ±(2^53−1)")
     return value
+
+
+# Built once: constructing an encoder per call costs more than encoding a small entry.
+_ENCODER = json.JSONEncoder(
+    ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False
+)
+_DECODER = json.JSONDecoder(
+    parse_float=_refuse_float, parse_int=_bounded_int, parse_constant=_refuse_float
+)
 
 
 def _needs_utf16_order(data: bytes) -> bool:

@@ -13,6 +13,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+_REQUEST_ENCODER = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=repr
+)
+
 
 @dataclass(frozen=True, slots=True)
 class AccountSpec:
@@ -120,7 +124,5 @@ class EntryRequest:
         """Identifies the payload for idempotency: same reference, same hash, same result."""
         # Not canonical_bytes: a request that JCS cannot encode (a float, a huge amount)
         # must still be identifiable so that it can be rejected with a typed reason.
-        text = json.dumps(
-            self.to_json(), sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=repr
-        )
+        text = _REQUEST_ENCODER.encode(self.to_json())
         return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()

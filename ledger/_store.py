@@ -25,7 +25,7 @@ _LOCK_HEAD = (
 )
 _REFS = (
     "SELECT e.ref_scope, e.ref_key, e.request_hash, e.seq, e.leaf_hash, e.time_us"
-    " FROM ledger_entry e JOIN unnest(%s::text[], %s::text[]) AS r(scope, key)"
+    " FROM ledger_entry e JOIN unnest(%b::text[], %b::text[]) AS r(scope, key)"
     " ON e.ref_scope = r.scope AND e.ref_key = r.key"
 )
 _HOLDS = (
@@ -115,15 +115,15 @@ def write(
     conn.execute(
         "INSERT INTO ledger_entry (chain_id, seq, time_us, kind, ref_scope, ref_key,"
         " request_hash, canonical, leaf_hash, corrects_seq)"
-        " SELECT %s, * FROM unnest(%s::bigint[], %s::bigint[], %s::text[], %s::text[],"
-        " %s::text[], %s::bytea[], %s::bytea[], %s::bytea[], %s::bigint[])",
+        " SELECT %s, * FROM unnest(%b::bigint[], %b::bigint[], %b::text[], %b::text[],"
+        " %b::text[], %b::bytea[], %b::bytea[], %b::bytea[], %b::bigint[])",
         (chain_id, *[list(c) for c in columns[1:]]),  # rows start with chain_id
     )
     opened = [a for fx in effects for a in fx.accounts_opened]
     if opened:
         conn.execute(
             "INSERT INTO ledger_account (account, unit, overdraft, lot_tracked, opened_seq)"
-            " SELECT * FROM unnest(%s::text[], %s::text[], %s::bool[], %s::bool[], %s::bigint[])",
+            " SELECT * FROM unnest(%b::text[], %b::text[], %b::bool[], %b::bool[], %b::bigint[])",
             _columns([(a.name, a.unit, a.overdraft, a.lot_tracked, a.opened_seq) for a in opened]),
         )
     last_seq: dict[str, int] = {a.name: a.opened_seq for a in opened}
@@ -135,15 +135,15 @@ def write(
     if postings:
         conn.execute(
             "INSERT INTO ledger_posting (chain_id, seq, posting_index, account, unit, amount,"
-            " balance_after) SELECT %s, * FROM unnest(%s::bigint[], %s::int[], %s::text[],"
-            " %s::text[], %s::bigint[], %s::bigint[])",
+            " balance_after) SELECT %s, * FROM unnest(%b::bigint[], %b::int[], %b::text[],"
+            " %b::text[], %b::bigint[], %b::bigint[])",
             (chain_id, *_columns(postings)),
         )
     if last_seq:
         names = sorted(last_seq)
         conn.execute(
             "INSERT INTO ledger_balance (account, balance, last_seq)"
-            " SELECT * FROM unnest(%s::text[], %s::bigint[], %s::bigint[])"
+            " SELECT * FROM unnest(%b::text[], %b::bigint[], %b::bigint[])"
             " ON CONFLICT (account) DO UPDATE"
             " SET balance = EXCLUDED.balance, last_seq = EXCLUDED.last_seq",
             (names, [state.balances[n] for n in names], [last_seq[n] for n in names]),
@@ -163,9 +163,9 @@ def _write_lots(conn: psycopg.Connection[Any], state: State, effects: list[Effec
         lots = [state.lots[i] for i in new_ids]
         conn.execute(
             "INSERT INTO ledger_lot (lot_id, account, origin, expires_us, opened_seq,"
-            " posting_index, amount_opened, remaining) SELECT * FROM unnest(%s::text[],"
-            " %s::text[], %s::text[], %s::bigint[], %s::bigint[], %s::int[], %s::bigint[],"
-            " %s::bigint[])",
+            " posting_index, amount_opened, remaining) SELECT * FROM unnest(%b::text[],"
+            " %b::text[], %b::text[], %b::bigint[], %b::bigint[], %b::int[], %b::bigint[],"
+            " %b::bigint[])",
             _columns(
                 [
                     (
@@ -186,7 +186,7 @@ def _write_lots(conn: psycopg.Connection[Any], state: State, effects: list[Effec
     if changed:
         conn.execute(
             "UPDATE ledger_lot l SET remaining = v.remaining"
-            " FROM unnest(%s::text[], %s::bigint[]) AS v(lot_id, remaining)"
+            " FROM unnest(%b::text[], %b::bigint[]) AS v(lot_id, remaining)"
             " WHERE l.lot_id = v.lot_id",
             (changed, [state.lots[i].remaining for i in changed]),
         )
@@ -201,8 +201,8 @@ def _write_holds(conn: psycopg.Connection[Any], effects: list[Effects]) -> None:
     ]
     if new:
         conn.execute(
-            "INSERT INTO ledger_hold SELECT * FROM unnest(%s::bigint[], %s::text[], %s::text[],"
-            " %s::bigint[], %s::bigint[], %s::text[], %s::bigint[])",
+            "INSERT INTO ledger_hold SELECT * FROM unnest(%b::bigint[], %b::text[], %b::text[],"
+            " %b::bigint[], %b::bigint[], %b::text[], %b::bigint[])",
             _columns(
                 [
                     (h.hold_seq, h.account, h.unit, h.amount, h.expires_us, h.status, h.closed_seq)
@@ -213,7 +213,7 @@ def _write_holds(conn: psycopg.Connection[Any], effects: list[Effects]) -> None:
     if closed:
         conn.execute(
             "UPDATE ledger_hold h SET status = v.status, closed_seq = v.closed_seq"
-            " FROM unnest(%s::bigint[], %s::text[], %s::bigint[]) AS v(hold_seq, status,"
+            " FROM unnest(%b::bigint[], %b::text[], %b::bigint[]) AS v(hold_seq, status,"
             " closed_seq) WHERE h.hold_seq = v.hold_seq AND h.status = %s",
             (*_columns([(h.hold_seq, h.status, h.closed_seq) for h in closed]), HOLD_ACTIVE),
         )
@@ -228,7 +228,7 @@ def _extend_tree(
     if nodes:
         conn.execute(
             "INSERT INTO ledger_merkle_node (chain_id, level, node_index, node_hash)"
-            " SELECT %s, * FROM unnest(%s::smallint[], %s::bigint[], %s::bytea[])",
+            " SELECT %s, * FROM unnest(%b::smallint[], %b::bigint[], %b::bytea[])",
             (
                 chain_id,
                 [n.level for n, _ in nodes],

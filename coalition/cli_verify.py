@@ -30,14 +30,21 @@ def verify(args: argparse.Namespace) -> int:
         return _usage("checkpoints are checked against an export: give --export")
     if args.expect_root and args.expect_size is None:
         return _usage("--expect-root needs --expect-size")
+    expected_root = None
+    if args.expect_root:
+        try:
+            expected_root = bytes.fromhex(args.expect_root)
+        except ValueError:
+            return _usage("--expect-root must be 64 hex digits")
+        if len(expected_root) != 32:
+            return _usage("--expect-root must be 64 hex digits (a SHA-256 root hash)")
     try:
         checkpoints = _open_checkpoints(args)
-        expected_root = bytes.fromhex(args.expect_root) if args.expect_root else None
     except OSError as exc:
         return _usage(f"cannot read input: {exc}")
-    except ValueError as exc:
-        return _usage(f"bad --expect-root: {exc}")
     except NoteError as exc:
+        if exc.code in ("malformed_key", "invalid_name", "key_id_mismatch", "unknown_algorithm"):
+            return _usage(f"bad --vkey ({exc.code}): {exc}")
         print(f"FAILED checkpoint_signature ({exc.code}): {exc}", file=sys.stderr)
         return EXIT_FAILED
     progress = Progress("verify")
@@ -75,13 +82,13 @@ def _open_checkpoints(args: argparse.Namespace) -> list[Checkpoint]:
 
 
 def _run(args: argparse.Namespace, checkpoints: list[Checkpoint], progress: Progress) -> Verified:
+    sizes = {cp.tree_size for cp in checkpoints}
+    if args.expect_size is not None:
+        sizes.add(args.expect_size)
     if args.export is not None:
-        sizes = {cp.tree_size for cp in checkpoints}
-        if args.expect_size is not None:
-            sizes.add(args.expect_size)
         return verify_export(str(args.export), progress, sizes)
     with database_url() as url, psycopg.connect(url, autocommit=True) as conn:
-        return verify_database(conn, progress=progress)
+        return verify_database(conn, progress=progress, sizes_wanted=sizes)
 
 
 def _check_expected(verified: Verified, size: int, root: bytes | None) -> None:

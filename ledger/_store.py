@@ -97,7 +97,10 @@ def load(conn: psycopg.Connection[Any], chain_id: str, requests: list[EntryReque
         state.accounts[name] = Account(name, unit, overdraft, lot_tracked, opened_seq)
         state.balances[name] = balance
     for row in cursors[4]:
-        if state.accounts[row[1]].lot_tracked:
+        # A lot named by a request may belong to an account the batch does not touch;
+        # leaving it out lets the rules reject that request alone (lot_unknown).
+        account = state.accounts.get(row[1])
+        if account is not None and account.lot_tracked:
             state.add_lot(Lot(*row))
     return loaded
 

@@ -41,6 +41,7 @@ class StoredEntry:
     ref_key: str
     canonical: bytes
     leaf_hash: bytes
+    corrects_seq: int | None = None
 
 
 Conn = psycopg.Connection[Any]
@@ -107,8 +108,7 @@ def lots(conn: Conn, account: str, *, open_only: bool = True) -> list[Lot]:
 
 def entry(conn: Conn, seq: int, chain_id: str = DEFAULT_CHAIN_ID) -> StoredEntry | None:
     row = conn.execute(
-        "SELECT seq, time_us, kind, ref_scope, ref_key, canonical, leaf_hash"
-        " FROM ledger_entry WHERE chain_id = %s AND seq = %s",
+        _ENTRY_COLUMNS + " FROM ledger_entry WHERE chain_id = %s AND seq = %s",
         (chain_id, seq),
     ).fetchone()
     return None if row is None else _stored(row)
@@ -127,8 +127,8 @@ def iter_entries(
             if limit <= 0:
                 return
         rows = conn.execute(
-            "SELECT seq, time_us, kind, ref_scope, ref_key, canonical, leaf_hash"
-            " FROM ledger_entry WHERE chain_id = %s AND seq >= %s ORDER BY seq LIMIT %s",
+            _ENTRY_COLUMNS + " FROM ledger_entry WHERE chain_id = %s AND seq >= %s"
+            " ORDER BY seq LIMIT %s",
             (chain_id, position, limit),
         ).fetchall()
         if not rows:
@@ -138,5 +138,8 @@ def iter_entries(
         position = rows[-1][0] + 1
 
 
+_ENTRY_COLUMNS = "SELECT seq, time_us, kind, ref_scope, ref_key, canonical, leaf_hash, corrects_seq"
+
+
 def _stored(row: Any) -> StoredEntry:
-    return StoredEntry(row[0], row[1], row[2], row[3], row[4], bytes(row[5]), bytes(row[6]))
+    return StoredEntry(row[0], row[1], row[2], row[3], row[4], bytes(row[5]), bytes(row[6]), row[7])

@@ -26,8 +26,7 @@ LOTS_PER_POSTING_MAX = 1000
 NAME_LENGTH_MAX = 128
 KIND_LENGTH_MAX = 64
 
-_NAME = re.compile(r"^[\x21-\x7e]{1,128}$")  # printable ASCII, no spaces
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_NAME = re.compile(r"[\x21-\x7e]{1,128}")  # printable ASCII, no spaces
 
 
 @dataclass(slots=True)
@@ -80,7 +79,7 @@ def _str(value: Any, what: str, length_max: int = NAME_LENGTH_MAX) -> str:
 
 
 def _name(value: Any, what: str) -> str:
-    if type(value) is not str or not _NAME.match(value):
+    if type(value) is not str or not _NAME.fullmatch(value):
         raise _fail(Code.INVALID_ENTRY, f"{what} must be 1–128 printable ASCII characters")
     return value
 

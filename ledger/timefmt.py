@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NAIVE_EPOCH = datetime(1970, 1, 1)
-_FORMAT = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
+_FORMAT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z")
 TIME_MIN_US = 0
 TIME_MAX_US = 253402300799999999  # 9999-12-31T23:59:59.999999Z
 
@@ -24,7 +24,7 @@ def format_time_us(time_us: int) -> str:
 
 def parse_time_us(text: str) -> int:
     """Parse the fixed-width form only; anything else is a ValueError."""
-    if not isinstance(text, str) or not _FORMAT.match(text):
+    if not isinstance(text, str) or not _FORMAT.fullmatch(text):
         raise ValueError(f"time {text!r} is not of the form YYYY-MM-DDTHH:MM:SS.ffffffZ")
     try:
         moment = datetime.fromisoformat(text[:-1]).replace(tzinfo=UTC)

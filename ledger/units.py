@@ -11,11 +11,11 @@ import re
 POINTS_UNIT = "PTS"
 AMOUNT_MAX = 2**53 - 1
 
-_ISO_4217 = re.compile(r"^[A-Z]{3}$")
+_ISO_4217 = re.compile(r"[A-Z]{3}")
 
 
 def is_valid_unit(unit: str) -> bool:
-    return unit == POINTS_UNIT or bool(_ISO_4217.match(unit))
+    return unit == POINTS_UNIT or bool(_ISO_4217.fullmatch(unit))
 
 
 def amount_in_range(amount: int) -> bool:

@@ -42,6 +42,7 @@ class Replay:
     keep_nodes: bool = False
     sizes_wanted: frozenset[int] = frozenset()  # record the root at these tree sizes
     roots_at: dict[int, bytes] = field(default_factory=dict)
+    last_seq_by_account: dict[str, int] = field(default_factory=dict)
 
     @property
     def tree_size(self) -> int:
@@ -69,6 +70,10 @@ class Replay:
         if isinstance(outcome, Rejection):
             raise VerificationFailed(seq, f"rule:{outcome.code.value}", "accepted", outcome.detail)
         self.state.prev_leaf_hash_hex = leaf_hash.hex()
+        for account in outcome.accounts_opened:
+            self.last_seq_by_account[account.name] = seq
+        for posting in outcome.postings:
+            self.last_seq_by_account[posting.account] = seq
         self.frontier_hashes, nodes = compact_range.append(self.frontier_hashes, seq, leaf_hash)
         if self.keep_nodes:
             self.new_nodes.extend(nodes)

@@ -9,7 +9,7 @@ longer agrees, and named.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import psycopg
@@ -27,15 +27,27 @@ def verify_database(
     *,
     chain_id: str = DEFAULT_CHAIN_ID,
     progress: Progress | None = None,
+    sizes_wanted: Iterable[int] = (),
 ) -> Verified:
+    """Replay the stored journal and compare every stored row with the replay.
+
+    ``sizes_wanted``: tree sizes whose root to record (for ``check_against_known``).
+    """
     with conn.transaction():
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        return _verify(conn, chain_id, progress)
+        return _verify(conn, chain_id, progress, frozenset(sizes_wanted))
 
 
-def _verify(conn: psycopg.Connection[Any], chain_id: str, progress: Progress | None) -> Verified:
+def _verify(
+    conn: psycopg.Connection[Any],
+    chain_id: str,
+    progress: Progress | None,
+    sizes_wanted: frozenset[int],
+) -> Verified:
     head = reads.head(conn, chain_id)
-    replay = Replay(keep_nodes=True)
+    replay = Replay(keep_nodes=True, sizes_wanted=sizes_wanted)
+    if 0 in sizes_wanted:
+        replay.roots_at[0] = replay.root_hash()
     postings = _postings(conn, chain_id)
     for stored in reads.iter_entries(conn, 0, None, chain_id):
         expected_seq = replay.tree_size
@@ -52,12 +64,19 @@ def _verify(conn: psycopg.Connection[Any], chain_id: str, progress: Progress | N
                 stored.seq, "leaf_hash", computed.hex(), stored.leaf_hash.hex()
             )
         entry, effects, _ = replay.feed(stored.canonical)
-        columns = (stored.time_us, stored.kind, stored.ref_scope, stored.ref_key)
+        columns = (
+            stored.time_us,
+            stored.kind,
+            stored.ref_scope,
+            stored.ref_key,
+            stored.corrects_seq,
+        )
         wanted = (
             parse_time_us(entry["time"]),
             entry["kind"],
             entry["ref"]["scope"],
             entry["ref"]["key"],
+            entry.get("corrects"),
         )
         if columns != wanted:
             raise VerificationFailed(stored.seq, "entry_columns", wanted, columns)
@@ -85,7 +104,7 @@ def _verify(conn: psycopg.Connection[Any], chain_id: str, progress: Progress | N
         replay.root_hash(),
         bytes.fromhex(replay.state.prev_leaf_hash_hex),
         replay.state,
-        {},
+        dict(replay.roots_at),
     )
 
 
@@ -119,6 +138,10 @@ def _check_head(head: reads.Head, replay: Replay) -> None:
         raise VerificationFailed(
             last, "head_leaf_hash", expected_hash.hex(), head.head_leaf_hash.hex()
         )
+    if head.last_time_us != replay.state.last_time_us:
+        raise VerificationFailed(
+            last, "head_last_time", replay.state.last_time_us, head.last_time_us
+        )
     if head.frontier_hashes != replay.frontier_hashes:
         raise VerificationFailed(
             last, "head_frontier", "the replayed frontier", "a different frontier"
@@ -137,27 +160,44 @@ def _check_derived(conn: psycopg.Connection[Any], replay: Replay, chain_id: str)
         a.name: (a.unit, a.overdraft, a.lot_tracked, a.opened_seq) for a in state.accounts.values()
     }
     _compare("account_row", want_accounts, accounts)
-    balances = dict(conn.execute("SELECT account, balance FROM ledger_balance").fetchall())
-    _compare("balance", state.balances, balances)
+    balances = {
+        r[0]: (r[1], r[2])
+        for r in conn.execute("SELECT account, balance, last_seq FROM ledger_balance")
+    }
+    want_balances = {
+        name: (amount, replay.last_seq_by_account.get(name, state.accounts[name].opened_seq))
+        for name, amount in state.balances.items()
+    }
+    _compare("balance", want_balances, balances)
     lots = {
         r[0]: tuple(r[1:])
         for r in conn.execute(
-            "SELECT lot_id, account, origin, expires_us, amount_opened, remaining FROM ledger_lot"
+            "SELECT lot_id, account, origin, expires_us, opened_seq, posting_index,"
+            " amount_opened, remaining FROM ledger_lot"
         )
     }
     want_lots = {
-        lot.lot_id: (lot.account, lot.origin, lot.expires_us, lot.amount_opened, lot.remaining)
+        lot.lot_id: (
+            lot.account,
+            lot.origin,
+            lot.expires_us,
+            lot.opened_seq,
+            lot.posting_index,
+            lot.amount_opened,
+            lot.remaining,
+        )
         for lot in state.lots.values()
     }
     _compare("lot_row", want_lots, lots)
     holds = {
         r[0]: tuple(r[1:])
         for r in conn.execute(
-            "SELECT hold_seq, account, amount, expires_us, status, closed_seq FROM ledger_hold"
+            "SELECT hold_seq, account, unit, amount, expires_us, status, closed_seq"
+            " FROM ledger_hold"
         )
     }
     want_holds = {
-        h.hold_seq: (h.account, h.amount, h.expires_us, h.status, h.closed_seq)
+        h.hold_seq: (h.account, h.unit, h.amount, h.expires_us, h.status, h.closed_seq)
         for h in state.holds.values()
     }
     _compare("hold_row", want_holds, holds)
@@ -185,6 +225,9 @@ def _compare(check: str, expected: dict[Any, Any], actual: dict[Any, Any]) -> No
 def _seq_of(key: Any) -> int | None:
     if isinstance(key, int):
         return key
+    if isinstance(key, tuple) and len(key) == 2 and all(isinstance(k, int) for k in key):
+        level, index = key  # a Merkle node is complete once its last leaf is appended
+        return int(((index + 1) << level) - 1)
     if isinstance(key, str) and ":" in key and key.split(":", 1)[0].isdigit():
         return int(key.split(":", 1)[0])  # lot ids start with the seq that opened them
     return None

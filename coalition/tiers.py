@@ -1,0 +1,70 @@
+"""Tiers: thresholds on a member's rolling spend across the whole coalition.
+
+The spend is summed from the journal's earn entries (their recorded purchase amounts) in
+the window before the purchase, so a member's tier at any moment is derivable from the
+journal alone. The highest tier whose threshold the spend reaches applies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from coalition.money import parse_rate
+
+DAY_US = 86_400_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Tier:
+    name: str
+    threshold_minor: int  # rolling spend at or above this …
+    multiplier: Decimal  # … multiplies earned points by this
+
+
+@dataclass(frozen=True, slots=True)
+class TierPolicy:
+    currency: str
+    window_days: int
+    tiers: tuple[Tier, ...]  # ascending thresholds; the first is usually 0
+
+    def tier_for(self, rolling_spend_minor: int) -> Tier | None:
+        reached = [t for t in self.tiers if rolling_spend_minor >= t.threshold_minor]
+        return reached[-1] if reached else None
+
+    @property
+    def window_us(self) -> int:
+        return self.window_days * DAY_US
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "currency": self.currency,
+            "window_days": self.window_days,
+            "tiers": [
+                {
+                    "name": t.name,
+                    "threshold_minor": t.threshold_minor,
+                    "multiplier": str(t.multiplier),
+                }
+                for t in self.tiers
+            ],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TierPolicy:
+        window = data.get("window_days")
+        if type(window) is not int or not 1 <= window <= 3660:
+            raise ValueError("window_days must be an integer from 1 to 3660")
+        tiers = tuple(
+            Tier(
+                str(t["name"]),
+                int(t["threshold_minor"]),
+                parse_rate(t["multiplier"], "tier multiplier"),
+            )
+            for t in data.get("tiers", [])
+        )
+        thresholds = [t.threshold_minor for t in tiers]
+        if thresholds != sorted(set(thresholds)) or any(x < 0 for x in thresholds):
+            raise ValueError("tier thresholds must be distinct, non-negative and ascending")
+        return cls(str(data.get("currency", "")), window, tiers)

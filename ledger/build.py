@@ -77,6 +77,8 @@ def _add_lots(
         out["lots"] = [{"lot": t.lot_id, "amount": t.amount} for t in posting.lots]
     if posting.take_expired:
         out["expired"] = True
+    if posting.allow_debt:
+        out["debt"] = True
     if posting.amount > 0:
         if posting.lots is None:
             out["lot"] = {

@@ -45,14 +45,26 @@ def leaf_hash_of(canonical: bytes) -> bytes:
     return hashlib.sha256(b"\x00" + canonical).digest()
 
 
+AfterAppend = Callable[[psycopg.Connection[Any], list[tuple[EntryRequest, Appended]]], None]
+
+
 class Journal:
-    """Append and head access for one chain, on connections the caller provides."""
+    """Append and head access for one chain, on connections the caller provides.
+
+    ``after_append`` runs inside the batch's transaction, after its rows are written, with
+    the entries appended (not those replayed): a caller keeps its own read models there,
+    so that they commit or roll back with the journal, never apart from it.
+    """
 
     def __init__(
-        self, chain_id: str = DEFAULT_CHAIN_ID, clock_us: Callable[[], int] = now_us
+        self,
+        chain_id: str = DEFAULT_CHAIN_ID,
+        clock_us: Callable[[], int] = now_us,
+        after_append: AfterAppend | None = None,
     ) -> None:
         self.chain_id = chain_id
         self.clock_us = clock_us
+        self.after_append = after_append
 
     def append(
         self, conn: psycopg.Connection[Any], requests: Sequence[EntryRequest]
@@ -60,7 +72,16 @@ class Journal:
         """Append ``requests`` in one transaction; results come back in request order."""
         assert len(requests) <= ENTRIES_PER_BATCH_MAX, "split the batch"
         with conn.pipeline(), conn.transaction():
-            return _Batch(conn, self.chain_id, self.clock_us(), requests).run()
+            results = _Batch(conn, self.chain_id, self.clock_us(), requests).run()
+            if self.after_append is not None:
+                appended = [
+                    (request, result)
+                    for request, result in zip(requests, results, strict=True)
+                    if isinstance(result, Appended) and not result.replayed
+                ]
+                if appended:
+                    self.after_append(conn, appended)
+            return results
 
 
 class _Batch:

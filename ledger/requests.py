@@ -50,6 +50,8 @@ class PostingRequest:
     ``lot_expires_us`` (None: never) unless ``lots`` names lots to restore; a debit takes
     the ``lots`` named, or first-expiring-first when none are named. ``take_expired``
     makes a debit take only lots that have already expired (moving them to breakage).
+    ``allow_debt`` lets a debit of a lot-tracked overdraft account take more than its
+    lots hold (a clawback); the account owes the rest and its next credits repay it.
     """
 
     account: str
@@ -59,6 +61,7 @@ class PostingRequest:
     lot_expires_us: int | None = None
     lots: tuple[LotTake, ...] | None = None
     take_expired: bool = False
+    allow_debt: bool = False  # a lot-tracked overdraft account may owe what its lots lack
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"account": self.account, "unit": self.unit, "amount": self.amount}
@@ -70,6 +73,8 @@ class PostingRequest:
             out["lots"] = [{"lot": t.lot_id, "amount": t.amount} for t in self.lots]
         if self.take_expired:
             out["take_expired"] = True
+        if self.allow_debt:
+            out["allow_debt"] = True
         return out
 
 

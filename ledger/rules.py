@@ -102,7 +102,7 @@ def _keys(obj: Any, what: str, required: set[str], optional: frozenset[str] = fr
         )
 
 
-_POSTING_OPTIONAL = frozenset({"lot", "lots", "expired"})
+_POSTING_OPTIONAL = frozenset({"lot", "lots", "expired", "debt"})
 _ENTRY_REQUIRED = {"v", "seq", "prev", "time", "kind", "ref", "meta", "postings"}
 _ENTRY_OPTIONAL = frozenset({"open", "hold", "capture", "void", "corrects"})
 
@@ -259,6 +259,7 @@ def _postings(postings: Any, work: _Work, fx: Effects, capture: tuple[Hold, int]
         raise _fail(Code.INVALID_ENTRY, f"postings must be a list of ≤{POSTINGS_PER_ENTRY_MAX}")
     sums: dict[str, int] = {}
     debited: set[str] = set()
+    in_debt: set[str] = set()  # lot-tracked accounts this entry lets carry debt
     for index, posting in enumerate(postings):
         _keys(posting, "posting", {"account", "unit", "amount"}, _POSTING_OPTIONAL)
         account = work.account(_name(posting["account"], "posting.account"))
@@ -273,7 +274,8 @@ def _postings(postings: Any, work: _Work, fx: Effects, capture: tuple[Hold, int]
             if amount > 0:
                 _lot_credit(posting, index, amount, account, work, fx)
             else:
-                _lot_debit(posting, -amount, account, work)
+                if _lot_debit(posting, -amount, account, work):
+                    in_debt.add(account.name)
         elif posting.keys() - {"account", "unit", "amount"}:
             raise _fail(Code.INVALID_ENTRY, f"{account.name} is not lot-tracked")
         balance_after = work.balance(account.name) + amount
@@ -293,13 +295,14 @@ def _postings(postings: Any, work: _Work, fx: Effects, capture: tuple[Hold, int]
         if net != -amount:
             raise _fail(Code.CAPTURE_MISMATCH, f"postings must debit {hold.account} by {amount}")
         excluded_hold_seq = hold.hold_seq
-    for name in sorted(debited):
+    for name in sorted(debited - in_debt):
         _check_available(work.account(name), work, excluded_hold_seq)
 
 
 def _check_available(account: Account, work: _Work, excluded_hold_seq: int, extra: int = 0) -> None:
-    """A non-overdraft account never goes below what its holds reserve."""
-    if account.overdraft:
+    """An account never goes below what its holds reserve — unless it is an overdraft
+    account without lots, or a lot-tracked one whose debit says it may carry debt."""
+    if account.overdraft and not account.lot_tracked:
         return
     held = work.state.held_amount(account.name, work.time_us, excluded_hold_seq) + extra
     if work.balance(account.name) - held < 0:
@@ -311,8 +314,8 @@ def _check_available(account: Account, work: _Work, excluded_hold_seq: int, extr
 def _lot_credit(
     posting: dict[str, Any], index: int, amount: int, account: Account, work: _Work, fx: Effects
 ) -> None:
-    if "expired" in posting:
-        raise _fail(Code.INVALID_ENTRY, "only a debit takes expired lots")
+    if "expired" in posting or "debt" in posting:
+        raise _fail(Code.INVALID_ENTRY, "only a debit takes expired lots or carries debt")
     if "lots" in posting:  # giving back to lots it came from (a reversal)
         if "lot" in posting:
             raise _fail(Code.INVALID_ENTRY, "a credit either opens a lot or restores lots")
@@ -340,9 +343,15 @@ def _lot_credit(
         fx.lots_opened.append(lot)
 
 
-def _lot_debit(posting: dict[str, Any], amount: int, account: Account, work: _Work) -> None:
+def _lot_debit(posting: dict[str, Any], amount: int, account: Account, work: _Work) -> bool:
+    """Take the named lots; return True when this debit may leave the account in debt."""
     if "lot" in posting:
         raise _fail(Code.INVALID_ENTRY, "a debit does not open a lot")
+    may_owe = posting.get("debt", False)
+    if may_owe is not False and may_owe is not True:
+        raise _fail(Code.INVALID_ENTRY, "posting.debt must be a boolean")
+    if may_owe and not account.overdraft:
+        raise _fail(Code.INVALID_ENTRY, f"{account.name} may not carry debt")
     take_expired = posting.get("expired", False)
     if take_expired is not False and take_expired is not True:
         raise _fail(Code.INVALID_ENTRY, "posting.expired must be a boolean")
@@ -359,8 +368,9 @@ def _lot_debit(posting: dict[str, Any], amount: int, account: Account, work: _Wo
         taken += take
     if taken > amount:
         raise _fail(Code.INVALID_ENTRY, "lots taken exceed the debit")
-    if taken < amount and not account.overdraft:
+    if taken < amount and not may_owe:
         raise _fail(Code.INSUFFICIENT_BALANCE, f"{account.name} lacks {amount - taken} in lots")
+    return bool(may_owe)
 
 
 def _named_lots(

@@ -213,7 +213,7 @@ def build_varied_journal(conn: psycopg.Connection[Any], clock: Clock) -> int:
         "a",
         "c-3-clawback",
         corrects_seq=credited,
-        postings=(_post("holder:2", "PTS", -60), _post("issuer:a", "PTS", 60)),
+        postings=(_post("holder:2", "PTS", -60, allow_debt=True), _post("issuer:a", "PTS", 60)),
     )
     repay = EntryRequest(
         "credit",

@@ -353,3 +353,131 @@ def test_triggers_refuse_rewriting_the_journal(journal, conn, statement):
     one(journal, conn, earn("member:1", 3))
     with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"):
         conn.execute(statement)
+
+
+def test_debt_needs_an_overdraft_account_and_a_flagged_debit(conn, clock):
+    journal = Journal(clock_us=clock)
+    journal.append(
+        conn,
+        [
+            EntryRequest(
+                "open",
+                "test",
+                "open-debt",
+                open_accounts=(
+                    AccountSpec("issuer:x", "PTS", overdraft=True),
+                    AccountSpec("holder:owes", "PTS", overdraft=True, lot_tracked=True),
+                    AccountSpec("holder:never", "PTS", lot_tracked=True),
+                ),
+            )
+        ],
+    )
+    one(journal, conn, earn_from("holder:owes", 40, "x"))
+    unflagged = EntryRequest(
+        "clawback",
+        "test",
+        "cb-1",
+        postings=(
+            PostingRequest("holder:owes", "PTS", -60),
+            PostingRequest("issuer:x", "PTS", 60),
+        ),
+    )
+    result = one(journal, conn, unflagged)
+    assert isinstance(result, Rejection) and result.code is Code.INSUFFICIENT_BALANCE
+    flagged_elsewhere = EntryRequest(
+        "clawback",
+        "test",
+        "cb-2",
+        postings=(
+            PostingRequest("holder:never", "PTS", -1, allow_debt=True),
+            PostingRequest("issuer:x", "PTS", 1),
+        ),
+    )
+    result = one(journal, conn, flagged_elsewhere)
+    assert isinstance(result, Rejection) and result.code is Code.INVALID_ENTRY
+    flagged = EntryRequest(
+        "clawback",
+        "test",
+        "cb-3",
+        postings=(
+            PostingRequest("holder:owes", "PTS", -60, allow_debt=True),
+            PostingRequest("issuer:x", "PTS", 60),
+        ),
+    )
+    assert isinstance(one(journal, conn, flagged), Appended)
+    assert reads.balance(conn, "holder:owes", clock.now_us).balance == -20
+    repay = one(journal, conn, earn_from("holder:owes", 30, "x"))
+    [lot] = reads.lots(conn, "holder:owes")
+    assert (lot.lot_id, lot.amount_opened) == (f"{repay.seq}:1", 10)  # 20 repaid the debt
+
+
+def test_holds_bind_a_lot_tracked_overdraft_account(conn, clock):
+    journal = Journal(clock_us=clock)
+    journal.append(
+        conn,
+        [
+            EntryRequest(
+                "open",
+                "test",
+                "open-h",
+                open_accounts=(
+                    AccountSpec("issuer:x", "PTS", overdraft=True),
+                    AccountSpec("holder:h", "PTS", overdraft=True, lot_tracked=True),
+                ),
+            )
+        ],
+    )
+    one(journal, conn, earn_from("holder:h", 50, "x"))
+    hold = EntryRequest(
+        "authorise",
+        "test",
+        "auth-h",
+        hold=HoldRequest("holder:h", "PTS", 40, clock.now_us + DAY_US),
+    )
+    assert isinstance(one(journal, conn, hold), Appended)
+    spend = EntryRequest(
+        "spend",
+        "test",
+        "spend-h",
+        postings=(
+            PostingRequest("holder:h", "PTS", -20),
+            PostingRequest("issuer:x", "PTS", 20),
+        ),
+    )
+    result = one(journal, conn, spend)
+    assert isinstance(result, Rejection) and result.code is Code.INSUFFICIENT_BALANCE
+
+
+def earn_from(account: str, amount: int, origin: str) -> EntryRequest:
+    return EntryRequest(
+        "earn",
+        "test",
+        f"earn-{next(_counter)}",
+        postings=(
+            PostingRequest(f"issuer:{origin}", "PTS", -amount),
+            PostingRequest(account, "PTS", amount, lot_origin=origin),
+        ),
+    )
+
+
+def test_after_append_runs_in_the_same_transaction(db_url, clock):
+    seen: list[int] = []
+
+    def keep(conn: psycopg.Connection[Any], appended: list[Any]) -> None:
+        seen.extend(result.seq for _, result in appended)
+        conn.execute("CREATE TABLE IF NOT EXISTS side (seq bigint PRIMARY KEY)")
+        for _, result in appended:
+            conn.execute("INSERT INTO side VALUES (%s)", (result.seq,))
+
+    journal = Journal(clock_us=clock, after_append=keep)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        first = journal.append(
+            conn, [EntryRequest("fact", "t", "f1"), EntryRequest("fact", "t", "f1")]
+        )
+        assert seen == [first[0].seq]  # the replayed duplicate is not passed on
+        # The read model already holds the row the next entry (seq 1) would add, so the
+        # hook fails; the journal must roll back with it.
+        conn.execute("INSERT INTO side VALUES (1)")
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            journal.append(conn, [EntryRequest("fact", "t", "f2")])
+        assert reads.head(conn).tree_size == 1

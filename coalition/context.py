@@ -1,0 +1,91 @@
+"""The wiring every coalition use case shares: a journal whose batches also keep the
+coalition's read models, a clock, and the translation of ledger rejections."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+
+from coalition.outcomes import Refusal, RefusalCode
+from coalition.projections import project
+from ledger import reads
+from ledger.journal import Appended, Journal
+from ledger.rejections import Rejection, RejectionCode
+from ledger.requests import EntryRequest
+from ledger.timefmt import now_us
+
+Conn = psycopg.Connection[Any]
+
+_REFUSAL_FOR = {
+    RejectionCode.IDEMPOTENCY_CONFLICT: RefusalCode.DUPLICATE_REFERENCE,
+    RejectionCode.INSUFFICIENT_BALANCE: RefusalCode.INSUFFICIENT_POINTS,
+    RejectionCode.LOT_INSUFFICIENT: RefusalCode.BUSY,
+    RejectionCode.LOT_EXPIRED: RefusalCode.POINTS_EXPIRED,
+    RejectionCode.HOLD_UNKNOWN: RefusalCode.UNKNOWN_HOLD,
+    RejectionCode.HOLD_NOT_ACTIVE: RefusalCode.HOLD_NOT_ACTIVE,
+    RejectionCode.HOLD_EXPIRED: RefusalCode.HOLD_EXPIRED,
+    RejectionCode.CAPTURE_EXCEEDS_HOLD: RefusalCode.OVER_CAPTURE,
+}
+
+
+class Coalition:
+    def __init__(self, clock_us: Callable[[], int] = now_us) -> None:
+        self.clock_us = clock_us
+        self.journal = Journal(clock_us=clock_us, after_append=project)
+
+    def append(self, conn: Conn, request: EntryRequest) -> Appended | Refusal:
+        [result] = self.journal.append(conn, [request])
+        if isinstance(result, Rejection):
+            return refusal_for(result)
+        return result
+
+    def append_once(
+        self, conn: Conn, request: EntryRequest
+    ) -> tuple[Appended, dict[str, Any]] | Refusal:
+        """Append a request whose metadata holds the caller's ``input`` and what we derived
+        from it (points, tier, lots …). A retry is recognised by its input alone, so it
+        gets the original answer even if the derivation would differ today."""
+        inputs = request.meta["input"]
+        earlier = _earlier(conn, request, inputs)
+        if earlier is not None:
+            return earlier
+        result = self.append(conn, request)
+        if isinstance(result, Refusal) and result.code is RefusalCode.DUPLICATE_REFERENCE:
+            earlier = _earlier(conn, request, inputs)  # a concurrent twin won the race
+            if earlier is not None:
+                return earlier
+        if isinstance(result, Refusal):
+            return result
+        return result, request.meta
+
+
+def _earlier(
+    conn: Conn, request: EntryRequest, inputs: dict[str, Any]
+) -> tuple[Appended, dict[str, Any]] | Refusal | None:
+    stored = reads.entry_by_ref(conn, request.ref_scope, request.ref_key)
+    if stored is None:
+        return None
+    entry = json.loads(stored.canonical)
+    if entry["kind"] != request.kind or entry["meta"].get("input") != inputs:
+        return Refusal(
+            RefusalCode.DUPLICATE_REFERENCE,
+            f"reference {request.ref_key} was used for another request",
+        )
+    meta: dict[str, Any] = entry["meta"]
+    return Appended(stored.seq, stored.leaf_hash, stored.time_us, replayed=True), meta
+
+
+def refusal_for(rejection: Rejection) -> Refusal:
+    code = _REFUSAL_FOR.get(rejection.code, RefusalCode.INVALID_REQUEST)
+    return Refusal(code, rejection.detail)
+
+
+def stored_entry(conn: Conn, seq: int) -> dict[str, Any]:
+    """The entry as recorded — what a replayed (idempotent) call answers from."""
+    stored = reads.entry(conn, seq)
+    assert stored is not None, f"entry {seq} vanished"
+    entry: dict[str, Any] = json.loads(stored.canonical)
+    return entry

@@ -1,0 +1,96 @@
+"""What a coalition use case answers: a success value, or one typed refusal.
+
+Refusals are values with one code per business rule (the API maps them to GraphQL union
+members); nothing is written when a use case refuses.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class RefusalCode(enum.StrEnum):
+    INVALID_REQUEST = "invalid_request"
+    DUPLICATE_REFERENCE = "duplicate_reference"  # same reference, different payload
+    UNKNOWN_PARTNER = "unknown_partner"
+    PARTNER_EXISTS = "partner_exists"
+    PARTNER_SUSPENDED = "partner_suspended"
+    NO_TERMS = "no_terms"
+    NO_EARNING_RULES = "no_earning_rules"
+    CURRENCY_NOT_ACCEPTED = "currency_not_accepted"
+    UNKNOWN_MEMBER = "unknown_member"
+    MEMBER_EXISTS = "member_exists"
+    MEMBER_BLOCKED = "member_blocked"
+    CARD_TAKEN = "card_taken"
+    INSUFFICIENT_POINTS = "insufficient_points"
+    POINTS_EXPIRED = "points_expired"
+    UNKNOWN_HOLD = "unknown_hold"
+    HOLD_NOT_ACTIVE = "hold_not_active"
+    HOLD_EXPIRED = "hold_expired"
+    OVER_CAPTURE = "over_capture"
+    UNKNOWN_TRANSACTION = "unknown_transaction"
+    REFUND_EXCEEDS_ORIGINAL = "refund_exceeds_original"
+    BUSY = "busy"  # lost a race for the same lots too often; safe to retry
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    code: RefusalCode
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.code.value}: {self.detail}"
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """A fact (partner, terms, member, …) written to the journal at ``seq``."""
+
+    seq: int
+    replayed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Earned:
+    seq: int
+    points: int
+    tier: str | None
+    replayed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Redeemed:
+    seq: int
+    points: int
+    points_by_issuer: dict[str, int] = field(default_factory=dict)
+    replayed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Authorised:
+    hold_seq: int
+    points: int
+    expires_us: int
+    replayed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Voided:
+    seq: int
+    replayed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Refunded:
+    seq: int
+    points: int  # taken back from (or returned to) the member
+    debt_points: int = 0  # the part the member had already spent: now owed
+    replayed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Expired:
+    entries: int
+    points: int
+    points_by_issuer: dict[str, int] = field(default_factory=dict)

@@ -1,0 +1,183 @@
+"""Reports operators, partners and finance ask for — queries over the journal's tables
+and the coalition read models, no screens."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from coalition import accounts
+from coalition.context import Conn
+from ledger import reads
+from ledger.state import Lot
+
+HISTORY_PAGE_MAX = 500
+
+
+@dataclass(frozen=True, slots=True)
+class MemberSummary:
+    member_id: str
+    balance_points: int
+    held_points: int
+    available_points: int  # unexpired lots not reserved by holds
+    expired_unswept_points: int
+    debt_points: int
+    lots: list[Lot]
+
+
+def member_summary(conn: Conn, member_id: str, now_us: int) -> MemberSummary | None:
+    account = accounts.member(member_id)
+    balance = reads.balance(conn, account, now_us)
+    if balance is None:
+        return None
+    lots = reads.lots(conn, account)
+    unexpired = sum(lot.remaining for lot in lots if not lot.is_expired(now_us))
+    expired = sum(lot.remaining for lot in lots if lot.is_expired(now_us))
+    debt = max(0, unexpired + expired - balance.balance)
+    available = max(0, min(unexpired, balance.balance) - balance.held)
+    return MemberSummary(member_id, balance.balance, balance.held, available, expired, debt, lots)
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryLine:
+    seq: int
+    time_us: int
+    kind: str
+    amount_points: int
+    balance_after_points: int
+
+
+def member_history(
+    conn: Conn, member_id: str, *, before_seq: int | None = None, limit: int = 50
+) -> list[HistoryLine]:
+    """Newest first, keyset-paged by ``before_seq``."""
+    limit = max(1, min(limit, HISTORY_PAGE_MAX))
+    rows = conn.execute(
+        "SELECT p.seq, e.time_us, e.kind, p.amount, p.balance_after FROM ledger_posting p"
+        " JOIN ledger_entry e ON e.chain_id = p.chain_id AND e.seq = p.seq"
+        " WHERE p.account = %s AND p.seq < %s ORDER BY p.seq DESC, p.posting_index DESC"
+        " LIMIT %s",
+        (accounts.member(member_id), before_seq if before_seq is not None else 2**62, limit),
+    ).fetchall()
+    return [HistoryLine(*row) for row in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class PartnerReport:
+    partner_id: str
+    issued_points: int  # net of clawbacks
+    redeemed_at_partner_points: int
+    redeemed_elsewhere_points: int  # its issuance spent at other partners
+    expired_points: int  # its issuance that expired
+    outstanding_points: int  # its issuance still in members' lots
+
+
+def partner_report(conn: Conn, partner_id: str) -> PartnerReport:
+    def balance_of(account: str) -> int:
+        row = conn.execute(
+            "SELECT balance FROM ledger_balance WHERE account = %s", (account,)
+        ).fetchone()
+        return 0 if row is None else int(row[0])
+
+    used = dict(
+        conn.execute(
+            "SELECT CASE WHEN kind = 'expire' THEN 'expired' ELSE 'elsewhere' END, sum(points)"
+            " FROM coalition_lot_use WHERE origin = %s AND (kind = 'expire' OR ("
+            " kind IN ('redeem', 'capture', 'refund_redemption') AND partner_id <> %s))"
+            " GROUP BY 1",
+            (partner_id, partner_id),
+        ).fetchall()
+    )
+    outstanding = conn.execute(
+        "SELECT coalesce(sum(remaining), 0) FROM ledger_lot WHERE origin = %s"
+        " AND account LIKE 'member:%%'",
+        (partner_id,),
+    ).fetchone()
+    return PartnerReport(
+        partner_id,
+        -balance_of(accounts.issued(partner_id)),
+        balance_of(accounts.redeemed(partner_id)),
+        int(used.get("elsewhere") or 0),
+        int(used.get("expired") or 0),
+        int(outstanding[0]) if outstanding else 0,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Kpis:
+    start_us: int
+    end_us: int
+    partners_active: int
+    members_enrolled: int
+    members_active: int  # earned or redeemed in the period
+    purchases: int
+    purchase_frequency: Decimal  # purchases per active member
+    average_purchase_minor: dict[str, int]  # per currency, rounded half-even
+    points_issued: int
+    points_redeemed: int
+    points_expired: int
+    redemption_rate: Decimal  # redeemed / issued in the period
+    breakage_rate: Decimal  # expired / issued in the period
+    flow_points: dict[tuple[str, str], int] = field(default_factory=dict)  # (issuer, at) → pts
+
+
+def kpis(conn: Conn, start_us: int, end_us: int) -> Kpis:
+    period = (start_us, end_us)
+    (partners_active,) = conn.execute(
+        "SELECT count(*) FROM coalition_partner WHERE status = 'active'"
+    ).fetchone() or (0,)
+    (members,) = conn.execute("SELECT count(*) FROM coalition_member").fetchone() or (0,)
+    (active,) = conn.execute(
+        "SELECT count(DISTINCT member_id) FROM (SELECT member_id FROM coalition_earn"
+        " WHERE time_us >= %s AND time_us < %s UNION ALL SELECT member_id"
+        " FROM coalition_redemption WHERE time_us >= %s AND time_us < %s) m",
+        period + period,
+    ).fetchone() or (0,)
+    purchases = conn.execute(
+        "SELECT currency, count(*), sum(purchase_minor), sum(points) FROM coalition_earn"
+        " WHERE time_us >= %s AND time_us < %s GROUP BY currency ORDER BY currency",
+        period,
+    ).fetchall()
+    count = sum(int(r[1]) for r in purchases if r[0])
+    issued = sum(int(r[3]) for r in purchases)
+    flows = conn.execute(
+        "SELECT origin, partner_id, kind, sum(points) FROM coalition_lot_use"
+        " WHERE time_us >= %s AND time_us < %s GROUP BY 1, 2, 3",
+        period,
+    ).fetchall()
+    flow: dict[tuple[str, str], int] = {}
+    redeemed = expired = 0
+    for origin, partner, kind, points in flows:
+        if kind in ("redeem", "capture", "refund_redemption"):
+            flow[(origin, partner)] = flow.get((origin, partner), 0) + int(points)
+            redeemed += int(points)
+        elif kind == "expire":
+            expired += int(points)
+    return Kpis(
+        start_us,
+        end_us,
+        int(partners_active),
+        int(members),
+        int(active),
+        count,
+        _ratio(count, int(active)),
+        {str(c): _half_even(int(total), int(n)) for c, n, total, _ in purchases if c},
+        issued,
+        redeemed,
+        expired,
+        _ratio(redeemed, issued),
+        _ratio(expired, issued),
+        {k: v for k, v in sorted(flow.items()) if v},
+    )
+
+
+def _ratio(numerator: int, denominator: int) -> Decimal:
+    if denominator == 0:
+        return Decimal(0)
+    return (Decimal(numerator) / Decimal(denominator)).quantize(Decimal("0.0001"))
+
+
+def _half_even(total: int, count: int) -> int:
+    from coalition.money import half_even_to_int
+
+    return half_even_to_int(Decimal(total) / Decimal(count)) if count else 0

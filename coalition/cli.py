@@ -42,7 +42,12 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_migrate)
 
     p = sub.add_parser("demo", help="fill the database with a demo coalition, export, verify")
-    p.add_argument("--out", type=Path, default=None, help="export path (default var/journal.jsonl)")
+    p.add_argument(
+        "--out-dir",
+        type=Path,
+        default=None,
+        help="where journal.jsonl and checkpoint.txt go (default var/)",
+    )
     p.set_defaults(handler=_demo)
 
     p = sub.add_parser("export", help="write the journal as journal.jsonl")
@@ -69,9 +74,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--expect-root", help="hex root hash seen before at --expect-size")
     p.set_defaults(handler=_verify)
 
-    from coalition.cli_transparency import add_verbs
+    from coalition.cli_coalition import add_verbs as add_coalition_verbs
+    from coalition.cli_transparency import add_verbs as add_transparency_verbs
 
-    add_verbs(sub)
+    add_transparency_verbs(sub)
+    add_coalition_verbs(sub)
     return parser
 
 
@@ -84,12 +91,15 @@ def _migrate(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     from coalition.demo import demo_and_verify
+    from coalition.keys import load_signer
+    from coalition.settings import Settings
 
-    out_path = args.out or var_dir() / "journal.jsonl"
-    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_dir = args.out_dir or var_dir()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    signer = load_signer(Settings.from_env())
     with database_url() as url:
         upgrade_to_head(url)
-        return demo_and_verify(url, out_path, print)
+        return demo_and_verify(url, out_dir, signer, print)
 
 
 def _export(args: argparse.Namespace) -> int:

@@ -1,51 +1,72 @@
-"""A demo coalition: five partners, a few hundred members, three months of activity.
+"""The demo coalition: five partners, a few hundred members, three months of activity.
 
-Everything goes through the journal's one append path (with group commit and several
-concurrent callers, as tills would), then the journal is exported and verified, and a
-short report says what was done. Re-running adds another run with fresh references.
+Everything goes through the coalition's use cases and so through the journal's one
+append path, from eight concurrent "tills". Then the points past expiry are swept to
+breakage, the KPIs are printed, a checkpoint is signed, and the journal is exported and
+verified — in the database and offline against the checkpoint. Each run adds a fresh
+set of partners and members (a run id keeps their names apart).
 """
 
 from __future__ import annotations
 
 import random
+import threading
 import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
+from coalition import reports
 from coalition._progress import Progress
-from ledger import reads
+from coalition.context import Coalition
+from coalition.earn import bonus_points, earn_points
+from coalition.earning import EarningRules
+from coalition.expiry import expire_points
+from coalition.members import enroll_member, link_card
+from coalition.outcomes import Refusal
+from coalition.partners import (
+    onboard_partner,
+    publish_earning_rules,
+    publish_terms,
+    set_expiry_policy,
+    set_tier_policy,
+)
+from coalition.redeem import authorise, capture, redeem_points
+from coalition.refunds import refund_purchase
+from coalition.terms import PartnerTerms
+from coalition.tiers import Tier, TierPolicy
+from ledger import checkpoint_log, reads
+from ledger.checkpoint import open_checkpoint
 from ledger.export import export_journal
-from ledger.group_commit import GroupCommitter
-from ledger.journal import Appended, Journal
-from ledger.requests import AccountSpec, EntryRequest, HoldRequest, PostingRequest
-from ledger.timefmt import now_us
-from ledger.verify import verify_export
+from ledger.signed_note import Signer, format_vkey
+from ledger.timefmt import format_time_us, now_us
+from ledger.verify import check_against_known, verify_export
 from ledger.verify_db import verify_database
 
 PARTNERS = ("grocer", "fuel", "airline", "bank", "pharmacy")
 DAY_US = 86_400_000_000
-EXPIRY_DAYS = 60
-CALLERS = 8
+TILLS = 8
+OPERATIONS_PER_DAY = 45
 
 
 @dataclass
 class DemoReport:
-    entries_appended: int = 0
-    rejected: dict[str, int] = field(default_factory=dict)
+    operations: int = 0
+    refused: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
-    batches: list[int] = field(default_factory=list)
+    start_us: int = 0
+    end_us: int = 0
 
-    def count(self, result: object) -> None:
-        if isinstance(result, Appended):
-            self.entries_appended += 1
-        else:
-            code = getattr(result, "code", "error")
-            self.rejected[str(code)] = self.rejected.get(str(code), 0) + 1
+    def count(self, outcome: object) -> None:
+        self.operations += 1
+        if isinstance(outcome, Refusal):
+            self.refused[outcome.code.value] = self.refused.get(outcome.code.value, 0) + 1
 
 
 class _Clock:
@@ -56,163 +77,215 @@ class _Clock:
         return self.now_us
 
 
-def run_demo(
-    database_url: str,
-    *,
-    members: int = 300,
-    days: int = 90,
-    seed: int = 7,
-    out: Callable[[str], None] = print,
-) -> DemoReport:
+def run_demo(database_url: str, *, members: int = 300, days: int = 90, seed: int = 7) -> DemoReport:
     rng = random.Random(seed)
-    run_id = uuid.uuid4().hex[:8]
+    run = uuid.uuid4().hex[:6]
     with psycopg.connect(database_url, autocommit=True) as conn:
-        head = reads.head(conn)
-    clock = _Clock(max(now_us() - days * DAY_US, head.last_time_us + 1))
-    journal = Journal(clock_us=clock)
-    committer = GroupCommitter(lambda: psycopg.connect(database_url, autocommit=True), journal)
-    report = DemoReport()
+        last_us = reads.head(conn).last_time_us
+    clock = _Clock(max(now_us() - days * DAY_US, last_us + 1))
+    co = Coalition(clock_us=clock)
+    report = DemoReport(start_us=clock.now_us)
     started = time.monotonic()
+    partners = [f"{name}-{run}" for name in PARTNERS]
+    names = [f"M{run}-{i:04d}" for i in range(members)]
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        _set_up(co, conn, run, partners, names, clock.now_us)
+    local = threading.local()
+
+    def connection() -> psycopg.Connection[Any]:
+        if not hasattr(local, "conn"):
+            local.conn = psycopg.connect(database_url, autocommit=True)
+        return local.conn  # type: ignore[no-any-return]
+
     progress = Progress("demo days", days)
-    try:
-        names = [f"member:{run_id}-{i:04d}" for i in range(members)]
-        _submit(committer, [_open_accounts(run_id, names)], report)
+    history: list[tuple[str, str, str]] = []  # (partner, member, earn ref) for refunds
+    with ThreadPoolExecutor(TILLS) as tills:
         for day in range(days):
-            _submit(committer, _one_day(rng, run_id, day, names, clock.now_us), report)
+            ops = [
+                _operation(rng, run, day, n, partners, names, history)
+                for n in range(OPERATIONS_PER_DAY)
+            ]
+            for outcome in tills.map(lambda op: op(co, connection()), ops):
+                report.count(outcome)
             clock.now_us += DAY_US
             progress(day + 1)
-        progress.done()
-        _submit(committer, _expire(database_url, run_id, names, clock.now_us), report)
-    finally:
-        committer.close()
+        tills.map(lambda _: connection().close(), range(TILLS))
+    progress.done()
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        expire_points(co, conn, as_of_us=clock.now_us, progress=Progress("expiry", None))
     report.seconds = time.monotonic() - started
-    report.batches = committer.batch_sizes
+    report.end_us = clock.now_us
     return report
 
 
-def _submit(committer: GroupCommitter, requests: list[EntryRequest], report: DemoReport) -> None:
-    with ThreadPoolExecutor(CALLERS) as pool:
-        for result in pool.map(committer.submit, requests):
-            report.count(result)
-
-
-def _open_accounts(run_id: str, names: list[str]) -> EntryRequest:
-    # One entry cannot open more than 16 accounts, so members open with their first earn.
-    specs = [AccountSpec(f"partner:{p}:issued", "PTS", overdraft=True) for p in PARTNERS]
-    specs += [AccountSpec(f"partner:{p}:redeemed", "PTS", overdraft=True) for p in PARTNERS]
-    specs.append(AccountSpec("coalition:breakage", "PTS", overdraft=True))
-    return EntryRequest("open_accounts", "demo", f"{run_id}:open", open_accounts=tuple(specs))
-
-
-def _one_day(
-    rng: random.Random, run_id: str, day: int, names: list[str], today_us: int
-) -> list[EntryRequest]:
-    requests: list[EntryRequest] = []
-    for n in range(40):
-        member = rng.choice(names)
-        partner = rng.choice(PARTNERS)
-        key = f"{run_id}:d{day}:{n}"
-        roll = rng.random()
-        if roll < 0.6 or day == 0:
-            points = rng.randint(5, 400)
-            requests.append(
-                EntryRequest(
-                    "earn",
-                    f"partner:{partner}",
-                    key,
-                    meta={"purchase_minor": points * 100, "currency": "EUR"},
-                    open_accounts=(AccountSpec(member, "PTS", lot_tracked=True),),
-                    postings=(
-                        PostingRequest(f"partner:{partner}:issued", "PTS", -points),
-                        PostingRequest(
-                            member,
-                            "PTS",
-                            points,
-                            lot_origin=partner,
-                            lot_expires_us=today_us + EXPIRY_DAYS * DAY_US,
-                        ),
-                    ),
+def _set_up(
+    co: Coalition,
+    conn: psycopg.Connection[Any],
+    run: str,
+    partners: list[str],
+    names: list[str],
+    now: int,
+) -> None:
+    terms = PartnerTerms(
+        Decimal("0.50"), Decimal("0.45"), 150, Decimal("0.5"), "monthly", "multilateral"
+    )
+    rules = EarningRules("RUB", 1, 10_000, {"fresh": Decimal(2), "tobacco": Decimal(0)})
+    for partner in partners:
+        _ok(onboard_partner(co, conn, partner, f"{partner.split('-')[0].title()} LLC", "RUB"))
+        _ok(publish_terms(co, conn, partner, terms, now, f"terms:{partner}:1"))
+        _ok(publish_earning_rules(co, conn, partner, rules, now, f"rules:{partner}:1"))
+    _ok(set_expiry_policy(co, conn, 2, f"expiry:{run}"))
+    vip = TierPolicy(
+        "RUB", 30, (Tier("base", 0, Decimal(1)), Tier("vip", 1_000_000, Decimal("1.5")))
+    )
+    _ok(set_tier_policy(co, conn, vip, f"tiers:{run}"))
+    for i, member in enumerate(names):
+        _ok(enroll_member(co, conn, member))
+        _ok(link_card(co, conn, member, partners[0], f"{run}-{i:06d}"))
+        if i % 10 == 0:
+            _ok(
+                bonus_points(
+                    co,
+                    conn,
+                    issuer="coalition",
+                    member_id=member,
+                    points=100,
+                    reason="welcome",
+                    ref_key=f"welcome:{member}",
                 )
             )
-        elif roll < 0.9:
-            points = rng.randint(10, 150)
-            requests.append(
-                EntryRequest(
-                    "redeem",
-                    f"partner:{partner}",
-                    key,
-                    postings=(
-                        PostingRequest(member, "PTS", -points),
-                        PostingRequest(f"partner:{partner}:redeemed", "PTS", points),
-                    ),
-                )
+
+
+def _ok(outcome: object) -> None:
+    assert not isinstance(outcome, Refusal), outcome
+
+
+Operation = Callable[[Coalition, psycopg.Connection[Any]], object]
+
+
+def _operation(
+    rng: random.Random,
+    run: str,
+    day: int,
+    n: int,
+    partners: list[str],
+    names: list[str],
+    history: list[tuple[str, str, str]],
+) -> Operation:
+    partner, member = rng.choice(partners), rng.choice(names)
+    key = f"{run}:{day}:{n}"
+    roll = rng.random()
+    if roll < 0.55:
+        rub = rng.choice((150, 400, 900, 2_500, 7_000, 15_000))
+        category = rng.choice((None, None, "fresh", "tobacco"))
+        history.append((partner, member, key))
+        return lambda co, conn: earn_points(
+            co,
+            conn,
+            partner_id=partner,
+            ref_key=key,
+            purchase_minor=rub * 100,
+            currency="RUB",
+            member_id=member,
+            category=category,
+        )
+    if roll < 0.85:
+        points = rng.choice((10, 25, 50, 120))
+        return lambda co, conn: redeem_points(
+            co, conn, partner_id=partner, ref_key=key, points=points, member_id=member
+        )
+    if roll < 0.95:
+        points = rng.choice((20, 60))
+        share = rng.choice((1, 2))
+
+        def authorise_then_capture(co: Coalition, conn: psycopg.Connection[Any]) -> object:
+            hold = authorise(
+                co, conn, partner_id=partner, ref_key=key, points=points, member_id=member
             )
-        else:
-            requests.append(
-                EntryRequest(
-                    "authorise",
-                    f"partner:{partner}",
-                    key,
-                    hold=HoldRequest(member, "PTS", rng.randint(10, 80), today_us + DAY_US),
-                )
+            if isinstance(hold, Refusal):
+                return hold
+            return capture(
+                co,
+                conn,
+                partner_id=partner,
+                ref_key=f"{key}:capture",
+                hold_seq=hold.hold_seq,
+                points=points // share,
             )
-    return requests
+
+        return authorise_then_capture
+    if history:
+        shop, _buyer, earn_key = rng.choice(history)
+        return lambda co, conn: refund_purchase(
+            co,
+            conn,
+            partner_id=shop,
+            ref_key=f"{key}:rf",
+            earn_ref_key=earn_key,
+            refund_minor=5_000,
+        )
+    return lambda co, conn: None
 
 
-def _expire(database_url: str, run_id: str, names: list[str], today_us: int) -> list[EntryRequest]:
-    requests = []
-    with psycopg.connect(database_url) as conn:
-        for name in names:
-            expired = sum(
-                lot.remaining
-                for lot in reads.lots(conn, name)
-                if lot.expires_us is not None and lot.expires_us <= today_us
-            )
-            if expired:
-                requests.append(
-                    EntryRequest(
-                        "expire",
-                        "coalition",
-                        f"{run_id}:expire:{name}",
-                        postings=(
-                            PostingRequest(name, "PTS", -expired, take_expired=True),
-                            PostingRequest("coalition:breakage", "PTS", expired),
-                        ),
-                    )
-                )
-    return requests
-
-
-def demo_and_verify(database_url: str, export_path: Path, out: Callable[[str], None]) -> int:
-    report = run_demo(database_url, out=out)
+def demo_and_verify(
+    database_url: str, out_dir: Path, signer: Signer, out: Callable[[str], None]
+) -> int:
+    report = run_demo(database_url)
+    export_path = out_dir / "journal.jsonl"
+    checkpoint_path = out_dir / "checkpoint.txt"
     with psycopg.connect(database_url, autocommit=True) as conn:
+        k = reports.kpis(conn, report.start_us, report.end_us + 1)
+        stored = checkpoint_log.sign_now(conn, signer, now_us())
+        checkpoint_path.write_bytes(stored.signed_note)
         summary = export_journal(conn, export_path, progress=Progress("export"))
         t = time.monotonic()
         online = verify_database(conn, progress=Progress("verify (database)"))
         online_seconds = time.monotonic() - t
+    cp = open_checkpoint(stored.signed_note, signer.verifier())
     t = time.monotonic()
-    offline = verify_export(str(export_path), progress=Progress("verify (export)"))
+    offline = verify_export(str(export_path), Progress("verify (export)"), [cp.tree_size])
+    check_against_known(offline, cp.tree_size, cp.root_hash)
     offline_seconds = time.monotonic() - t
-    batches = report.batches or [0]
+    refused = ", ".join(f"{c} {n}" for c, n in sorted(report.refused.items())) or "none"
     out("")
-    out("Demo coalition: " + ", ".join(PARTNERS))
     out(
-        f"  entries appended this run : {report.entries_appended:,} "
-        f"in {report.seconds:.1f} s with {CALLERS} concurrent callers"
+        f"Demo coalition ({format_time_us(report.start_us)[:10]} → "
+        f"{format_time_us(report.end_us)[:10]}): {', '.join(PARTNERS)}"
     )
     out(
-        f"  group-commit batches      : {len(batches):,} (mean {sum(batches) / len(batches):.1f},"
-        f" max {max(batches)} entries)"
+        f"  operations     {report.operations:,} from {TILLS} concurrent tills in "
+        f"{report.seconds:.1f} s; refused (typed, nothing written): {refused}"
     )
-    rejected = ", ".join(f"{k} {v}" for k, v in sorted(report.rejected.items())) or "none"
-    out(f"  rejected (typed, nothing written): {rejected}")
-    out(f"  journal size              : {summary.tree_size:,} entries")
-    out(f"  export                    : {export_path} ({summary.bytes_written:,} bytes)")
     out(
-        f"  verified in the database  : {online.tree_size:,} entries in {online_seconds:.2f} s"
-        " (hashes, links, rules, postings, balances, lots, holds, Merkle nodes, head)"
+        f"  members        {k.members_enrolled:,} enrolled, {k.members_active:,} active; "
+        f"{k.partners_active} partners active"
     )
-    out(f"  verified offline (export) : {offline.tree_size:,} entries in {offline_seconds:.2f} s")
-    out(f"  Merkle root (RFC 6962)    : {offline.root_hash.hex()}")
-    assert offline.root_hash == online.root_hash
+    avg = ", ".join(f"{v / 100:,.2f} {c}" for c, v in k.average_purchase_minor.items())
+    out(
+        f"  purchases      {k.purchases:,}, {k.purchase_frequency:.2f} per active member, "
+        f"average {avg}"
+    )
+    out(
+        f"  points         issued {k.points_issued:,}, redeemed {k.points_redeemed:,} "
+        f"({k.redemption_rate:.1%}), expired {k.points_expired:,} ({k.breakage_rate:.1%})"
+    )
+    out("  flow (issuer → redeemed at, points):")
+    issuers = sorted({i for i, _ in k.flow_points})
+    shops = sorted({s for _, s in k.flow_points})
+    width = max([len(s.split("-")[0]) for s in shops] + [8])
+    out("    " + " " * 10 + "".join(f"{s.split('-')[0]:>{width + 1}}" for s in shops))
+    for issuer in issuers:
+        cells = "".join(f"{k.flow_points.get((issuer, s), 0):>{width + 1},}" for s in shops)
+        out(f"    {issuer.split('-')[0]:<10}{cells}")
+    out(
+        f"  journal        {summary.tree_size:,} entries → {export_path} "
+        f"({summary.bytes_written:,} bytes)"
+    )
+    out(
+        f"  verified       in the database in {online_seconds:.2f} s; offline in "
+        f"{offline_seconds:.2f} s against {checkpoint_path}"
+    )
+    out(f"  root           {offline.root_hash.hex()} (tree size {cp.tree_size})")
+    out(f"  verifier key   {format_vkey(signer.verifier())}")
+    assert online.root_hash == offline.root_hash
     return 0

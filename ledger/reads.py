@@ -114,6 +114,14 @@ def entry(conn: Conn, seq: int, chain_id: str = DEFAULT_CHAIN_ID) -> StoredEntry
     return None if row is None else _stored(row)
 
 
+def entry_by_ref(conn: Conn, ref_scope: str, ref_key: str) -> StoredEntry | None:
+    row = conn.execute(
+        _ENTRY_COLUMNS + " FROM ledger_entry WHERE ref_scope = %s AND ref_key = %s",
+        (ref_scope, ref_key),
+    ).fetchone()
+    return None if row is None else _stored(row)
+
+
 def iter_entries(
     conn: Conn, start_seq: int = 0, end_seq: int | None = None, chain_id: str = DEFAULT_CHAIN_ID
 ) -> Iterator[StoredEntry]:

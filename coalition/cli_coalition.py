@@ -1,0 +1,80 @@
+"""CLI verbs for running the coalition: the expiry job and the KPI report."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import psycopg
+
+from coalition._progress import Progress
+from coalition.context import Coalition
+from coalition.database import database_url
+from coalition.migrate import upgrade_to_head
+from ledger.timefmt import format_time_us, now_us, parse_time_us
+
+DAY_US = 86_400_000_000
+
+
+def add_verbs(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("expire", help="move points past their expiry to breakage")
+    p.add_argument("--as-of", help="RFC 3339 instant (…Z); default now; never in the future")
+    p.set_defaults(handler=expire)
+
+    p = sub.add_parser("kpis", help="coalition KPIs and the cross-partner flow for a period")
+    p.add_argument("--from", dest="start", help="RFC 3339 instant (…Z); default 30 days ago")
+    p.add_argument("--to", dest="end", help="RFC 3339 instant (…Z), exclusive; default now")
+    p.set_defaults(handler=kpis)
+
+
+def _instant(text: str | None, default_us: int) -> int:
+    return default_us if text is None else parse_time_us(text)
+
+
+def expire(args: argparse.Namespace) -> int:
+    from coalition.expiry import expire_points
+
+    try:
+        as_of = _instant(args.as_of, now_us())
+    except ValueError as exc:
+        print(f"--as-of: {exc}", file=sys.stderr)
+        return 2
+    with database_url() as url, psycopg.connect(url, autocommit=True) as conn:
+        upgrade_to_head(url)
+        try:
+            done = expire_points(Coalition(), conn, as_of_us=as_of, progress=Progress("expiry"))
+        except ValueError as exc:
+            print(str(exc), file=sys.stderr)
+            return 2
+    issuers = ", ".join(f"{k} {v:,}" for k, v in sorted(done.points_by_issuer.items()))
+    print(
+        f"expired {done.points:,} points in {done.entries:,} entries as of "
+        f"{format_time_us(as_of)}" + (f" ({issuers})" if issuers else "")
+    )
+    return 0
+
+
+def kpis(args: argparse.Namespace) -> int:
+    from coalition.reports import kpis as compute
+
+    try:
+        end = _instant(args.end, now_us())
+        start = _instant(args.start, end - 30 * DAY_US)
+    except ValueError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    with database_url() as url, psycopg.connect(url, autocommit=True) as conn:
+        upgrade_to_head(url)
+        k = compute(conn, start, end)
+    print(f"period            {format_time_us(start)} → {format_time_us(end)}")
+    print(f"partners active   {k.partners_active}")
+    print(f"members           {k.members_enrolled:,} enrolled, {k.members_active:,} active")
+    print(f"purchases         {k.purchases:,} ({k.purchase_frequency:.2f} per active member)")
+    for currency, minor in k.average_purchase_minor.items():
+        print(f"average purchase  {minor / 100:,.2f} {currency}")
+    print(f"points issued     {k.points_issued:,}")
+    print(f"redemption rate   {k.redemption_rate:.2%} ({k.points_redeemed:,} points)")
+    print(f"breakage rate     {k.breakage_rate:.2%} ({k.points_expired:,} points)")
+    for (issuer, at), points in k.flow_points.items():
+        print(f"flow              {issuer} → {at}: {points:,}")
+    return 0

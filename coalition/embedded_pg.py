@@ -97,9 +97,9 @@ def embedded_postgres(var_dir: Path) -> Iterator[str]:
         if pgdata.exists() and not _prune_dead_handles(pgdata):
             _stop_orphan(pgdata)
         server = get_server(pgdata, cleanup_mode="stop")
+        # Under the lock: parallel starters (test workers) must not race to create it.
+        _ensure_database(server.get_uri(), DATABASE_NAME)
     try:
-        admin_url = server.get_uri()
-        _ensure_database(admin_url, DATABASE_NAME)
         yield server.get_uri(database=DATABASE_NAME)
     finally:
         with _file_lock(var_dir / "pgserver.lock"):

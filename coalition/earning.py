@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from coalition.money import InvalidRate, floor_to_int, parse_rate
 from ledger.timefmt import format_time_us, parse_time_us
+from settlement.money import InvalidRate, floor_to_int, parse_rate
 
 MULTIPLIER_MAX = Decimal(100)
 CATEGORIES_MAX = 100

@@ -16,11 +16,11 @@ from typing import Any
 
 from coalition import accounts
 from coalition.context import Coalition, Conn, stored_entry
-from coalition.money import floor_to_int
 from coalition.outcomes import Refunded, Refusal, RefusalCode
 from ledger import reads
 from ledger.requests import EntryRequest, LotTake, PostingRequest
 from ledger.units import POINTS_UNIT
+from settlement.money import floor_to_int
 
 RACE_RETRIES_MAX = 3
 

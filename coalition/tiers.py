@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from coalition.money import parse_rate
+from settlement.money import parse_rate
 
 DAY_US = 86_400_000_000
 

@@ -1,0 +1,146 @@
+"""What settlement reads from the journal, and nothing else.
+
+Settlement sees the journal as a stream of canonical entries (from the database or from
+an export: the same bytes, so the same result). From every entry before the cut it keeps
+what pricing needs — lot origins, partners' settlement currencies, their terms versions,
+bank accounts and exchange rates recorded for runs — and from the entries of the period
+it yields the priced events: points redeemed (by issuer and by where they were spent),
+points issued, clawed back and expired.
+
+The facts it reads (kinds and metadata fields) are a contract with whoever writes them:
+``partner_onboarded`` {partner, settlement_currency}; ``partner_terms`` {partner, version,
+effective_from, terms}; ``partner_bank_account`` {partner, iban, bic, name};
+``fx_rate`` {run, base, quote, rate}; ``earn``/``bonus`` {partner, points};
+``redeem``/``capture``/``refund_redemption`` {partner} with the member posting's lots;
+``refund_earn`` with credits to ``…:issued`` accounts; ``expire`` with its expired lots;
+``settlement_approved`` / ``settlement_paid`` {run}.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from ledger.timefmt import parse_time_us
+from settlement.money import parse_rate
+from settlement.terms import PartnerTerms
+
+OPERATOR = "coalition"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One priced movement of points within the period."""
+
+    seq: int
+    time_us: int
+    kind: str  # redemption | issuance | expiry
+    party: str  # redemption: where spent; issuance and expiry: the issuer
+    origin: str  # the issuer of the points
+    points: int  # negative for reversals (refunded redemptions, clawbacks)
+
+
+@dataclass(slots=True)
+class Facts:
+    currencies: dict[str, str] = field(default_factory=dict)
+    terms: dict[str, list[tuple[int, int, PartnerTerms]]] = field(default_factory=dict)
+    bank_accounts: dict[str, dict[str, str]] = field(default_factory=dict)
+    fx_rates: dict[tuple[str, str, str], Decimal] = field(default_factory=dict)
+    settled_runs: dict[str, str] = field(default_factory=dict)  # run id -> last status
+    lot_origins: dict[str, str] = field(default_factory=dict)
+
+    def terms_at(self, partner: str, time_us: int) -> tuple[int, PartnerTerms] | None:
+        best: tuple[int, int, PartnerTerms] | None = None
+        for effective_us, version, terms in self.terms.get(partner, ()):
+            if effective_us <= time_us and (best is None or (effective_us, version) >= best[:2]):
+                best = (effective_us, version, terms)
+        return None if best is None else (best[1], best[2])
+
+
+def read(
+    entries: Iterable[bytes], start_seq: int, end_seq: int, sink: Callable[[Facts, Event], None]
+) -> Facts:
+    """Stream canonical entries 0 … end_seq−1, handing each event of start_seq on to
+    ``sink`` as it comes (with the facts in force then): nothing is held per entry."""
+    facts = Facts()
+    for seq, entry in _parsed(entries, end_seq):
+        _remember(facts, seq, entry)
+        if seq >= start_seq:
+            for event in _events(facts, seq, entry):
+                sink(facts, event)
+    return facts
+
+
+def _parsed(entries: Iterable[bytes], end_seq: int) -> Iterator[tuple[int, dict[str, Any]]]:
+    expected = 0
+    for canonical in entries:
+        if expected >= end_seq:
+            return
+        entry = json.loads(canonical)
+        assert entry["seq"] == expected, "entries must come in order, without gaps"
+        yield expected, entry
+        expected += 1
+    assert expected == end_seq, f"the journal holds {expected} entries, the cut is {end_seq}"
+
+
+def _remember(facts: Facts, seq: int, entry: dict[str, Any]) -> None:
+    for index, posting in enumerate(entry["postings"]):
+        if "lot" in posting and posting["lot"]["amount"]:
+            facts.lot_origins[f"{seq}:{index}"] = posting["lot"]["origin"]
+    kind, meta = entry["kind"], entry["meta"]
+    if kind == "partner_onboarded":
+        facts.currencies[meta["partner"]] = meta["settlement_currency"]
+    elif kind == "partner_terms":
+        terms = PartnerTerms.from_json(meta["terms"])
+        facts.terms.setdefault(meta["partner"], []).append(
+            (parse_time_us(meta["effective_from"]), int(meta["version"]), terms)
+        )
+    elif kind == "partner_bank_account":
+        facts.bank_accounts[meta["partner"]] = {k: str(meta[k]) for k in ("iban", "bic", "name")}
+    elif kind == "fx_rate":
+        facts.fx_rates[(meta["run"], meta["base"], meta["quote"])] = parse_rate(
+            meta["rate"], "rate"
+        )
+    elif kind in ("settlement_approved", "settlement_paid"):
+        facts.settled_runs[meta["run"]] = kind.removeprefix("settlement_")
+
+
+def _events(facts: Facts, seq: int, entry: dict[str, Any]) -> Iterator[Event]:
+    kind, meta = entry["kind"], entry["meta"]
+    time_us = parse_time_us(entry["time"])
+    if kind in ("redeem", "capture", "refund_redemption"):
+        for origin, points in _lot_points(facts, entry).items():
+            yield Event(seq, time_us, "redemption", meta["partner"], origin, points)
+    elif kind in ("earn", "bonus") and meta.get("points"):
+        yield Event(seq, time_us, "issuance", meta["partner"], meta["partner"], meta["points"])
+    elif kind == "refund_earn":
+        for posting in entry["postings"]:
+            issuer = issuer_of(posting["account"])
+            if issuer is not None and posting["amount"] > 0:
+                yield Event(seq, time_us, "issuance", issuer, issuer, -posting["amount"])
+    elif kind == "expire":
+        for origin, points in _lot_points(facts, entry).items():
+            yield Event(seq, time_us, "expiry", origin, origin, points)
+
+
+def _lot_points(facts: Facts, entry: dict[str, Any]) -> dict[str, int]:
+    """Points per issuer that the entry took from (or, on a credit, gave back to) lots."""
+    by_origin: dict[str, int] = {}
+    for posting in entry["postings"]:
+        sign = 1 if posting["amount"] < 0 else -1
+        for take in posting.get("lots", ()):
+            origin = facts.lot_origins[take["lot"]]
+            by_origin[origin] = by_origin.get(origin, 0) + sign * take["amount"]
+    return {origin: points for origin, points in sorted(by_origin.items()) if points}
+
+
+def issuer_of(account: str) -> str | None:
+    if account == f"{OPERATOR}:issued":
+        return OPERATOR
+    parts = account.split(":")
+    if len(parts) == 3 and parts[0] == "partner" and parts[2] == "issued":
+        return parts[1]
+    return None

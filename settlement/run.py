@@ -1,0 +1,306 @@
+"""A settlement run: the period's lines priced and rounded, converted where currencies
+differ, netted per party, and turned into payments — a pure function of the journal
+prefix up to the cut, so that a re-run (from the database or an export) gives the same
+bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from ledger.canonical import canonical_bytes
+from settlement import journal_view
+from settlement.allocation import allocate
+from settlement.journal_view import OPERATOR, Facts
+from settlement.money import half_even_to_int
+from settlement.obligations import Bucket, LineKey, Obligations
+
+MODES = ("multilateral", "bilateral")
+
+
+class SettlementError(ValueError):
+    """The run cannot be computed as asked (missing rate, terms, period overlap …)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    payer: str
+    payee: str
+    reason: str
+    rate_per_point: Decimal
+    currency: str
+    points: int
+    amount_minor: int
+    entries: int
+    first_seq: int
+    last_seq: int
+    terms_versions: tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Conversion:
+    party: str
+    line_index: int
+    from_currency: str
+    to_currency: str
+    rate: Decimal
+    from_minor: int
+    to_minor: int
+
+
+@dataclass(frozen=True, slots=True)
+class Payment:
+    end_to_end_id: str
+    payer: str
+    payee: str
+    currency: str
+    amount_minor: int
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    run_id: str
+    period: str
+    start_seq: int
+    end_seq: int
+    checkpoint: dict[str, Any] | None
+    mode: str
+    lines: tuple[Line, ...]
+    conversions: tuple[Conversion, ...]
+    positions: dict[tuple[str, str], int]
+    payments: tuple[Payment, ...]
+    gross_minor: dict[str, int]
+    net_minor: dict[str, int]
+    bank_accounts: dict[str, dict[str, str]]
+    currencies: dict[str, str]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "run": self.run_id,
+            "period": self.period,
+            "cut": {
+                "start_seq": self.start_seq,
+                "end_seq": self.end_seq,
+                "checkpoint": self.checkpoint,
+            },
+            "mode": self.mode,
+            "lines": [_line_json(i, line) for i, line in enumerate(self.lines)],
+            "conversions": [
+                {
+                    "party": c.party,
+                    "line": c.line_index,
+                    "from": c.from_currency,
+                    "to": c.to_currency,
+                    "rate": str(c.rate),
+                    "from_minor": c.from_minor,
+                    "to_minor": c.to_minor,
+                }
+                for c in self.conversions
+            ],
+            "positions": [
+                {"party": p, "currency": c, "net_minor": v}
+                for (p, c), v in sorted(self.positions.items())
+            ],
+            "payments": [
+                {
+                    "end_to_end_id": p.end_to_end_id,
+                    "payer": p.payer,
+                    "payee": p.payee,
+                    "currency": p.currency,
+                    "amount_minor": p.amount_minor,
+                }
+                for p in self.payments
+            ],
+            "gross_minor": self.gross_minor,
+            "net_minor": self.net_minor,
+        }
+
+    def to_bytes(self) -> bytes:
+        return canonical_bytes(self.to_json())
+
+
+def _line_json(index: int, line: Line) -> dict[str, Any]:
+    return {
+        "line": index,
+        "payer": line.payer,
+        "payee": line.payee,
+        "reason": line.reason,
+        "rate_per_point": str(line.rate_per_point),
+        "currency": line.currency,
+        "points": line.points,
+        "amount_minor": line.amount_minor,
+        "entries": line.entries,
+        "first_seq": line.first_seq,
+        "last_seq": line.last_seq,
+        "terms_versions": [list(v) for v in line.terms_versions],
+    }
+
+
+def compute_run(
+    entries: Iterable[bytes],
+    *,
+    run_id: str,
+    period: str,
+    start_seq: int,
+    end_seq: int,
+    checkpoint: dict[str, Any] | None = None,
+    mode: str | None = None,
+) -> Run:
+    if not 0 <= start_seq <= end_seq:
+        raise SettlementError(f"the cut {end_seq} precedes the period's start {start_seq}")
+    obligations = Obligations()
+    facts = journal_view.read(entries, start_seq, end_seq, obligations)
+    lines = _lines(obligations.buckets)
+    run_mode = mode or _mode(facts)
+    if run_mode not in MODES:
+        raise SettlementError(f"mode must be one of {MODES}")
+    positions, conversions = _positions(lines, facts, run_id)
+    for currency in {c for _, c in positions}:
+        total = sum(v for (_, c), v in positions.items() if c == currency)
+        assert total == 0, f"net positions in {currency} sum to {total}, not zero"
+    payments = _payments(run_id, run_mode, lines, conversions, positions, facts)
+    gross: dict[str, int] = {}
+    for line in lines:
+        gross[line.currency] = gross.get(line.currency, 0) + line.amount_minor
+    net: dict[str, int] = {}
+    for payment in payments:
+        net[payment.currency] = net.get(payment.currency, 0) + payment.amount_minor
+    return Run(
+        run_id,
+        period,
+        start_seq,
+        end_seq,
+        checkpoint,
+        run_mode,
+        tuple(lines),
+        tuple(conversions),
+        positions,
+        tuple(payments),
+        dict(sorted(gross.items())),
+        dict(sorted(net.items())),
+        dict(facts.bank_accounts),
+        dict(facts.currencies),
+    )
+
+
+def _lines(buckets: dict[LineKey, Bucket]) -> list[Line]:
+    """Net reversals into their line; a line that nets negative changes direction."""
+    merged: dict[LineKey, Bucket] = {}
+    for key, bucket in buckets.items():
+        if bucket.points < 0:
+            key = LineKey(key.payee, key.payer, key.reason, key.rate_per_point, key.currency)
+            bucket = Bucket(
+                -bucket.points,
+                bucket.entries,
+                bucket.first_seq,
+                bucket.last_seq,
+                bucket.terms_versions,
+            )
+        if bucket.points:
+            merged[key] = bucket
+    keys = sorted(merged, key=lambda k: (k.reason, k.currency, k.payer, k.payee, k.rate_per_point))
+    amounts: dict[LineKey, int] = {}
+    for group in {(k.reason, k.currency) for k in keys}:
+        members = [k for k in keys if (k.reason, k.currency) == group]
+        exact = [merged[k].points * k.rate_per_point for k in members]
+        amounts.update(zip(members, allocate(exact), strict=True))
+    return [
+        Line(
+            k.payer,
+            k.payee,
+            k.reason,
+            k.rate_per_point,
+            k.currency,
+            merged[k].points,
+            amounts[k],
+            merged[k].entries,
+            merged[k].first_seq,
+            merged[k].last_seq,
+            tuple(sorted(merged[k].terms_versions)),
+        )
+        for k in keys
+    ]
+
+
+def _mode(facts: Facts) -> str:
+    """Bilateral only when every partner's terms in force say so."""
+    modes = {versions[-1][2].mode for versions in facts.terms.values() if versions}
+    return "bilateral" if modes == {"bilateral"} else "multilateral"
+
+
+def _positions(
+    lines: list[Line], facts: Facts, run_id: str
+) -> tuple[dict[tuple[str, str], int], list[Conversion]]:
+    positions: dict[tuple[str, str], int] = {}
+    conversions: list[Conversion] = []
+
+    def move(party: str, currency: str, amount: int) -> None:
+        positions[(party, currency)] = positions.get((party, currency), 0) + amount
+
+    for index, line in enumerate(lines):
+        for party, sign in ((line.payee, 1), (line.payer, -1)):
+            own = facts.currencies.get(party, line.currency) if party != OPERATOR else None
+            if own is None or own == line.currency:
+                move(party, line.currency, sign * line.amount_minor)
+                continue
+            rate = facts.fx_rates.get((run_id, line.currency, own))
+            if rate is None:
+                raise SettlementError(
+                    f"record an fx_rate for run {run_id}: {line.currency} → {own}"
+                )
+            converted = half_even_to_int(line.amount_minor * rate)
+            conversions.append(
+                Conversion(party, index, line.currency, own, rate, line.amount_minor, converted)
+            )
+            # The operator's clearing stands between the two currencies.
+            move(party, own, sign * converted)
+            move(OPERATOR, own, -sign * converted)
+            move(OPERATOR, line.currency, sign * line.amount_minor)
+    return {k: v for k, v in positions.items() if v}, conversions
+
+
+def _payments(
+    run_id: str,
+    mode: str,
+    lines: list[Line],
+    conversions: list[Conversion],
+    positions: dict[tuple[str, str], int],
+    facts: Facts,
+) -> list[Payment]:
+    flows: dict[tuple[str, str, str], int] = {}  # (low, high, currency): + low pays high
+
+    def owe(payer: str, payee: str, currency: str, amount: int) -> None:
+        low, high = sorted((payer, payee))
+        signed = amount if payer == low else -amount
+        flows[(low, high, currency)] = flows.get((low, high, currency), 0) + signed
+
+    if mode == "multilateral":
+        for (party, currency), amount in sorted(positions.items()):
+            if party != OPERATOR:  # the operator's own result stays in its clearing
+                owe(party, OPERATOR, currency, -amount)
+    else:
+        converted = {c.line_index: c for c in conversions}
+        for index, line in enumerate(lines):
+            conversion = converted.get(index)
+            if conversion is None:
+                owe(line.payer, line.payee, line.currency, line.amount_minor)
+                continue
+            # Across currencies the operator's clearing stands between the two.
+            paid_in = conversion.to_currency if conversion.party == line.payer else line.currency
+            paid = conversion.to_minor if conversion.party == line.payer else line.amount_minor
+            got_in = line.currency if conversion.party == line.payer else conversion.to_currency
+            got = line.amount_minor if conversion.party == line.payer else conversion.to_minor
+            owe(line.payer, OPERATOR, paid_in, paid)
+            owe(OPERATOR, line.payee, got_in, got)
+    directed = sorted(
+        ((low, high, c) if v > 0 else (high, low, c), abs(v))
+        for (low, high, c), v in flows.items()
+        if v
+    )
+    return [
+        Payment(f"{run_id}-{number:05d}", payer, payee, currency, amount)
+        for number, ((payer, payee, currency), amount) in enumerate(directed, start=1)
+    ]

@@ -39,7 +39,6 @@ from coalition.partners import (
 )
 from coalition.redeem import authorise, capture, redeem_points
 from coalition.refunds import refund_purchase
-from coalition.terms import PartnerTerms
 from coalition.tiers import Tier, TierPolicy
 from ledger import checkpoint_log, reads
 from ledger.checkpoint import open_checkpoint
@@ -48,6 +47,7 @@ from ledger.signed_note import Signer, format_vkey
 from ledger.timefmt import format_time_us, now_us
 from ledger.verify import check_against_known, verify_export
 from ledger.verify_db import verify_database
+from settlement.terms import PartnerTerms
 
 PARTNERS = ("grocer", "fuel", "airline", "bank", "pharmacy")
 DAY_US = 86_400_000_000

@@ -7,14 +7,18 @@ One floor, at the end, over the exact product: multipliers never round on their 
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass, field
 from decimal import Decimal
+from fractions import Fraction
 from typing import Any
 
 from ledger.timefmt import format_time_us, parse_time_us
-from settlement.money import InvalidRate, floor_to_int, parse_rate
+from settlement.money import InvalidRate, parse_rate
 
 MULTIPLIER_MAX = Decimal(100)
+_CURRENCY = re.compile(r"[A-Z]{3}")
 CATEGORIES_MAX = 100
 CAMPAIGNS_MAX = 50
 
@@ -63,7 +67,7 @@ class EarningRules:
     def from_json(cls, data: dict[str, Any]) -> EarningRules:
         """Parse and validate; raises InvalidRate or ValueError with a clear message."""
         currency = data.get("currency")
-        if not isinstance(currency, str) or len(currency) != 3 or not currency.isupper():
+        if not isinstance(currency, str) or not _CURRENCY.fullmatch(currency):
             raise ValueError("currency must be an ISO 4217 code such as RUB")
         points = data.get("points_per_step")
         step = data.get("step_minor")
@@ -71,6 +75,8 @@ class EarningRules:
             raise ValueError("points_per_step must be ≥ 0 and step_minor > 0 (integers)")
         categories = data.get("category_multipliers") or {}
         campaigns = data.get("campaigns") or []
+        if not isinstance(categories, dict) or not isinstance(campaigns, list):
+            raise ValueError("category_multipliers is an object, campaigns a list")
         if len(categories) > CATEGORIES_MAX or len(campaigns) > CAMPAIGNS_MAX:
             raise ValueError(f"at most {CATEGORIES_MAX} categories and {CAMPAIGNS_MAX} campaigns")
         cap = data.get("cap_points")
@@ -109,14 +115,16 @@ def points_for_purchase(
 ) -> int:
     """Points earned; 0 for a purchase too small to reach one point."""
     assert amount_minor >= 0, "callers validate amounts"
-    exact = Decimal(amount_minor) * rules.points_per_step / rules.step_minor
+    # Fractions, not Decimals: a Decimal division rounds to 28 digits, and 1/3 × 3 would
+    # floor to 0. The one rounding is the floor at the end.
+    exact = Fraction(amount_minor * rules.points_per_step, rules.step_minor)
     if category is not None:
-        exact *= rules.category_multipliers.get(category, Decimal(1))
+        exact *= Fraction(rules.category_multipliers.get(category, Decimal(1)))
     for campaign in rules.campaigns:
         if campaign.applies_at(time_us):
-            exact *= campaign.multiplier
-    exact *= tier_multiplier
-    points = floor_to_int(exact)
+            exact *= Fraction(campaign.multiplier)
+    exact *= Fraction(tier_multiplier)
+    points = math.floor(exact)  # toward zero: amounts are never negative
     if rules.cap_points is not None:
         points = min(points, rules.cap_points)
     return points

@@ -32,6 +32,13 @@ class RefusalCode(enum.StrEnum):
     UNKNOWN_TRANSACTION = "unknown_transaction"
     REFUND_EXCEEDS_ORIGINAL = "refund_exceeds_original"
     BUSY = "busy"  # lost a race for the same lots too often; safe to retry
+    PERIOD_SETTLED = "period_settled"
+    UNKNOWN_RUN = "unknown_run"
+    RUN_NOT_COMPUTED = "run_not_computed"
+    RUN_NOT_APPROVED = "run_not_approved"
+    SAME_APPROVER = "same_approver"
+    UNKNOWN_PAYMENT = "unknown_payment"
+    SETTLEMENT_INPUT_MISSING = "settlement_input_missing"
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,11 +10,11 @@ from coalition import accounts
 from coalition.context import Coalition, Conn
 from coalition.earning import EarningRules
 from coalition.outcomes import Recorded, Refusal, RefusalCode
-from coalition.terms import PartnerTerms
 from coalition.tiers import TierPolicy
 from ledger.requests import EntryRequest
 from ledger.timefmt import format_time_us
 from ledger.units import is_valid_unit
+from settlement.terms import PartnerTerms
 
 OPERATOR_SCOPE = "operator"
 LEGAL_NAME_LENGTH_MAX = 200

@@ -9,9 +9,9 @@ from typing import Any
 
 from coalition.context import Conn
 from coalition.earning import EarningRules
-from coalition.terms import PartnerTerms
 from coalition.tiers import TierPolicy
 from ledger.timefmt import datetime_to_us
+from settlement.terms import PartnerTerms
 
 
 def _in_force(conn: Conn, table: str, column: str, partner_id: str, time_us: int) -> Any:

@@ -11,7 +11,6 @@ refund in any number of parts takes back exactly N.
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Any
 
 from coalition import accounts
@@ -20,7 +19,6 @@ from coalition.outcomes import Refunded, Refusal, RefusalCode
 from ledger import reads
 from ledger.requests import EntryRequest, LotTake, PostingRequest
 from ledger.units import POINTS_UNIT
-from settlement.money import floor_to_int
 
 RACE_RETRIES_MAX = 3
 
@@ -53,7 +51,8 @@ def refund_purchase(
             RefusalCode.REFUND_EXCEEDS_ORIGINAL,
             f"{purchase_minor - refunded_minor} of the purchase is left to refund",
         )
-    due_after = floor_to_int(Decimal(points) * (refunded_minor + refund_minor) / purchase_minor)
+    # Integer floor division: exact at any size (a Decimal quotient rounds at 28 digits).
+    due_after = points * (refunded_minor + refund_minor) // purchase_minor
     clawback = due_after - clawed_back
     for _ in range(RACE_RETRIES_MAX):
         postings, debt = _clawback_postings(

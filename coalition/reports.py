@@ -178,6 +178,6 @@ def _ratio(numerator: int, denominator: int) -> Decimal:
 
 
 def _half_even(total: int, count: int) -> int:
-    from coalition.money import half_even_to_int
+    from settlement.money import half_even_to_int
 
     return half_even_to_int(Decimal(total) / Decimal(count)) if count else 0

@@ -38,6 +38,8 @@ def build_entry(request: EntryRequest, state: State, time_us: int) -> dict[str, 
         out = {"account": posting.account, "unit": posting.unit, "amount": posting.amount}
         if lot_tracked.get(posting.account):
             _add_lots(out, posting, index, state, time_us, taken)
+        else:
+            _pass_lot_fields(out, posting)
         entry["postings"].append(out)
     if request.hold is not None:
         hold = request.hold
@@ -103,6 +105,23 @@ def _add_lots(
         taken[lot.lot_id] = taken.get(lot.lot_id, 0) + take
         wanted -= take
     out["lots"] = chosen
+
+
+def _pass_lot_fields(out: dict[str, Any], posting: PostingRequest) -> None:
+    """Lot fields asked of an account without lots go into the entry as asked, so that
+    the rules refuse it with a reason rather than the writer dropping them unseen."""
+    if posting.lots is not None:
+        out["lots"] = [{"lot": t.lot_id, "amount": t.amount} for t in posting.lots]
+    if posting.lot_origin is not None or posting.lot_expires_us is not None:
+        out["lot"] = {
+            "origin": posting.lot_origin,
+            "expires": _format_or_none(posting.lot_expires_us),
+            "amount": 0,
+        }
+    if posting.take_expired:
+        out["expired"] = True
+    if posting.allow_debt:
+        out["debt"] = True
 
 
 def _opened_after_debt(posting: PostingRequest, state: State) -> int:

@@ -36,7 +36,7 @@ from coalition.partners import (
 )
 from coalition.redeem import authorise, capture, redeem_points, void
 from coalition.refunds import refund_purchase, refund_redemption
-from coalition.terms import PartnerTerms
+from settlement.terms import PartnerTerms
 from coalition.tiers import Tier, TierPolicy
 from ledger.verify_db import verify_database
 

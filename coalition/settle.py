@@ -1,0 +1,388 @@
+"""Finance use cases: compute a period's settlement run at a signed checkpoint, approve it
+(a second person), confirm its payments, fetch statements and the payment file, and
+record the facts settlement needs (bank accounts, exchange rates).
+
+The run itself is ``settlement.compute_run`` over the journal's canonical entries up to
+the cut, so it can be recomputed from an export to the same bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from coalition.banking import bic_is_valid, iban_is_valid
+from coalition.context import Coalition, Conn
+from coalition.outcomes import Recorded, Refusal, RefusalCode
+from coalition.partners import OPERATOR_SCOPE, _recorded, get_partner
+from ledger import checkpoint_log, reads
+from ledger.journal import Appended
+from ledger.rejections import Rejection
+from ledger.requests import AccountSpec, EntryRequest, PostingRequest
+from ledger.signed_note import Signer
+from settlement.journal_view import OPERATOR
+from settlement.money import InvalidRate, parse_rate
+from settlement.obligations import MissingTerms
+from settlement.pain001 import Clearing, pain001
+from settlement.pdf import statement_pdf
+from settlement.run import Run, SettlementError, compute_run
+from settlement.statement import statement_bytes_csv, statement_bytes_json, statement_json
+
+FINANCE_SCOPE = "finance"
+FORMATS = ("json", "csv", "pdf")
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    run_id: str
+    period: str
+    revision: int
+    status: str
+    start_seq: int
+    end_seq: int
+    computed_by: str
+    approved_by: str | None
+    run_bytes: bytes
+
+
+def get_run(conn: Conn, run_id: str) -> RunRecord | None:
+    row = conn.execute(
+        "SELECT run_id, period, revision, status, start_seq, end_seq, computed_by, approved_by,"
+        " run_bytes FROM coalition_settlement_run WHERE run_id = %s",
+        (run_id,),
+    ).fetchone()
+    if row is None:
+        return None
+    run_id, period, revision, status, start_seq, end_seq, computed_by, approved_by, data = row
+    return RunRecord(
+        run_id, period, revision, status, start_seq, end_seq, computed_by, approved_by, bytes(data)
+    )
+
+
+def entries_until(conn: Conn, end_seq: int) -> Any:
+    return (stored.canonical for stored in reads.iter_entries(conn, 0, end_seq))
+
+
+def compute(
+    co: Coalition,
+    conn: Conn,
+    signer: Signer,
+    *,
+    period: str,
+    computed_by: str,
+    correction: bool = False,
+    mode: str | None = None,
+) -> RunRecord | Refusal:
+    """Compute (or recompute, unchanged, while unapproved) the run for ``period``."""
+    if not period or len(period) > 20 or not period.replace("-", "").isalnum():
+        return Refusal(RefusalCode.INVALID_REQUEST, "period: e.g. 2027-01 or 2027-W05")
+    latest = conn.execute(
+        "SELECT run_id, status, revision, start_seq FROM coalition_settlement_run"
+        " WHERE period = %s ORDER BY revision DESC LIMIT 1",
+        (period,),
+    ).fetchone()
+    if latest is not None and latest[1] == "computed":
+        return _recompute(conn, latest[0])
+    if latest is not None and not correction:
+        return Refusal(RefusalCode.PERIOD_SETTLED, f"{period} is {latest[1]} as {latest[0]}")
+    revision = 1 if latest is None else latest[2] + 1
+    if latest is not None:
+        start_seq = int(latest[3])
+    else:
+        row = conn.execute(
+            "SELECT coalesce(max(end_seq), 0) FROM coalition_settlement_run"
+            " WHERE status <> 'superseded'"
+        ).fetchone()
+        start_seq = int(row[0]) if row else 0
+    cut = checkpoint_log.sign_now(conn, signer, co.clock_us())
+    run_id = period if revision == 1 else f"{period}-r{revision}"
+    try:
+        run = _run(conn, run_id, period, start_seq, cut.tree_size, cut.root_hash, mode)
+    except (SettlementError, MissingTerms) as exc:
+        return Refusal(RefusalCode.SETTLEMENT_INPUT_MISSING, str(exc))
+    with conn.transaction():
+        conn.execute(
+            "INSERT INTO coalition_settlement_run (run_id, period, revision, replaces_run_id,"
+            " start_seq, end_seq, checkpoint_id, status, computed_by, computed_at_us,"
+            " run_bytes) VALUES (%s, %s, %s, %s, %s, %s, %s, 'computed', %s, %s, %s)",
+            (
+                run_id,
+                period,
+                revision,
+                latest[0] if latest else None,
+                start_seq,
+                cut.tree_size,
+                cut.checkpoint_id,
+                computed_by,
+                co.clock_us(),
+                run.to_bytes(),
+            ),
+        )
+        for party in parties(run):
+            for fmt, content in render_statement(
+                run, party, revision, latest[0] if latest else None
+            ).items():
+                conn.execute(
+                    "INSERT INTO coalition_statement VALUES (%s, %s, %s, %s)",
+                    (run_id, party, fmt, content),
+                )
+    found = get_run(conn, run_id)
+    assert found is not None
+    return found
+
+
+def _run(
+    conn: Conn,
+    run_id: str,
+    period: str,
+    start_seq: int,
+    end_seq: int,
+    root_hash: bytes,
+    mode: str | None,
+) -> Run:
+    checkpoint = {"tree_size": end_seq, "root_hex": root_hash.hex()}
+    return compute_run(
+        entries_until(conn, end_seq),
+        run_id=run_id,
+        period=period,
+        start_seq=start_seq,
+        end_seq=end_seq,
+        checkpoint=checkpoint,
+        mode=mode,
+    )
+
+
+def _recompute(conn: Conn, run_id: str) -> RunRecord:
+    record = get_run(conn, run_id)
+    assert record is not None
+    from ledger.proofs import root_hash_at
+
+    run = _run(
+        conn,
+        run_id,
+        record.period,
+        record.start_seq,
+        record.end_seq,
+        root_hash_at(conn, record.end_seq),
+        _mode_of(record),
+    )
+    assert run.to_bytes() == record.run_bytes, "the journal changed under a computed run"
+    return record
+
+
+def parties(run: Run) -> list[str]:
+    return sorted({p for line in run.lines for p in (line.payer, line.payee)})
+
+
+def render_statement(run: Run, party: str, revision: int, replaces: str | None) -> dict[str, bytes]:
+    statement = statement_json(run, party, revision, replaces)
+    return {
+        "json": statement_bytes_json(statement),
+        "csv": statement_bytes_csv(statement),
+        "pdf": statement_pdf(run, statement),
+    }
+
+
+def statement(conn: Conn, run_id: str, party: str, fmt: str) -> bytes | None:
+    row = conn.execute(
+        "SELECT content FROM coalition_statement WHERE run_id = %s AND party = %s AND format = %s",
+        (run_id, party, fmt),
+    ).fetchone()
+    return None if row is None else bytes(row[0])
+
+
+def approve(co: Coalition, conn: Conn, run_id: str, approved_by: str) -> Recorded | Refusal:
+    record = get_run(conn, run_id)
+    if record is None:
+        return Refusal(RefusalCode.UNKNOWN_RUN, f"no run {run_id}")
+    if record.status != "computed":
+        return Refusal(RefusalCode.RUN_NOT_COMPUTED, f"run {run_id} is {record.status}")
+    if approved_by == record.computed_by:
+        return Refusal(RefusalCode.SAME_APPROVER, "a second finance user must approve")
+    run_json = _json(record.run_bytes)
+    requests = [
+        EntryRequest(
+            "settlement_approved",
+            FINANCE_SCOPE,
+            f"approve:{run_id}",
+            meta={
+                "run": run_id,
+                "approved_by": approved_by,
+                "run_sha256": hashlib.sha256(record.run_bytes).hexdigest(),
+            },
+        )
+    ]
+    for position in run_json["positions"]:
+        requests.append(_position_entry(run_id, position))
+    with conn.transaction():
+        results = co.journal.append(conn, requests)
+        refused = [r for r in results if isinstance(r, Rejection)]
+        if refused:
+            raise RuntimeError(f"settlement entries refused: {refused[0]}")  # rolls back all
+        first = results[0]
+        assert isinstance(first, Appended)
+        conn.execute(
+            "UPDATE coalition_settlement_run SET status = 'approved', approved_by = %s,"
+            " approved_seq = %s WHERE run_id = %s",
+            (approved_by, first.seq, run_id),
+        )
+        if record.revision > 1:
+            conn.execute(
+                "UPDATE coalition_settlement_run SET status = 'superseded' WHERE period = %s"
+                " AND revision < %s",
+                (record.period, record.revision),
+            )
+    return Recorded(first.seq)
+
+
+def settlement_account(party: str, currency: str) -> str:
+    return (
+        f"coalition:revenue:{currency}"
+        if party == OPERATOR
+        else f"partner:{party}:settlement:{currency}"
+    )
+
+
+def _position_entry(run_id: str, position: dict[str, Any]) -> EntryRequest:
+    """A party's net position, owed to or by the clearing account, in its currency."""
+    party, currency, net = position["party"], position["currency"], position["net_minor"]
+    account, clearing = settlement_account(party, currency), f"coalition:clearing:{currency}"
+    return EntryRequest(
+        "settlement_position",
+        FINANCE_SCOPE,
+        f"position:{run_id}:{party}:{currency}",
+        meta={"run": run_id, "party": party},
+        open_accounts=(
+            AccountSpec(account, currency, overdraft=True),
+            AccountSpec(clearing, currency, overdraft=True),
+        ),
+        postings=(PostingRequest(account, currency, net), PostingRequest(clearing, currency, -net)),
+    )
+
+
+def confirm_payment(
+    co: Coalition, conn: Conn, run_id: str, end_to_end_id: str, confirmed_by: str
+) -> Recorded | Refusal:
+    record = get_run(conn, run_id)
+    if record is None:
+        return Refusal(RefusalCode.UNKNOWN_RUN, f"no run {run_id}")
+    if record.status not in ("approved", "paid"):
+        return Refusal(RefusalCode.RUN_NOT_APPROVED, f"run {run_id} is {record.status}")
+    payments = {p["end_to_end_id"]: p for p in _json(record.run_bytes)["payments"]}
+    payment = payments.get(end_to_end_id)
+    if payment is None:
+        return Refusal(RefusalCode.UNKNOWN_PAYMENT, f"run {run_id} has no payment {end_to_end_id}")
+    currency, amount = payment["currency"], payment["amount_minor"]
+    payer, payee = payment["payer"], payment["payee"]
+    request = EntryRequest(
+        "settlement_paid",
+        FINANCE_SCOPE,
+        f"paid:{run_id}:{end_to_end_id}",
+        meta={"run": run_id, "end_to_end_id": end_to_end_id, "confirmed_by": confirmed_by},
+        postings=_payment_postings(payer, payee, currency, amount),
+    )
+    with conn.transaction():
+        outcome = co.append(conn, request)
+        if isinstance(outcome, Refusal):
+            return outcome
+        if not outcome.replayed:
+            conn.execute(
+                "INSERT INTO coalition_payment_confirmation VALUES (%s, %s, %s)",
+                (run_id, end_to_end_id, outcome.seq),
+            )
+        (confirmed,) = conn.execute(
+            "SELECT count(*) FROM coalition_payment_confirmation WHERE run_id = %s", (run_id,)
+        ).fetchone() or (0,)
+        if confirmed == len(payments):
+            conn.execute(
+                "UPDATE coalition_settlement_run SET status = 'paid' WHERE run_id = %s", (run_id,)
+            )
+    return Recorded(outcome.seq, outcome.replayed)
+
+
+def _payment_postings(
+    payer: str, payee: str, currency: str, amount: int
+) -> tuple[PostingRequest, ...]:
+    """Money moved: the payer's position rises toward zero, the payee's falls to it."""
+    return (
+        PostingRequest(settlement_account(payer, currency), currency, amount),
+        PostingRequest(settlement_account(payee, currency), currency, -amount),
+    )
+
+
+def payment_file(
+    conn: Conn, run_id: str, clearing: Clearing, created_us: int, execution_date: str
+) -> bytes | Refusal:
+    record = get_run(conn, run_id)
+    if record is None:
+        return Refusal(RefusalCode.UNKNOWN_RUN, f"no run {run_id}")
+    if record.status not in ("approved", "paid"):
+        return Refusal(RefusalCode.RUN_NOT_APPROVED, "payment files are for approved runs")
+    from ledger.proofs import root_hash_at
+
+    run = _run(
+        conn,
+        run_id,
+        record.period,
+        record.start_seq,
+        record.end_seq,
+        root_hash_at(conn, record.end_seq),
+        None,
+    )
+    assert run.to_bytes() == record.run_bytes
+    return pain001(run, clearing, created_us, execution_date)
+
+
+def set_bank_account(
+    co: Coalition,
+    conn: Conn,
+    partner_id: str,
+    *,
+    iban: str,
+    bic: str,
+    name: str,
+    ref_key: str,
+) -> Recorded | Refusal:
+    if get_partner(conn, partner_id) is None:
+        return Refusal(RefusalCode.UNKNOWN_PARTNER, f"no partner {partner_id}")
+    if not iban_is_valid(iban) or not bic_is_valid(bic) or not 0 < len(name) <= 140:
+        return Refusal(RefusalCode.INVALID_REQUEST, "a valid IBAN, BIC and account name")
+    meta = {"partner": partner_id, "iban": iban, "bic": bic, "name": name}
+    return _recorded(
+        co.append(conn, EntryRequest("partner_bank_account", OPERATOR_SCOPE, ref_key, meta=meta))
+    )
+
+
+def record_fx_rate(
+    co: Coalition,
+    conn: Conn,
+    *,
+    run_id: str,
+    base: str,
+    quote: str,
+    rate: str,
+    ref_key: str,
+) -> Recorded | Refusal:
+    """Record the rate a run converts ``base`` amounts into ``quote`` with (a journal fact)."""
+    try:
+        value = parse_rate(rate, "rate")
+    except InvalidRate as exc:
+        return Refusal(RefusalCode.INVALID_REQUEST, str(exc))
+    if value == Decimal(0) or base == quote:
+        return Refusal(RefusalCode.INVALID_REQUEST, "a positive rate between two currencies")
+    meta = {"run": run_id, "base": base, "quote": quote, "rate": rate}
+    return _recorded(co.append(conn, EntryRequest("fx_rate", FINANCE_SCOPE, ref_key, meta=meta)))
+
+
+def _mode_of(record: RunRecord) -> str:
+    mode: str = _json(record.run_bytes)["mode"]
+    return mode
+
+
+def _json(data: bytes) -> dict[str, Any]:
+    import json
+
+    parsed: dict[str, Any] = json.loads(data)
+    return parsed

@@ -9,6 +9,7 @@ set of partners and members (a run id keeps their names apart).
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 import time
@@ -24,6 +25,7 @@ import psycopg
 
 from coalition import reports
 from coalition._progress import Progress
+from coalition.banking import make_iban
 from coalition.context import Coalition
 from coalition.earn import bonus_points, earn_points
 from coalition.earning import EarningRules
@@ -39,6 +41,15 @@ from coalition.partners import (
 )
 from coalition.redeem import authorise, capture, redeem_points
 from coalition.refunds import refund_purchase
+from coalition.settle import (
+    approve,
+    clearing_account,
+    compute,
+    confirm_payment,
+    payment_file,
+    set_bank_account,
+    statement,
+)
 from coalition.tiers import Tier, TierPolicy
 from ledger import checkpoint_log, reads
 from ledger.checkpoint import open_checkpoint
@@ -57,6 +68,7 @@ OPERATIONS_PER_DAY = 45
 
 @dataclass
 class DemoReport:
+    run: str = ""
     operations: int = 0
     refused: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
@@ -84,7 +96,7 @@ def run_demo(database_url: str, *, members: int = 300, days: int = 90, seed: int
         last_us = reads.head(conn).last_time_us
     clock = _Clock(max(now_us() - days * DAY_US, last_us + 1))
     co = Coalition(clock_us=clock)
-    report = DemoReport(start_us=clock.now_us)
+    report = DemoReport(run=run, start_us=clock.now_us)
     started = time.monotonic()
     partners = [f"{name}-{run}" for name in PARTNERS]
     names = [f"M{run}-{i:04d}" for i in range(members)]
@@ -126,12 +138,23 @@ def _set_up(
     names: list[str],
     now: int,
 ) -> None:
-    terms = PartnerTerms(
-        Decimal("0.50"), Decimal("0.45"), 150, Decimal("0.5"), "monthly", "multilateral"
-    )
+    # Minor units per point: issued at 0.50 RUB, reimbursed at 0.95 RUB; a 1.5% fee.
+    terms = PartnerTerms(Decimal(50), Decimal(95), 150, Decimal("0.5"), "monthly", "multilateral")
     rules = EarningRules("RUB", 1, 10_000, {"fresh": Decimal(2), "tobacco": Decimal(0)})
-    for partner in partners:
+    for number, partner in enumerate(partners):
         _ok(onboard_partner(co, conn, partner, f"{partner.split('-')[0].title()} LLC", "RUB"))
+        iban = make_iban("DE", f"{37040044 + number:08d}{int(run, 16) % 10**10:010d}")
+        _ok(
+            set_bank_account(
+                co,
+                conn,
+                partner,
+                iban=iban,
+                bic="COBADEFFXXX",
+                name=f"{partner.split('-')[0].title()} LLC",
+                ref_key=f"bank:{partner}",
+            )
+        )
         _ok(publish_terms(co, conn, partner, terms, now, f"terms:{partner}:1"))
         _ok(publish_earning_rules(co, conn, partner, rules, now, f"rules:{partner}:1"))
     _ok(set_expiry_policy(co, conn, 2, f"expiry:{run}"))
@@ -156,6 +179,41 @@ def _set_up(
             )
 
 
+def _settle(
+    conn: psycopg.Connection[Any], signer: Signer, report: DemoReport, out_dir: Path
+) -> str:
+    """Finance closes the demo period: compute, approve (a second person), pay, file."""
+    co = Coalition()
+    run = compute(co, conn, signer, period=f"demo-{report.run}", computed_by="alice@finance")
+    assert not isinstance(run, Refusal), run
+    _ok(approve(co, conn, run.run_id, "bob@finance"))
+    payments = json.loads(run.run_bytes)["payments"]
+    for payment in payments:
+        _ok(confirm_payment(co, conn, run.run_id, payment["end_to_end_id"], "bob@finance"))
+    partners = sorted(
+        p["party"] for p in json.loads(run.run_bytes)["positions"] if p["party"] != "coalition"
+    )
+    first_partner = partners[0] if partners else None
+    written = []
+    if first_partner is not None:
+        for fmt in ("pdf", "csv", "json"):
+            content = statement(conn, run.run_id, first_partner, fmt)
+            assert content is not None
+            path = out_dir / f"statement-{first_partner}.{fmt}"
+            path.write_bytes(content)
+            written.append(path.name)
+    pain = payment_file(
+        conn, run.run_id, clearing_account(), now_us(), format_time_us(now_us())[:10]
+    )
+    if isinstance(pain, bytes):  # a run where the coalition pays nobody has no file
+        (out_dir / "pain001.xml").write_bytes(pain)
+        written.append("pain001.xml")
+    return (
+        f"run {run.run_id}: {len(payments)} payments, approved and paid; "
+        f"{', '.join(written)} in {out_dir}"
+    )
+
+
 def _ok(outcome: object) -> None:
     assert not isinstance(outcome, Refusal), outcome
 
@@ -172,17 +230,21 @@ def _operation(
     names: list[str],
     history: list[tuple[str, str, str]],
 ) -> Operation:
-    partner, member = rng.choice(partners), rng.choice(names)
+    member = rng.choice(names)
+    # Grocer, fuel and bank issue most points; the airline and the pharmacy are where
+    # they are mostly spent — so some partners are owed money and the netting shows.
+    earn_at = rng.choices(partners, weights=(35, 30, 5, 25, 5))[0]
+    spend_at = rng.choices(partners, weights=(10, 10, 45, 10, 25))[0]
     key = f"{run}:{day}:{n}"
     roll = rng.random()
     if roll < 0.55:
         rub = rng.choice((150, 400, 900, 2_500, 7_000, 15_000))
         category = rng.choice((None, None, "fresh", "tobacco"))
-        history.append((partner, member, key))
+        history.append((earn_at, member, key))
         return lambda co, conn: earn_points(
             co,
             conn,
-            partner_id=partner,
+            partner_id=earn_at,
             ref_key=key,
             purchase_minor=rub * 100,
             currency="RUB",
@@ -192,7 +254,7 @@ def _operation(
     if roll < 0.85:
         points = rng.choice((10, 25, 50, 120))
         return lambda co, conn: redeem_points(
-            co, conn, partner_id=partner, ref_key=key, points=points, member_id=member
+            co, conn, partner_id=spend_at, ref_key=key, points=points, member_id=member
         )
     if roll < 0.95:
         points = rng.choice((20, 60))
@@ -200,14 +262,14 @@ def _operation(
 
         def authorise_then_capture(co: Coalition, conn: psycopg.Connection[Any]) -> object:
             hold = authorise(
-                co, conn, partner_id=partner, ref_key=key, points=points, member_id=member
+                co, conn, partner_id=spend_at, ref_key=key, points=points, member_id=member
             )
             if isinstance(hold, Refusal):
                 return hold
             return capture(
                 co,
                 conn,
-                partner_id=partner,
+                partner_id=spend_at,
                 ref_key=f"{key}:capture",
                 hold_seq=hold.hold_seq,
                 points=points // share,
@@ -235,6 +297,7 @@ def demo_and_verify(
     checkpoint_path = out_dir / "checkpoint.txt"
     with psycopg.connect(database_url, autocommit=True) as conn:
         k = reports.kpis(conn, report.start_us, report.end_us + 1)
+        settled = _settle(conn, signer, report, out_dir)
         stored = checkpoint_log.sign_now(conn, signer, now_us())
         checkpoint_path.write_bytes(stored.signed_note)
         summary = export_journal(conn, export_path, progress=Progress("export"))
@@ -277,6 +340,7 @@ def demo_and_verify(
     for issuer in issuers:
         cells = "".join(f"{k.flow_points.get((issuer, s), 0):>{width + 1},}" for s in shops)
         out(f"    {issuer.split('-')[0]:<10}{cells}")
+    out(f"  settlement     {settled}")
     out(
         f"  journal        {summary.tree_size:,} entries → {export_path} "
         f"({summary.bytes_written:,} bytes)"

@@ -14,7 +14,7 @@ from decimal import Decimal
 from typing import Any
 
 from coalition.banking import bic_is_valid, iban_is_valid
-from coalition.context import Coalition, Conn
+from coalition.context import Coalition, Conn, stored_entry
 from coalition.outcomes import Recorded, Refusal, RefusalCode
 from coalition.partners import OPERATOR_SCOPE, _recorded, get_partner
 from ledger import checkpoint_log, reads
@@ -22,11 +22,13 @@ from ledger.journal import Appended
 from ledger.rejections import Rejection
 from ledger.requests import AccountSpec, EntryRequest, PostingRequest
 from ledger.signed_note import Signer
+from ledger.timefmt import now_us, parse_time_us
 from settlement.journal_view import OPERATOR
 from settlement.money import InvalidRate, parse_rate
 from settlement.obligations import MissingTerms
-from settlement.pain001 import Clearing, pain001
+from settlement.pain001 import Clearing, MissingBankAccount, NothingToPay, pain001
 from settlement.pdf import statement_pdf
+from settlement.reconcile import Record, parse_records, reconcile
 from settlement.run import Run, SettlementError, compute_run
 from settlement.statement import statement_bytes_csv, statement_bytes_json, statement_json
 
@@ -332,7 +334,10 @@ def payment_file(
         None,
     )
     assert run.to_bytes() == record.run_bytes
-    return pain001(run, clearing, created_us, execution_date)
+    try:
+        return pain001(run, clearing, created_us, execution_date)
+    except (NothingToPay, MissingBankAccount) as exc:
+        return Refusal(RefusalCode.SETTLEMENT_INPUT_MISSING, str(exc))
 
 
 def set_bank_account(
@@ -386,3 +391,72 @@ def _json(data: bytes) -> dict[str, Any]:
 
     parsed: dict[str, Any] = json.loads(data)
     return parsed
+
+
+def clearing_account() -> Clearing:
+    """The coalition's clearing account, from the environment (demo defaults)."""
+    import os
+
+    return Clearing(
+        name=os.environ.get("COALITION_CLEARING_NAME", "Coalition Clearing"),
+        iban=os.environ.get("COALITION_CLEARING_IBAN", "DE89370400440532013000"),
+        bic=os.environ.get("COALITION_CLEARING_BIC", "COBADEFFXXX"),
+    )
+
+
+_RECONCILED_KINDS = {
+    "earn": "earn",
+    "bonus": "bonus",
+    "redeem": "redeem",
+    "capture": "redeem",
+    "refund_earn": "refund",
+    "refund_redemption": "refund",
+}
+
+
+def our_records(conn: Conn, partner_id: str, from_us: int, to_us: int) -> list[Record]:
+    """The journal's side: the partner's own calls in the window, keyed by its reference."""
+    records = []
+    for stored in conn.execute(
+        "SELECT seq FROM ledger_entry WHERE ref_scope = %s AND time_us >= %s AND time_us < %s"
+        " AND kind = ANY(%s) ORDER BY seq",
+        (f"partner:{partner_id}", from_us, to_us, list(_RECONCILED_KINDS)),
+    ):
+        entry = stored_entry(conn, stored[0])
+        meta = entry["meta"]
+        records.append(
+            Record(
+                ref=entry["ref"]["key"],
+                kind=_RECONCILED_KINDS[entry["kind"]],
+                member=str(meta.get("member", "")),
+                points=int(meta.get("points", 0)),
+                amount_minor=meta.get("purchase_minor", meta.get("refund_minor")),
+                time_us=parse_time_us(entry["time"]),
+            )
+        )
+    return records
+
+
+def submit_reconciliation(
+    conn: Conn,
+    partner_id: str,
+    data: bytes,
+    fmt: str,
+    from_us: int,
+    to_us: int,
+    tolerance_us: int,
+) -> tuple[int, dict[str, Any]]:
+    """Compare, store and return the result (raises InvalidRecords on a bad file)."""
+    from psycopg.types.json import Jsonb
+
+    theirs = parse_records(data, fmt)
+    result = reconcile(
+        our_records(conn, partner_id, from_us, to_us), theirs, tolerance_us
+    ).to_json()
+    row = conn.execute(
+        "INSERT INTO coalition_reconciliation (partner_id, from_us, to_us, submitted_at_us,"
+        " result) VALUES (%s, %s, %s, %s, %s) RETURNING reconciliation_id",
+        (partner_id, from_us, to_us, now_us(), Jsonb(result)),
+    ).fetchone()
+    assert row is not None
+    return int(row[0]), result

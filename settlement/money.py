@@ -84,3 +84,9 @@ def format_minor(amount_minor: int, currency: str) -> str:
     sign = "-" if amount_minor < 0 else ""
     whole, part = divmod(abs(amount_minor), 10**exponent)
     return f"{sign}{whole}" + (f".{part:0{exponent}d}" if exponent else "")
+
+
+def decimal_text(value: Decimal) -> str:
+    """A decimal as plain text without exponent or trailing zeros (``5E+1`` → ``50``)."""
+    text = f"{value.normalize():f}"
+    return text

@@ -20,6 +20,10 @@ from settlement.run import Run
 NAMESPACE = "urn:iso:std:iso:20022:tech:xsd:pain.001.001.09"
 
 
+class NothingToPay(ValueError):
+    """The run has no payment for the coalition to make (a pain.001 needs at least one)."""
+
+
 class MissingBankAccount(ValueError):
     """A party to be paid (or the clearing account) has no bank account on record."""
 
@@ -33,6 +37,8 @@ class Clearing:
 
 def pain001(run: Run, clearing: Clearing, created_us: int, execution_date: str) -> bytes:
     payments = [p for p in run.payments if p.payer == OPERATOR]
+    if not payments:
+        raise NothingToPay(f"the coalition makes no payment in run {run.run_id}")
     ET.register_namespace("", NAMESPACE)
     root = ET.Element(f"{{{NAMESPACE}}}Document")
     initiation = _sub(root, "CstmrCdtTrfInitn")

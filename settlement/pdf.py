@@ -8,15 +8,16 @@ statement gives the same bytes.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 from fpdf import FPDF
 
-from settlement.money import format_minor
+from settlement.money import decimal_text, format_minor, minor_exponent
 from settlement.run import Run
 
 _EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
-_WIDTHS = (34, 26, 22, 22, 30, 46)  # counterparty, reason, direction, points, rate, amount
+_WIDTHS = (36, 24, 22, 20, 34, 44)  # counterparty, reason, direction, points, rate, amount
 
 
 def statement_pdf(run: Run, statement: dict[str, Any]) -> bytes:
@@ -40,8 +41,8 @@ def statement_pdf(run: Run, statement: dict[str, Any]) -> bytes:
             f"{cut['start_seq']:,} to {cut['end_seq'] - 1:,} (cut at tree size {cut['end_seq']:,})",
         ),
         (
-            "Checkpoint",
-            f"{checkpoint.get('origin', '-')}, root {str(checkpoint.get('root_hex', '-'))[:32]}...",
+            "Checkpoint root",
+            f"{str(checkpoint.get('root_hex', '-'))[:40]}... (tree size {cut['end_seq']:,})",
         ),
         ("Settlement mode", statement["mode"]),
     ]
@@ -55,7 +56,9 @@ def statement_pdf(run: Run, statement: dict[str, Any]) -> bytes:
     _net_box(pdf, statement)
     _heading(pdf, "Lines")
     _row(
-        pdf, ("Counterparty", "Reason", "Direction", "Points", "Rate / point", "Amount"), bold=True
+        pdf,
+        ("Counterparty", "Reason", "Direction", "Points", "Price per point", "Amount"),
+        bold=True,
     )
     for line in statement["lines"]:
         _row(
@@ -65,7 +68,7 @@ def statement_pdf(run: Run, statement: dict[str, Any]) -> bytes:
                 line["reason"].replace("_", " "),
                 line["direction"],
                 f"{line['points']:,}",
-                line["rate_per_point"],
+                _rate(line["rate_per_point"], line["currency"]),
                 f"{_money(line['amount_minor'], line['currency'])}",
             ),
         )
@@ -104,6 +107,12 @@ def statement_pdf(run: Run, statement: dict[str, Any]) -> bytes:
     _coalition(pdf, run)
     data: bytes = bytes(pdf.output())
     return data
+
+
+def _rate(rate_minor_per_point: str, currency: str) -> str:
+    """A rate in minor units per point, shown in the currency's major unit."""
+    major = Decimal(rate_minor_per_point).scaleb(-minor_exponent(currency))
+    return f"{decimal_text(major)} {currency}"
 
 
 def _money(minor: int, currency: str) -> str:
@@ -172,11 +181,11 @@ def _coalition(pdf: FPDF, run: Run) -> None:
     _heading(pdf, "Points redeemed across partners (issuer in rows, redeemed at in columns)")
     issuers = sorted({a for a, _ in flows})
     shops = sorted({b for _, b in flows})
-    width = min(28.0, 150 / max(len(shops), 1))
-    pdf.set_font("Helvetica", "B", 8)
+    width = min(30.0, 150 / max(len(shops), 1))
+    pdf.set_font("Helvetica", "B", 7)
     pdf.cell(32, 5, "")
     for shop in shops:
-        pdf.cell(width, 5, shop[:14], align="R")
+        pdf.cell(width, 5, shop[:18], align="R")
     pdf.ln(5)
     for issuer in issuers:
         pdf.set_font("Helvetica", "B", 8)

@@ -15,7 +15,7 @@ from ledger.canonical import canonical_bytes
 from settlement import journal_view
 from settlement.allocation import allocate
 from settlement.journal_view import OPERATOR, Facts
-from settlement.money import half_even_to_int
+from settlement.money import decimal_text, half_even_to_int
 from settlement.obligations import Bucket, LineKey, Obligations
 
 MODES = ("multilateral", "bilateral")
@@ -94,7 +94,7 @@ class Run:
                     "line": c.line_index,
                     "from": c.from_currency,
                     "to": c.to_currency,
-                    "rate": str(c.rate),
+                    "rate": decimal_text(c.rate),
                     "from_minor": c.from_minor,
                     "to_minor": c.to_minor,
                 }
@@ -128,7 +128,7 @@ def _line_json(index: int, line: Line) -> dict[str, Any]:
         "payer": line.payer,
         "payee": line.payee,
         "reason": line.reason,
-        "rate_per_point": str(line.rate_per_point),
+        "rate_per_point": decimal_text(line.rate_per_point),
         "currency": line.currency,
         "points": line.points,
         "amount_minor": line.amount_minor,

@@ -12,7 +12,7 @@ import io
 from typing import Any
 
 from ledger.canonical import canonical_bytes
-from settlement.money import format_minor
+from settlement.money import decimal_text, format_minor
 from settlement.run import Run
 
 REVISION_FIRST = 1
@@ -35,7 +35,7 @@ def statement_json(
                 "reason": line.reason,
                 "direction": direction,
                 "points": line.points,
-                "rate_per_point": str(line.rate_per_point),
+                "rate_per_point": decimal_text(line.rate_per_point),
                 "currency": line.currency,
                 "amount_minor": line.amount_minor,
                 "entries": line.entries,
@@ -67,7 +67,7 @@ def statement_json(
                 "line": c.line_index,
                 "from": c.from_currency,
                 "to": c.to_currency,
-                "rate": str(c.rate),
+                "rate": decimal_text(c.rate),
                 "from_minor": c.from_minor,
                 "to_minor": c.to_minor,
             }

@@ -20,6 +20,8 @@ BPS_MAX = 10_000
 
 @dataclass(frozen=True, slots=True)
 class PartnerTerms:
+    # Prices are in MINOR units of the partner's settlement currency per point (e.g. 95 =
+    # 0.95 RUB a point), exact decimals, so a line's amount is points × price, in minor units.
     issuance_price_per_point: Decimal  # owed to the operator per point issued (may be 0)
     redemption_rate_per_point: Decimal  # paid to this partner per point redeemed at it
     operator_fee_bps: int  # operator's fee on redemptions, in basis points

@@ -1,0 +1,269 @@
+"""CLI verbs for finance: ``settle`` (compute, approve, paid, statement, pain001,
+from-export) and ``reconcile``. Each is a thin call into coalition.settle."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import psycopg
+
+from coalition.context import Coalition
+from coalition.database import database_url
+from coalition.keys import load_signer
+from coalition.migrate import upgrade_to_head
+from coalition.outcomes import Refusal
+from coalition.settings import Settings
+from ledger.timefmt import format_time_us, now_us, parse_time_us
+
+EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
+
+
+def add_verbs(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("settle", help="settlement runs: compute, approve, paid, statements …")
+    verbs = p.add_subparsers(required=True, metavar="ACTION")
+    c = verbs.add_parser("compute", help="compute the run for a period at a new signed cut")
+    c.add_argument("--period", required=True, help="e.g. 2027-01")
+    c.add_argument("--by", required=True, help="the finance user computing it")
+    c.add_argument("--correction", action="store_true", help="a new revision of a settled one")
+    c.add_argument("--mode", choices=("multilateral", "bilateral"))
+    c.set_defaults(handler=compute)
+    a = verbs.add_parser("approve", help="approve a computed run (not by who computed it)")
+    a.add_argument("--run", required=True)
+    a.add_argument("--by", required=True)
+    a.set_defaults(handler=approve)
+    d = verbs.add_parser("paid", help="confirm payments of an approved run")
+    d.add_argument("--run", required=True)
+    d.add_argument("--payment", help="an EndToEndId; default: every payment of the run")
+    d.add_argument("--by", required=True)
+    d.set_defaults(handler=paid)
+    s = verbs.add_parser("statement", help="write a party's statement")
+    s.add_argument("--run", required=True)
+    s.add_argument("--party", required=True)
+    s.add_argument("--format", choices=("json", "csv", "pdf"), default="pdf")
+    s.add_argument("--out", type=Path, required=True)
+    s.set_defaults(handler=statement)
+    f = verbs.add_parser("pain001", help="write the ISO 20022 pain.001.001.09 payment file")
+    f.add_argument("--run", required=True)
+    f.add_argument("--out", type=Path, required=True)
+    f.add_argument("--execution-date", help="YYYY-MM-DD (default: tomorrow)")
+    f.set_defaults(handler=payment_file)
+    x = verbs.add_parser("from-export", help="recompute a run from journal.jsonl alone")
+    x.add_argument("--export", type=Path, required=True)
+    x.add_argument("--run", required=True)
+    x.add_argument("--period", required=True)
+    x.add_argument("--start-seq", type=int, required=True)
+    x.add_argument("--end-seq", type=int, required=True)
+    x.add_argument("--mode", choices=("multilateral", "bilateral"))
+    x.add_argument("--out", type=Path, required=True)
+    x.set_defaults(handler=from_export)
+
+    r = sub.add_parser("reconcile", help="compare a partner's records with the journal")
+    r.add_argument("--partner", required=True)
+    r.add_argument("--file", type=Path, required=True)
+    r.add_argument("--format", choices=("csv", "json"), required=True)
+    r.add_argument("--from", dest="start", required=True, help="RFC 3339 (…Z)")
+    r.add_argument("--to", dest="end", required=True, help="RFC 3339 (…Z), exclusive")
+    r.add_argument("--tolerance-seconds", type=int, default=300)
+    r.add_argument("--out", type=Path, help="write the full result as JSON here")
+    r.set_defaults(handler=reconcile)
+
+
+def _refused(outcome: object) -> bool:
+    if isinstance(outcome, Refusal):
+        print(f"refused: {outcome}", file=sys.stderr)
+        return True
+    return False
+
+
+def _write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def compute(args: argparse.Namespace) -> int:
+    from coalition.settle import compute as run_compute
+
+    settings = Settings.from_env()
+    with database_url() as url, psycopg.connect(url, autocommit=True) as conn:
+        upgrade_to_head(url)
+        outcome = run_compute(
+            Coalition(),
+            conn,
+            load_signer(settings),
+            period=args.period,
+            computed_by=args.by,
+            correction=args.correction,
+            mode=args.mode,
+        )
+    if _refused(outcome):
+        return EXIT_REFUSED
+    assert not isinstance(outcome, Refusal)
+    print(
+        f"run {outcome.run_id} ({outcome.status}): entries {outcome.start_seq:,}–"
+        f"{outcome.end_seq - 1:,}, computed by {outcome.computed_by}"
+    )
+    _summary(outcome.run_bytes)
+    return EXIT_OK
+
+
+def _summary(run_bytes: bytes) -> None:
+    import json
+
+    from settlement.money import format_minor
+
+    run = json.loads(run_bytes)
+    for currency, gross in run["gross_minor"].items():
+        net = run["net_minor"].get(currency, 0)
+        print(
+            f"  {currency}: gross {format_minor(gross, currency)}, "
+            f"paid after netting {format_minor(net, currency)}"
+        )
+    for position in run["positions"]:
+        amount = format_minor(position["net_minor"], position["currency"])
+        print(f"  {position['party']:<24} {position['currency']} {amount:>16}")
+
+
+def approve(args: argparse.Namespace) -> int:
+    from coalition.settle import approve as run_approve
+
+    with database_url() as url, psycopg.connect(url, autocommit=True) as conn:
+        upgrade_to_head(url)
+        outcome = run_approve(Coalition(), conn, args.run, args.by)
+    if _refused(outcome):
+        return EXIT_REFUSED
+    print(f"run {args.run} approved by {args.by}; settlement entries posted")
+    return EXIT_OK
+
+
+def paid(args: argparse.Namespace) -> int:
+    import json
+
+    from coalition.settle import confirm_payment, get_run
+
+    with database_url() as url, psycopg.connect(url, autocommit=True) as conn:
+        upgrade_to_head(url)
+        record = get_run(conn, args.run)
+        if record is None:
+            print(f"no run {args.run}", file=sys.stderr)
+            return EXIT_REFUSED
+        ids = (
+            [args.payment]
+            if args.payment
+            else [p["end_to_end_id"] for p in json.loads(record.run_bytes)["payments"]]
+        )
+        for end_to_end_id in ids:
+            if _refused(confirm_payment(Coalition(), conn, args.run, end_to_end_id, args.by)):
+                return EXIT_REFUSED
+        status = get_run(conn, args.run)
+    print(f"{len(ids)} payment(s) confirmed; run {args.run} is {status.status if status else '?'}")
+    return EXIT_OK
+
+
+def statement(args: argparse.Namespace) -> int:
+    from coalition.settle import statement as fetch
+
+    with database_url() as url, psycopg.connect(url, autocommit=True) as conn:
+        upgrade_to_head(url)
+        content = fetch(conn, args.run, args.party, args.format)
+    if content is None:
+        print(f"no {args.format} statement for {args.party} in run {args.run}", file=sys.stderr)
+        return EXIT_REFUSED
+    _write(args.out, content)
+    print(f"statement of {args.party} for {args.run} → {args.out}")
+    return EXIT_OK
+
+
+def payment_file(args: argparse.Namespace) -> int:
+    from coalition.settle import clearing_account
+    from coalition.settle import payment_file as build
+
+    now = now_us()
+    execution_date = args.execution_date or format_time_us(now + 86_400_000_000)[:10]
+    with database_url() as url, psycopg.connect(url, autocommit=True) as conn:
+        upgrade_to_head(url)
+        outcome = build(conn, args.run, clearing_account(), now, execution_date)
+    if _refused(outcome):
+        return EXIT_REFUSED
+    assert isinstance(outcome, bytes)
+    _write(args.out, outcome)
+    print(f"pain.001.001.09 for {args.run} → {args.out}")
+    return EXIT_OK
+
+
+def from_export(args: argparse.Namespace) -> int:
+    from ledger.verify import verify_export
+    from settlement.run import SettlementError, compute_run
+
+    try:
+        verified = verify_export(str(args.export), sizes_wanted=[args.end_seq])
+    except Exception as exc:  # a journal that does not verify is not settled from
+        print(f"the export does not verify: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    if verified.tree_size < args.end_seq:
+        print(f"the export holds {verified.tree_size} entries, fewer than the cut", file=sys.stderr)
+        return EXIT_USAGE
+    checkpoint = {"tree_size": args.end_seq, "root_hex": verified.roots_at[args.end_seq].hex()}
+    with args.export.open("rb") as lines:
+        try:
+            run = compute_run(
+                (line[:-1] for line in lines),
+                run_id=args.run,
+                period=args.period,
+                start_seq=args.start_seq,
+                end_seq=args.end_seq,
+                checkpoint=checkpoint,
+                mode=args.mode,
+            )
+        except SettlementError as exc:
+            print(f"refused: {exc}", file=sys.stderr)
+            return EXIT_REFUSED
+    _write(args.out, run.to_bytes())
+    print(f"run {args.run} recomputed from {args.export} → {args.out}")
+    return EXIT_OK
+
+
+def reconcile(args: argparse.Namespace) -> int:
+    import json
+
+    from coalition.settle import submit_reconciliation
+    from settlement.reconcile import InvalidRecords
+
+    try:
+        start, end = parse_time_us(args.start), parse_time_us(args.end)
+        data = args.file.read_bytes()
+    except (ValueError, OSError) as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_USAGE
+    with database_url() as url, psycopg.connect(url, autocommit=True) as conn:
+        upgrade_to_head(url)
+        try:
+            reconciliation_id, result = submit_reconciliation(
+                conn,
+                args.partner,
+                data,
+                args.format,
+                start,
+                end,
+                args.tolerance_seconds * 1_000_000,
+            )
+        except InvalidRecords as exc:
+            print(f"refused: {exc}", file=sys.stderr)
+            return EXIT_REFUSED
+    print(
+        f"reconciliation {reconciliation_id} for {args.partner}: "
+        f"{len(result['matched'])} matched, {len(result['missing_ours'])} missing on our "
+        f"side, {len(result['missing_theirs'])} missing on theirs, "
+        f"{len(result['mismatched'])} mismatched fields"
+    )
+    for mismatch in result["mismatched"][:20]:
+        print(
+            f"  {mismatch['ref']}: {mismatch['field']} ours={mismatch['ours']} "
+            f"theirs={mismatch['theirs']}"
+        )
+    if args.out:
+        _write(args.out, json.dumps(result, indent=2, sort_keys=True).encode() + b"\n")
+    return EXIT_OK

@@ -1,35 +1,95 @@
-"""The Starlette application: health, readiness, the latest checkpoint and plain-text proofs.
+"""The Starlette application: ``/graphql`` (GraphiQL only in development), ``/healthz``,
+``/readyz``, ``/metrics``, ``/checkpoint`` and plain-text proofs for witnesses.
 
-``/checkpoint`` serves the latest signed checkpoint as the signed note itself, and the
-``/proof/*`` endpoints return RFC 9162 audit paths as base64 hashes, one per line — the
-shape witnesses and tlog tooling expect, with nothing of ours needed to read them.
+Every request gets a request id (echoed as ``X-Request-Id`` and on every log line); the
+API key is checked once per request, then the key's token bucket; bodies are bounded.
 """
 
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator, Callable
+import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from psycopg_pool import ConnectionPool
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
+from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
+from strawberry.asgi import GraphQL
 
+from coalition.api.context import ApiContext
+from coalition.api.observability import (
+    APPEND_BATCH,
+    JOURNAL_LENGTH,
+    RATE_LIMITED,
+    REGISTRY,
+    OperationMetrics,
+    request_id_var,
+)
+from coalition.api.ratelimit import RateLimiter, retry_after_header
+from coalition.api.schema import build_schema
+from coalition.api_keys import Principal, authenticate
+from coalition.context import Coalition
+from coalition.keys import load_signer
 from coalition.migrate import is_current
+from coalition.projections import project
 from coalition.settings import Settings
-from ledger import checkpoint_log, proofs
+from ledger import checkpoint_log, proofs, reads
 
 TEXT = "text/plain; charset=utf-8"
+BODY_BYTES_MAX = 1 << 20
+_log = logging.getLogger("coalition.api")
 
 
-def create_app(settings: Settings, database_url: str) -> Starlette:
+class _CoalitionWithMetrics(Coalition):
+    def __init__(self) -> None:
+        super().__init__()
+
+        def keep(conn: Any, appended: list[Any]) -> None:
+            APPEND_BATCH.observe(len(appended))
+            project(conn, appended)
+
+        self.journal.after_append = keep
+
+
+class _GraphQL(GraphQL[ApiContext, None]):
+    def __init__(self, state: dict[str, Any], development: bool) -> None:
+        schema = build_schema(development=development, extra_extensions=(OperationMetrics,))
+        super().__init__(schema, graphql_ide="graphiql" if development else None)
+        self.state = state
+
+    async def get_context(self, request: Any, response: Any) -> ApiContext:
+        return ApiContext(
+            principal=getattr(request.state, "principal", None),
+            pool=self.state["pool"],
+            coalition=self.state["coalition"],
+            signer=self.state["signer"],
+            settings=self.state["settings"],
+            request_id=request_id_var.get(),
+        )
+
+
+def create_app(
+    settings: Settings, database_url: str, limiter: RateLimiter | None = None
+) -> Starlette:
     pool = ConnectionPool(
-        database_url, min_size=1, max_size=8, open=False, kwargs={"autocommit": True}
+        database_url, min_size=2, max_size=16, open=False, kwargs={"autocommit": True}
     )
+    state: dict[str, Any] = {
+        "pool": pool,
+        "coalition": _CoalitionWithMetrics(),
+        "signer": load_signer(settings),
+        "settings": settings,
+    }
+    limiter = limiter or RateLimiter()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -38,6 +98,64 @@ def create_app(settings: Settings, database_url: str) -> Starlette:
             yield
         finally:
             pool.close()
+
+    async def who(request: Request) -> Principal | None:
+        header = request.headers.get("authorization", "")
+        if not header.lower().startswith("bearer "):
+            return None
+        presented = header[7:].strip()
+
+        def check() -> Principal | None:
+            with pool.connection() as conn:
+                return authenticate(conn, presented)
+
+        return await run_in_threadpool(check)
+
+    async def gate(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        request_id_var.set(request_id[:64])
+        if request.url.path == "/graphql":
+            length = request.headers.get("content-length")
+            if length is not None and (not length.isdigit() or int(length) > BODY_BYTES_MAX):
+                return JSONResponse(
+                    {
+                        "errors": [
+                            {
+                                "message": "request body too large",
+                                "extensions": {"code": "PAYLOAD_TOO_LARGE"},
+                            }
+                        ]
+                    },
+                    status_code=413,
+                )
+            principal = await who(request)
+            request.state.principal = principal
+            key = (
+                principal.key_id
+                if principal
+                else (request.client.host if request.client else "unknown")
+            )
+            role = principal.role if principal else "anonymous"
+            wait = limiter.take(key, role)
+            if wait:
+                RATE_LIMITED.labels(role).inc()
+                return JSONResponse(
+                    {
+                        "errors": [
+                            {
+                                "message": "rate limit exceeded",
+                                "extensions": {"code": "RATE_LIMITED"},
+                            }
+                        ]
+                    },
+                    status_code=429,
+                    headers={"Retry-After": retry_after_header(wait)},
+                )
+        response = await call_next(request)
+        response.headers["X-Request-Id"] = request_id_var.get()
+        return response
 
     def with_conn(fn: Callable[..., Any]) -> Callable[..., Any]:
         def run(*args: Any) -> Any:
@@ -53,9 +171,15 @@ def create_app(settings: Settings, database_url: str) -> Starlette:
         try:
             current = await run_in_threadpool(is_current, database_url)
         except Exception:  # not ready is an answer, not a crash
+            _log.exception("readiness check failed")
             current = False
         status = 200 if current else 503
         return JSONResponse({"database": "ready" if current else "not ready"}, status_code=status)
+
+    async def metrics(request: Request) -> Response:
+        head = await run_in_threadpool(with_conn(reads.head))
+        JOURNAL_LENGTH.set(head.tree_size)
+        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
     async def checkpoint(request: Request) -> Response:
         stored = await run_in_threadpool(with_conn(checkpoint_log.latest))
@@ -75,15 +199,19 @@ def create_app(settings: Settings, database_url: str) -> Starlette:
             return PlainTextResponse("give integer seq and size\n", status_code=400)
         return await _proof(with_conn(proofs.inclusion_proof), *params)
 
+    graphql = _GraphQL(state, settings.development)
     return Starlette(
         debug=False,
         routes=[
+            Route("/graphql", graphql, methods=["GET", "POST"]),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
+            Route("/metrics", metrics),
             Route("/checkpoint", checkpoint),
             Route("/proof/consistency", consistency),
             Route("/proof/inclusion", inclusion),
         ],
+        middleware=[Middleware(BaseHTTPMiddleware, dispatch=gate)],
         lifespan=lifespan,
     )
 

@@ -1,0 +1,272 @@
+"""Reads shaped for the API: each function takes a connection (run in a worker thread)
+and returns GraphQL types, applying the caller's scope where data belongs to a partner."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+from coalition import reports
+from coalition.api.types import (
+    ApiKey,
+    Checkpoint,
+    FlowCell,
+    HistoryLine,
+    InclusionProof,
+    JournalEntry,
+    JournalEntryConnection,
+    JournalEntryEdge,
+    Kpis,
+    Lot,
+    Member,
+    PageInfo,
+    PartnerReport,
+    Reconciliation,
+    Role,
+    SettlementRun,
+    Statement,
+)
+from coalition.api_keys import ApiKeyInfo
+from coalition.context import Conn
+from coalition.members import member_status
+from coalition.partners import get_partner
+from ledger import checkpoint_log, proofs, reads
+from ledger.checkpoint_log import StoredCheckpoint
+from ledger.receipt import format_receipt
+from ledger.timefmt import format_time_us, now_us
+
+
+def member(conn: Conn, member_id: str, history_first: int, own_scope: str | None) -> Member | None:
+    status = member_status(conn, member_id)
+    summary = reports.member_summary(conn, member_id, now_us()) if status else None
+    if status is None or summary is None:
+        return None
+    history = reports.member_history(conn, member_id, limit=history_first)
+    if own_scope is not None:  # a partner sees only its own transactions in the history
+        own = {
+            row[0]
+            for row in conn.execute(
+                "SELECT seq FROM ledger_entry WHERE seq = ANY(%s) AND ref_scope = %s",
+                ([h.seq for h in history], own_scope),
+            )
+        }
+        history = [h for h in history if h.seq in own]
+    return Member(
+        member_id=member_id,
+        status=status,
+        balance_points=summary.balance_points,
+        held_points=summary.held_points,
+        available_points=summary.available_points,
+        expired_unswept_points=summary.expired_unswept_points,
+        debt_points=summary.debt_points,
+        lots=[
+            Lot(
+                lot_id=x.lot_id,
+                origin=x.origin,
+                expires_at=None if x.expires_us is None else format_time_us(x.expires_us),
+                amount_opened=x.amount_opened,
+                remaining=x.remaining,
+            )
+            for x in summary.lots
+        ],
+        history=[
+            HistoryLine(
+                seq=h.seq,
+                time=format_time_us(h.time_us),
+                kind=h.kind,
+                amount_points=h.amount_points,
+                balance_after_points=h.balance_after_points,
+            )
+            for h in history
+        ],
+    )
+
+
+def partner(conn: Conn, partner_id: str) -> PartnerReport | None:
+    found = get_partner(conn, partner_id)
+    if found is None:
+        return None
+    report = reports.partner_report(conn, partner_id)
+    return PartnerReport(
+        partner_id=partner_id,
+        legal_name=found.legal_name,
+        status=found.status,
+        settlement_currency=found.settlement_currency,
+        issued_points=report.issued_points,
+        redeemed_at_partner_points=report.redeemed_at_partner_points,
+        redeemed_elsewhere_points=report.redeemed_elsewhere_points,
+        expired_points=report.expired_points,
+        outstanding_points=report.outstanding_points,
+    )
+
+
+def _entry(stored: reads.StoredEntry) -> JournalEntry:
+    return JournalEntry(
+        seq=stored.seq,
+        time=format_time_us(stored.time_us),
+        kind=stored.kind,
+        ref_scope=stored.ref_scope,
+        ref_key=stored.ref_key,
+        canonical_json=stored.canonical.decode(),
+        leaf_hash_hex=stored.leaf_hash.hex(),
+    )
+
+
+def entries(
+    conn: Conn, first: int, after_seq: int, kind: str | None, account: str | None, scope: str | None
+) -> JournalEntryConnection:
+    """Keyset pages by seq: stable while new entries arrive (they only come after)."""
+    sql = (
+        "SELECT e.seq FROM ledger_entry e WHERE e.seq > %s"
+        " AND (%s::text IS NULL OR e.kind = %s) AND (%s::text IS NULL OR e.ref_scope = %s)"
+        " AND (%s::text IS NULL OR EXISTS (SELECT 1 FROM ledger_posting p"
+        " WHERE p.seq = e.seq AND p.account = %s)) ORDER BY e.seq LIMIT %s"
+    )
+    seqs = [
+        r[0]
+        for r in conn.execute(
+            sql, (after_seq, kind, kind, scope, scope, account, account, first + 1)
+        )
+    ]
+    page = seqs[:first]
+    edges = []
+    for seq in page:
+        stored = reads.entry(conn, seq)
+        assert stored is not None
+        edges.append(JournalEntryEdge(cursor=cursor(seq), node=_entry(stored)))
+    return JournalEntryConnection(
+        edges=edges,
+        page_info=PageInfo(
+            has_next_page=len(seqs) > first, end_cursor=edges[-1].cursor if edges else None
+        ),
+    )
+
+
+def cursor(seq: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"seq": seq}).encode()).decode()
+
+
+def entry(conn: Conn, seq: int, scope: str | None) -> JournalEntry | None:
+    stored = reads.entry(conn, seq) if seq >= 0 else None
+    if stored is None or (scope is not None and stored.ref_scope != scope):
+        return None
+    return _entry(stored)
+
+
+def checkpoint(stored: StoredCheckpoint) -> Checkpoint:
+    return Checkpoint(
+        checkpoint_id=stored.checkpoint_id,
+        tree_size=stored.tree_size,
+        root_hash_hex=stored.root_hash.hex(),
+        signed_note=stored.signed_note.decode(),
+    )
+
+
+def inclusion(
+    conn: Conn, seq: int, checkpoint_id: int | None, scope: str | None
+) -> InclusionProof | None:
+    stored = reads.entry(conn, seq) if seq >= 0 else None
+    if stored is None or (scope is not None and stored.ref_scope != scope):
+        return None
+    if checkpoint_id is None:
+        cp = checkpoint_log.covering(conn, seq)
+    else:
+        found = [
+            c
+            for c in checkpoint_log.list_checkpoints(conn, after_id=checkpoint_id - 1, limit=1)
+            if c.checkpoint_id == checkpoint_id
+        ]
+        cp = found[0] if found and found[0].tree_size > seq else None
+    if cp is None:
+        return None
+    path = proofs.inclusion_proof(conn, seq, cp.tree_size)
+    return InclusionProof(
+        seq=seq,
+        tree_size=cp.tree_size,
+        leaf_hash_hex=stored.leaf_hash.hex(),
+        audit_path_base64=[base64.b64encode(h).decode() for h in path],
+        checkpoint=checkpoint(cp),
+        receipt=format_receipt(seq, path, cp.signed_note, stored.canonical).decode(),
+    )
+
+
+def kpis(k: reports.Kpis) -> Kpis:
+    return Kpis(
+        partners_active=k.partners_active,
+        members_enrolled=k.members_enrolled,
+        members_active=k.members_active,
+        purchases=k.purchases,
+        purchase_frequency=str(k.purchase_frequency),
+        points_issued=k.points_issued,
+        points_redeemed=k.points_redeemed,
+        points_expired=k.points_expired,
+        redemption_rate=str(k.redemption_rate),
+        breakage_rate=str(k.breakage_rate),
+        flow=[FlowCell(issuer=a, redeemed_at=b, points=p) for (a, b), p in k.flow_points.items()],
+    )
+
+
+def runs(conn: Conn, first: int) -> list[SettlementRun]:
+    rows = conn.execute(
+        "SELECT run_id, period, revision, status, start_seq, end_seq, computed_by, approved_by,"
+        " run_bytes FROM coalition_settlement_run ORDER BY computed_at_us DESC LIMIT %s",
+        (first,),
+    ).fetchall()
+    return [
+        SettlementRun(
+            run_id=r[0],
+            period=r[1],
+            revision=r[2],
+            status=r[3],
+            start_seq=r[4],
+            end_seq=r[5],
+            computed_by=r[6],
+            approved_by=r[7],
+            run_json=bytes(r[8]).decode(),
+        )
+        for r in rows
+    ]
+
+
+def statement(conn: Conn, run_id: str, party: str, fmt: str) -> Statement | None:
+    from coalition.settle import statement as stored
+
+    content = stored(conn, run_id, party, fmt)
+    if content is None:
+        return None
+    text = base64.b64encode(content).decode() if fmt == "pdf" else content.decode()
+    return Statement(run_id=run_id, party=party, format=fmt, content=text)
+
+
+def reconciliations(conn: Conn, partner_id: str, first: int) -> list[Reconciliation]:
+    rows = conn.execute(
+        "SELECT reconciliation_id, result FROM coalition_reconciliation WHERE partner_id = %s"
+        " ORDER BY reconciliation_id DESC LIMIT %s",
+        (partner_id, first),
+    ).fetchall()
+    return [reconciliation(partner_id, rid, result) for rid, result in rows]
+
+
+def reconciliation(
+    partner_id: str, reconciliation_id: int, result: dict[str, Any]
+) -> Reconciliation:
+    return Reconciliation(
+        reconciliation_id=reconciliation_id,
+        partner_id=partner_id,
+        matched=len(result["matched"]),
+        missing_ours=len(result["missing_ours"]),
+        missing_theirs=len(result["missing_theirs"]),
+        mismatched=len(result["mismatched"]),
+        result_json=json.dumps(result, sort_keys=True),
+    )
+
+
+def api_key(info: ApiKeyInfo) -> ApiKey:
+    return ApiKey(
+        key_id=info.key_id,
+        role=Role(info.role),
+        partner_id=info.partner_id,
+        label=info.label,
+        revoked=info.revoked_at_us is not None,
+    )

@@ -1,0 +1,38 @@
+"""GraphQL errors with an ``extensions.code``; anything else is masked for clients
+(logged with the request id) so no traceback or SQL ever leaves the server."""
+
+from __future__ import annotations
+
+from graphql import GraphQLError
+
+
+class ApiError(Exception):
+    code = "INTERNAL"
+    message = "internal error"
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or self.message)
+        self.extensions = {"code": self.code}
+
+
+class Unauthenticated(ApiError):
+    code = "UNAUTHENTICATED"
+    message = "send a valid API key as 'Authorization: Bearer <key>'"
+
+
+class Forbidden(ApiError):
+    code = "FORBIDDEN"
+    message = "this key may not do that"
+
+
+class BadInput(ApiError):
+    code = "BAD_USER_INPUT"
+    message = "invalid input"
+
+
+def should_mask(error: GraphQLError) -> bool:
+    """Keep our typed errors and GraphQL's own (syntax, validation); mask the rest."""
+    original = error.original_error
+    if original is None:
+        return False
+    return not isinstance(original, ApiError)

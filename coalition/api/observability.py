@@ -1,0 +1,73 @@
+"""Request ids, JSON logs that carry them on every line, and Prometheus metrics."""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from strawberry.extensions import SchemaExtension
+
+request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+
+REGISTRY = CollectorRegistry()
+REQUESTS = Counter(
+    "graphql_requests",
+    "GraphQL operations by name and outcome",
+    ["operation", "outcome"],
+    registry=REGISTRY,
+)
+LATENCY = Histogram(
+    "graphql_request_seconds",
+    "GraphQL operation latency",
+    ["operation"],
+    registry=REGISTRY,
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+APPEND_BATCH = Histogram(
+    "journal_append_batch_entries",
+    "entries appended per batch",
+    registry=REGISTRY,
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 512, 1024),
+)
+JOURNAL_LENGTH = Gauge("journal_entries", "entries in the journal (tree size)", registry=REGISTRY)
+RATE_LIMITED = Counter("api_rate_limited", "requests refused with 429", ["role"], registry=REGISTRY)
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "request_id": request_id_var.get(),
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line, ensure_ascii=False)
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+class OperationMetrics(SchemaExtension):
+    """Counts and times each operation by its name (anonymous ones as ``anonymous``)."""
+
+    def on_operation(self) -> Iterator[None]:
+        started = time.perf_counter()
+        yield
+        name = self.execution_context.operation_name or "anonymous"
+        result = self.execution_context.result
+        outcome = "error" if result is not None and result.errors else "ok"
+        REQUESTS.labels(name, outcome).inc()
+        LATENCY.labels(name).observe(time.perf_counter() - started)

@@ -1,0 +1,158 @@
+"""Queries. Authorisation happens here, per field: a partner key sees its own
+transactions, statements and reconciliations and members' balances; a foreign or unknown
+object is the same ``null`` either way, so answers say nothing of other partners."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import strawberry
+from strawberry.types import Info
+
+from coalition import reports
+from coalition.api import convert
+from coalition.api.context import ApiContext
+from coalition.api.errors import BadInput
+from coalition.api.types import (
+    Checkpoint,
+    InclusionProof,
+    JournalEntry,
+    JournalEntryConnection,
+    Kpis,
+    Long,
+    Me,
+    Member,
+    PartnerReport,
+    Reconciliation,
+    Role,
+    SettlementRun,
+    Statement,
+)
+from ledger import checkpoint_log, proofs
+from ledger.timefmt import parse_time_us
+
+PAGE_SIZE_MAX = 100
+READERS = ("auditor", "finance", "operator")
+EVERYONE = ("partner", *READERS)
+
+Ctx = Info[ApiContext, None]
+
+
+@strawberry.type
+class Query:
+    @strawberry.field(description="Who this API key is.")
+    def me(self, info: Ctx) -> Me:
+        who = info.context.who()
+        return Me(role=Role(who.role), partner_id=who.partner_id, key_id=who.key_id)
+
+    @strawberry.field(description="A member's points (members are coalition-wide).")
+    async def member(self, info: Ctx, member_id: str, history_first: int = 20) -> Member | None:
+        who = info.context.who(*EVERYONE)
+        first = _page(history_first)
+        own_scope = f"partner:{who.partner_id}" if who.role == "partner" else None
+        return await info.context.db(convert.member, member_id, first, own_scope)
+
+    @strawberry.field(description="A partner's points position (own partner only, for partners).")
+    async def partner(self, info: Ctx, partner_id: str) -> PartnerReport | None:
+        who = info.context.who(*EVERYONE)
+        if who.role == "partner" and who.partner_id != partner_id:
+            return None
+        return await info.context.db(convert.partner, partner_id)
+
+    @strawberry.field(description="Journal entries in seq order, keyset-paged.")
+    async def journal_entries(
+        self,
+        info: Ctx,
+        first: int = 50,
+        after: str | None = None,
+        kind: str | None = None,
+        account: str | None = None,
+    ) -> JournalEntryConnection:
+        who = info.context.who(*EVERYONE)
+        scope = f"partner:{who.partner_id}" if who.role == "partner" else None
+        return await info.context.db(
+            convert.entries, _page(first), _cursor(after), kind, account, scope
+        )
+
+    @strawberry.field(description="One entry by its sequence number.")
+    async def entry(self, info: Ctx, seq: Long) -> JournalEntry | None:
+        who = info.context.who(*EVERYONE)
+        scope = f"partner:{who.partner_id}" if who.role == "partner" else None
+        return await info.context.db(convert.entry, seq, scope)
+
+    @strawberry.field(description="Signed checkpoints, oldest first.")
+    async def checkpoints(self, info: Ctx, first: int = 50, after_id: Long = 0) -> list[Checkpoint]:
+        info.context.who(*EVERYONE)
+        rows = await info.context.db(
+            checkpoint_log.list_checkpoints, after_id=after_id, limit=_page(first)
+        )
+        return [convert.checkpoint(r) for r in rows]
+
+    @strawberry.field(
+        description="An entry's inclusion proof against the latest (or a given) checkpoint."
+    )
+    async def inclusion_proof(
+        self, info: Ctx, seq: Long, checkpoint_id: Long | None = None
+    ) -> InclusionProof | None:
+        who = info.context.who(*EVERYONE)
+        scope = f"partner:{who.partner_id}" if who.role == "partner" else None
+        return await info.context.db(convert.inclusion, seq, checkpoint_id, scope)
+
+    @strawberry.field(description="RFC 9162 consistency proof between two tree sizes (base64).")
+    async def consistency_proof(self, info: Ctx, from_size: Long, to_size: Long) -> list[str]:
+        info.context.who(*EVERYONE)
+        try:
+            path = await info.context.db(proofs.consistency_proof, from_size, to_size)
+        except proofs.ProofUnavailable as exc:
+            raise BadInput(str(exc)) from None
+        return [base64.b64encode(h).decode() for h in path]
+
+    @strawberry.field(description="Coalition KPIs and the cross-partner flow for a period.")
+    async def kpis(self, info: Ctx, from_time: str, to_time: str) -> Kpis:
+        info.context.who(*READERS)
+        try:
+            start, end = parse_time_us(from_time), parse_time_us(to_time)
+        except ValueError as exc:
+            raise BadInput(str(exc)) from None
+        return convert.kpis(await info.context.db(reports.kpis, start, end))
+
+    @strawberry.field(description="Settlement runs, newest first.")
+    async def settlement_runs(self, info: Ctx, first: int = 20) -> list[SettlementRun]:
+        info.context.who(*READERS)
+        return await info.context.db(convert.runs, _page(first))
+
+    @strawberry.field(description="A party's statement of a run (own statements, for partners).")
+    async def statement(
+        self, info: Ctx, run_id: str, party: str, format: str = "json"
+    ) -> Statement | None:
+        who = info.context.who(*EVERYONE)
+        if who.role == "partner" and who.partner_id != party:
+            return None
+        if format not in ("json", "csv", "pdf"):
+            raise BadInput("format is json, csv or pdf")
+        return await info.context.db(convert.statement, run_id, party, format)
+
+    @strawberry.field(description="Reconciliation results (own, for partners).")
+    async def reconciliations(
+        self, info: Ctx, partner_id: str, first: int = 20
+    ) -> list[Reconciliation]:
+        who = info.context.who(*EVERYONE)
+        if who.role == "partner" and who.partner_id != partner_id:
+            return []
+        return await info.context.db(convert.reconciliations, partner_id, _page(first))
+
+
+def _page(first: int) -> int:
+    if not 1 <= first <= PAGE_SIZE_MAX:
+        raise BadInput(f"first must be 1–{PAGE_SIZE_MAX}")
+    return first
+
+
+def _cursor(after: str | None) -> int:
+    if after is None:
+        return -1
+    try:
+        return int(json.loads(base64.urlsafe_b64decode(after.encode()))["seq"])
+    except (ValueError, KeyError, TypeError):
+        raise BadInput("after is not a cursor this API gave") from None

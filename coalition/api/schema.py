@@ -1,0 +1,52 @@
+"""The schema, with its limits: depth, tokens and aliases bounded, parser and validation
+caches on, introspection only in development, unexpected errors masked."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import strawberry
+from strawberry.extensions import (
+    DisableIntrospection,
+    MaskErrors,
+    MaxAliasesLimiter,
+    MaxTokensLimiter,
+    ParserCache,
+    QueryDepthLimiter,
+    ValidationCache,
+)
+from strawberry.schema.config import StrawberryConfig
+
+from coalition.api.errors import should_mask
+from coalition.api.mutation import Mutation
+from coalition.api.query import Query
+from coalition.api.results import REFUSALS
+from coalition.api.types import LONG_SCALAR, Long
+
+DEPTH_MAX = 8
+TOKENS_MAX = 2_000
+ALIASES_MAX = 15
+
+
+def build_schema(*, development: bool, extra_extensions: tuple[Any, ...] = ()) -> strawberry.Schema:
+    # Factories, not instances: strawberry builds fresh extensions for each request (the
+    # parser and validation caches live at module level, shared across requests).
+    extensions: list[Any] = [
+        *extra_extensions,
+        lambda: QueryDepthLimiter(max_depth=DEPTH_MAX),
+        lambda: MaxTokensLimiter(max_token_count=TOKENS_MAX),
+        lambda: MaxAliasesLimiter(max_alias_count=ALIASES_MAX),
+        lambda: ParserCache(maxsize=1024),
+        lambda: ValidationCache(maxsize=1024),
+        lambda: MaskErrors(should_mask_error=should_mask, error_message="internal error"),
+    ]
+    if not development:
+        extensions.append(DisableIntrospection)
+    return strawberry.Schema(
+        query=Query,
+        mutation=Mutation,
+        types=list(REFUSALS.values()),
+        extensions=extensions,
+        scalar_overrides={Long: LONG_SCALAR},
+        config=StrawberryConfig(auto_camel_case=True),
+    )

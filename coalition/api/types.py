@@ -1,0 +1,206 @@
+"""GraphQL object types. Amounts are integers in minor units or points (GraphQL Int is
+32-bit, so large amounts travel as the ``Long`` scalar: a decimal string of an integer)."""
+
+from __future__ import annotations
+
+import enum
+from typing import TYPE_CHECKING, NewType
+
+import strawberry
+
+if TYPE_CHECKING:
+    Long = int  # to mypy, a plain int
+else:
+    Long = NewType("Long", int)  # to strawberry, the Long scalar (scalar_overrides)
+
+# The schema maps the Long type to this scalar (see coalition.api.schema).
+LONG_SCALAR = strawberry.scalar(
+    name="Long",
+    serialize=lambda value: str(int(value)),
+    parse_value=lambda value: _parse_long(value),
+    description="A 64-bit integer as a decimal string (minor units, points, sequence numbers).",
+)
+
+
+def _parse_long(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError("a Long is an integer or a decimal string of one")
+    text = str(value)
+    if not text.lstrip("-").isdigit() or len(text) > 19:
+        raise ValueError("a Long is an integer within ±(2^63−1)")
+    return int(text)
+
+
+@strawberry.enum
+class Role(enum.Enum):
+    PARTNER = "partner"
+    AUDITOR = "auditor"
+    FINANCE = "finance"
+    OPERATOR = "operator"
+
+
+@strawberry.type
+class Me:
+    role: Role
+    partner_id: str | None
+    key_id: str
+
+
+@strawberry.type
+class Lot:
+    lot_id: str
+    origin: str
+    expires_at: str | None
+    amount_opened: Long
+    remaining: Long
+
+
+@strawberry.type
+class HistoryLine:
+    seq: Long
+    time: str
+    kind: str
+    amount_points: Long
+    balance_after_points: Long
+
+
+@strawberry.type
+class Member:
+    member_id: str
+    status: str
+    balance_points: Long
+    held_points: Long
+    available_points: Long
+    expired_unswept_points: Long
+    debt_points: Long
+    lots: list[Lot]
+    history: list[HistoryLine]
+
+
+@strawberry.type
+class PartnerReport:
+    partner_id: str
+    legal_name: str
+    status: str
+    settlement_currency: str
+    issued_points: Long
+    redeemed_at_partner_points: Long
+    redeemed_elsewhere_points: Long
+    expired_points: Long
+    outstanding_points: Long
+
+
+@strawberry.type
+class JournalEntry:
+    seq: Long
+    time: str
+    kind: str
+    ref_scope: str
+    ref_key: str
+    canonical_json: str
+    leaf_hash_hex: str
+
+
+@strawberry.type
+class PageInfo:
+    has_next_page: bool
+    end_cursor: str | None
+
+
+@strawberry.type
+class JournalEntryEdge:
+    cursor: str
+    node: JournalEntry
+
+
+@strawberry.type
+class JournalEntryConnection:
+    edges: list[JournalEntryEdge]
+    page_info: PageInfo
+
+
+@strawberry.type
+class Checkpoint:
+    checkpoint_id: Long
+    tree_size: Long
+    root_hash_hex: str
+    signed_note: str
+
+
+@strawberry.type
+class InclusionProof:
+    seq: Long
+    tree_size: Long
+    leaf_hash_hex: str
+    audit_path_base64: list[str]
+    checkpoint: Checkpoint
+    receipt: str  # C2SP tlog-proof@v1 with the entry as extra data
+
+
+@strawberry.type
+class FlowCell:
+    issuer: str
+    redeemed_at: str
+    points: Long
+
+
+@strawberry.type
+class Kpis:
+    partners_active: int
+    members_enrolled: int
+    members_active: int
+    purchases: int
+    purchase_frequency: str
+    points_issued: Long
+    points_redeemed: Long
+    points_expired: Long
+    redemption_rate: str
+    breakage_rate: str
+    flow: list[FlowCell]
+
+
+@strawberry.type
+class SettlementRun:
+    run_id: str
+    period: str
+    revision: int
+    status: str
+    start_seq: Long
+    end_seq: Long
+    computed_by: str
+    approved_by: str | None
+    run_json: str
+
+
+@strawberry.type
+class Statement:
+    run_id: str
+    party: str
+    format: str
+    content: str  # JSON or CSV as text; PDF as base64
+
+
+@strawberry.type
+class Reconciliation:
+    reconciliation_id: Long
+    partner_id: str
+    matched: int
+    missing_ours: int
+    missing_theirs: int
+    mismatched: int
+    result_json: str
+
+
+@strawberry.type
+class ApiKey:
+    key_id: str
+    role: Role
+    partner_id: str | None
+    label: str
+    revoked: bool
+
+
+@strawberry.type
+class CreatedApiKey:
+    key: str  # shown once; only its hash is kept
+    info: ApiKey

@@ -51,7 +51,26 @@ def add_verbs(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("serve", help="serve the HTTP API (checkpoints, proofs, health)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
+    p.add_argument(
+        "--no-seed",
+        dest="seed",
+        action="store_false",
+        help="do not seed a demo coalition into an empty database",
+    )
     p.set_defaults(handler=serve)
+
+    p = sub.add_parser("apikey", help="API keys: create, list, revoke")
+    keys = p.add_subparsers(required=True, metavar="ACTION")
+    c = keys.add_parser("create", help="create a key (printed once, stored hashed)")
+    c.add_argument("--role", required=True, choices=("partner", "auditor", "finance", "operator"))
+    c.add_argument("--partner", help="the partner a partner key acts for")
+    c.add_argument("--label", required=True)
+    c.set_defaults(handler=apikey_create)
+    ls = keys.add_parser("list", help="list keys (never their secrets)")
+    ls.set_defaults(handler=apikey_list)
+    rv = keys.add_parser("revoke", help="revoke a key; it fails from the next request")
+    rv.add_argument("key_id")
+    rv.set_defaults(handler=apikey_revoke)
 
     p = sub.add_parser("key", help="signing keys: generate a new one, or rotate to it")
     key_sub = p.add_subparsers(required=True, metavar="ACTION")
@@ -182,13 +201,16 @@ def witness(args: argparse.Namespace) -> int:
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from coalition.api.observability import configure_logging
     from coalition.app import create_app
     from coalition.checkpointer import Checkpointer
+    from coalition.seed import seed_if_empty
     from ledger.checkpoint_log import CheckpointPolicy
 
     settings = Settings.from_env()
     with database_url() as url:
         upgrade_to_head(url)
+        keys = seed_if_empty(url) if args.seed else {}
         checkpointer = Checkpointer(
             url,
             load_signer(settings),
@@ -196,10 +218,71 @@ def serve(args: argparse.Namespace) -> int:
         )
         checkpointer.start()
         try:
-            print(f"serving on http://{args.host}:{args.port}", flush=True)
+            base = f"http://{args.host}:{args.port}"
+            print(
+                f"serving on {base}/graphql"
+                + (" (GraphiQL: open it in a browser)" if settings.development else ""),
+                flush=True,
+            )
+            for role, key in keys.items():
+                print(f"  {role:<22} Authorization: Bearer {key}", flush=True)
+            if keys:
+                print(
+                    "  (demo keys: shown once, stored only as hashes; make more with "
+                    "'coalition apikey create')",
+                    flush=True,
+                )
+            configure_logging()
             uvicorn.run(
-                create_app(settings, url), host=args.host, port=args.port, log_level="warning"
+                create_app(settings, url),
+                host=args.host,
+                port=args.port,
+                log_level="warning",
+                access_log=False,
             )
         finally:
             checkpointer.stop()
     return EXIT_OK
+
+
+def apikey_create(args: argparse.Namespace) -> int:
+    from coalition.api_keys import create_key
+
+    with database_url() as url, psycopg.connect(url, autocommit=True) as conn:
+        upgrade_to_head(url)
+        try:
+            key, info = create_key(conn, args.role, args.partner, args.label, now_us())
+        except ValueError as exc:
+            print(str(exc), file=sys.stderr)
+            return EXIT_USAGE
+    print(key)
+    print(
+        f"key {info.key_id} ({info.role}{' for ' + info.partner_id if info.partner_id else ''})"
+        " — store it now: only its hash is kept",
+        file=sys.stderr,
+    )
+    return EXIT_OK
+
+
+def apikey_list(args: argparse.Namespace) -> int:
+    from coalition.api_keys import list_keys
+
+    with database_url() as url, psycopg.connect(url, autocommit=True) as conn:
+        upgrade_to_head(url)
+        for info in list_keys(conn):
+            state = "revoked" if info.revoked_at_us is not None else "active"
+            print(
+                f"{info.key_id}  {info.role:<9} {info.partner_id or '-':<20} {state:<8} "
+                f"{info.label}"
+            )
+    return EXIT_OK
+
+
+def apikey_revoke(args: argparse.Namespace) -> int:
+    from coalition.api_keys import revoke_key
+
+    with database_url() as url, psycopg.connect(url, autocommit=True) as conn:
+        upgrade_to_head(url)
+        done = revoke_key(conn, args.key_id, now_us())
+    print(f"key {args.key_id} revoked" if done else f"no active key {args.key_id}")
+    return EXIT_OK if done else EXIT_FAILED

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The two commands of the README's Quick start, needing nothing but Python 3.11+.
 
-    python3 tasks.py run    set up .venv, then run the main job (the demo coalition)
+    python3 tasks.py run    set up .venv, then serve the API on a demo coalition
     python3 tasks.py test   set up .venv, then lint, type-check and run every test
 
 With no DATABASE_URL, an embedded PostgreSQL (pip wheel) is started under var/.
@@ -48,7 +48,7 @@ def main(argv: list[str]) -> int:
         return 2
     _setup()
     if argv[0] == "run":
-        return _run(str(BIN / "coalition"), "demo", *argv[1:])
+        return _run(str(BIN / "coalition"), "serve", *argv[1:])
     for check in ([str(BIN / "ruff"), "check", "."], [str(BIN / "mypy")]):
         code = _run(*check)
         if code:

@@ -46,6 +46,8 @@ def expire(args: argparse.Namespace) -> int:
         except ValueError as exc:
             print(str(exc), file=sys.stderr)
             return 2
+    for refusal in done.refused:
+        print(f"not expired (will retry): {refusal}", file=sys.stderr)
     issuers = ", ".join(f"{k} {v:,}" for k, v in sorted(done.points_by_issuer.items()))
     print(
         f"expired {done.points:,} points in {done.entries:,} entries as of "

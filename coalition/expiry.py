@@ -14,6 +14,7 @@ from coalition import accounts
 from coalition.context import Coalition, Conn
 from coalition.outcomes import Expired
 from ledger.journal import Appended
+from ledger.rejections import Rejection
 from ledger.requests import EntryRequest, LotTake, PostingRequest
 from ledger.timefmt import format_time_us
 from ledger.units import POINTS_UNIT
@@ -43,6 +44,9 @@ def expire_points(
         for request, outcome in zip(batch, co.journal.append(conn, batch), strict=True):
             if isinstance(outcome, Appended) and not outcome.replayed:
                 result = _add(result, request)
+            elif isinstance(outcome, Rejection):
+                # A lot spent between our read and the append is retried next run; say so.
+                result.refused.append(f"{request.meta['member']}: {outcome}")
         if progress is not None:
             progress(min(start + ENTRIES_PER_BATCH_MAX, len(requests)), len(requests))
     return result
@@ -70,6 +74,9 @@ def _expiry(account: str, lots: list[tuple[str, str, int]], as_of_us: int) -> En
                 POINTS_UNIT,
                 -total,
                 take_expired=True,
+                # Expiring is not spending: a member in debt (a clawback of points already
+                # spent) still loses expired points rather than blocking the sweep.
+                allow_debt=True,
                 lots=tuple(LotTake(lot_id, n) for lot_id, _, n in lots),
             ),
             PostingRequest(accounts.BREAKAGE, POINTS_UNIT, total),
@@ -81,4 +88,6 @@ def _add(result: Expired, request: EntryRequest) -> Expired:
     by_issuer = dict(result.points_by_issuer)
     for issuer, points in request.meta["points_by_issuer"].items():
         by_issuer[issuer] = by_issuer.get(issuer, 0) + points
-    return Expired(result.entries + 1, result.points + request.meta["points"], by_issuer)
+    return Expired(
+        result.entries + 1, result.points + request.meta["points"], by_issuer, result.refused
+    )

@@ -101,3 +101,4 @@ class Expired:
     entries: int
     points: int
     points_by_issuer: dict[str, int] = field(default_factory=dict)
+    refused: list[str] = field(default_factory=list)  # accounts the ledger refused, and why

@@ -75,19 +75,20 @@ def seed_if_empty(database_url: str) -> dict[str, str]:
                 co, conn, partner_id="airline", ref_key="seed-redeem-1", points=10, member_id="M001"
             )
         )
-        keys = {}
-        for role, partner in (
+        keys: dict[str, str] = {}
+        roles: tuple[tuple[str, str | None], ...] = (
             ("partner", "grocer"),
             ("partner", "airline"),
             ("auditor", None),
             ("finance", None),
             ("finance", None),
             ("operator", None),
-        ):
-            label = f"{role} {partner}" if partner else role
+        )
+        for role, for_partner in roles:
+            label = f"{role} {for_partner}" if for_partner else role
             if label in keys:
                 label = f"{label} (second)"
-            key, _ = create_key(conn, role, partner, f"demo {label}", now_us())
+            key, _ = create_key(conn, role, for_partner, f"demo {label}", now_us())
             keys[label] = key
         return keys
 

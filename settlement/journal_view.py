@@ -19,6 +19,7 @@ effective_from, terms}; ``partner_bank_account`` {partner, iban, bic, name};
 from __future__ import annotations
 
 import json
+from array import array
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -36,7 +37,7 @@ class Event:
     """One priced movement of points within the period."""
 
     seq: int
-    time_us: int
+    time_us: int  # the terms in force at this time price it (a reversal: the original's)
     kind: str  # redemption | issuance | expiry
     party: str  # redemption: where spent; issuance and expiry: the issuer
     origin: str  # the issuer of the points
@@ -51,6 +52,8 @@ class Facts:
     fx_rates: dict[tuple[str, str, str], Decimal] = field(default_factory=dict)
     settled_runs: dict[str, str] = field(default_factory=dict)  # run id -> last status
     lot_origins: dict[str, str] = field(default_factory=dict)
+    # Every entry's time by seq (8 bytes each), to price a reversal as its original was.
+    entry_times_us: array[int] = field(default_factory=lambda: array("q"))
 
     def terms_at(self, partner: str, time_us: int) -> tuple[int, PartnerTerms] | None:
         best: tuple[int, int, PartnerTerms] | None = None
@@ -87,6 +90,7 @@ def _parsed(entries: Iterable[bytes], end_seq: int) -> Iterator[tuple[int, dict[
 
 
 def _remember(facts: Facts, seq: int, entry: dict[str, Any]) -> None:
+    facts.entry_times_us.append(parse_time_us(entry["time"]))
     for index, posting in enumerate(entry["postings"]):
         if "lot" in posting and posting["lot"]["amount"]:
             facts.lot_origins[f"{seq}:{index}"] = posting["lot"]["origin"]
@@ -110,7 +114,10 @@ def _remember(facts: Facts, seq: int, entry: dict[str, Any]) -> None:
 
 def _events(facts: Facts, seq: int, entry: dict[str, Any]) -> Iterator[Event]:
     kind, meta = entry["kind"], entry["meta"]
-    time_us = parse_time_us(entry["time"])
+    time_us = facts.entry_times_us[seq]
+    corrects = entry.get("corrects")
+    if kind in ("refund_redemption", "refund_earn") and isinstance(corrects, int):
+        time_us = facts.entry_times_us[corrects]  # priced at the terms the original had
     if kind in ("redeem", "capture", "refund_redemption"):
         for origin, points in _lot_points(facts, entry).items():
             yield Event(seq, time_us, "redemption", meta["partner"], origin, points)

@@ -42,7 +42,8 @@ class Bucket:
 
     def add(self, event: Event, points: int, version: tuple[str, int]) -> None:
         self.points += points
-        self.entries += 1
+        if event.seq != self.last_seq:  # an entry with several issuers counts once
+            self.entries += 1
         self.first_seq = event.seq if self.first_seq < 0 else self.first_seq
         self.last_seq = event.seq
         self.terms_versions.add(version)

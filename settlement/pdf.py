@@ -13,11 +13,12 @@ from typing import Any
 
 from fpdf import FPDF
 
+from settlement.journal_view import OPERATOR
 from settlement.money import decimal_text, format_minor, minor_exponent
 from settlement.run import Run
 
 _EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
-_WIDTHS = (36, 24, 22, 20, 34, 44)  # counterparty, reason, direction, points, rate, amount
+_WIDTHS = (10, 36, 22, 20, 18, 36, 44)  # line, counterparty, reason, direction, points, …
 
 
 def statement_pdf(run: Run, statement: dict[str, Any]) -> bytes:
@@ -57,13 +58,14 @@ def statement_pdf(run: Run, statement: dict[str, Any]) -> bytes:
     _heading(pdf, "Lines")
     _row(
         pdf,
-        ("Counterparty", "Reason", "Direction", "Points", "Price per point", "Amount"),
+        ("Line", "Counterparty", "Reason", "Direction", "Points", "Price per point", "Amount"),
         bold=True,
     )
     for line in statement["lines"]:
         _row(
             pdf,
             (
+                str(line["line"]),
                 line["counterparty"],
                 line["reason"].replace("_", " "),
                 line["direction"],
@@ -75,11 +77,13 @@ def statement_pdf(run: Run, statement: dict[str, Any]) -> bytes:
     for total in statement["totals"]:
         _row(
             pdf,
-            ("Total", "", "receivable", "", "", _money(total["receivable"], total["currency"])),
+            ("", "Total", "", "receivable", "", "", _money(total["receivable"], total["currency"])),
             bold=True,
         )
         _row(
-            pdf, ("", "", "payable", "", "", _money(total["payable"], total["currency"])), bold=True
+            pdf,
+            ("", "", "", "payable", "", "", _money(total["payable"], total["currency"])),
+            bold=True,
         )
     if statement["conversions"]:
         _heading(pdf, "Currency conversions (rate recorded for the run)")
@@ -104,7 +108,7 @@ def statement_pdf(run: Run, statement: dict[str, Any]) -> bytes:
             new_x="LMARGIN",
             new_y="NEXT",
         )
-    _coalition(pdf, run)
+    _coalition(pdf, run, statement["party"])
     data: bytes = bytes(pdf.output())
     return data
 
@@ -132,8 +136,8 @@ def _heading(pdf: FPDF, text: str) -> None:
 def _row(pdf: FPDF, cells: tuple[str, ...], bold: bool = False) -> None:
     pdf.set_font("Helvetica", "B" if bold else "", 9)
     for index, (width, text) in enumerate(zip(_WIDTHS, cells, strict=True)):
-        align = "R" if index >= 3 else "L"
-        pdf.cell(width, 5.5, text, border="B" if bold else 0, align=align)
+        align = "R" if index >= 4 else "L"
+        pdf.cell(width, 5.5, _fit(pdf, text, width), border="B" if bold else 0, align=align)
     pdf.ln(5.5)
     pdf.set_font("Helvetica", "", 9)
 
@@ -159,22 +163,23 @@ def _net_box(pdf: FPDF, statement: dict[str, Any]) -> None:
     pdf.set_font("Helvetica", "", 9)
 
 
-def _coalition(pdf: FPDF, run: Run) -> None:
+def _coalition(pdf: FPDF, run: Run, party: str) -> None:
     _heading(pdf, "Coalition totals for the run")
     for currency, gross in run.gross_minor.items():
         net = run.net_minor.get(currency, 0)
-        saved = 100 * (1 - net / gross) if gross else 0.0
         pdf.cell(
             0,
             5.5,
-            f"{currency}: gross obligations {_money(gross, currency)}, paid after "
-            f"netting {_money(net, currency)} (netting saved {saved:.1f}%)",
+            f"{currency}: obligations {_money(gross, currency)}; money moved by "
+            f"the run's payments {_money(net, currency)}",
             new_x="LMARGIN",
             new_y="NEXT",
         )
     flows: dict[tuple[str, str], int] = {}
     for line in run.lines:
-        if line.reason == "redemption":
+        # A partner sees its own row and column only: other pairs' volumes are theirs.
+        mine = party == OPERATOR or party in (line.payer, line.payee)
+        if line.reason == "redemption" and mine:
             flows[(line.payer, line.payee)] = flows.get((line.payer, line.payee), 0) + line.points
     if not flows:
         return
@@ -185,13 +190,22 @@ def _coalition(pdf: FPDF, run: Run) -> None:
     pdf.set_font("Helvetica", "B", 7)
     pdf.cell(32, 5, "")
     for shop in shops:
-        pdf.cell(width, 5, shop[:18], align="R")
+        pdf.cell(width, 5, _fit(pdf, shop, width), align="R")
     pdf.ln(5)
     for issuer in issuers:
         pdf.set_font("Helvetica", "B", 8)
-        pdf.cell(32, 5, issuer[:18])
+        pdf.cell(32, 5, _fit(pdf, issuer, 32))
         pdf.set_font("Helvetica", "", 8)
         for shop in shops:
             points = flows.get((issuer, shop))
             pdf.cell(width, 5, f"{points:,}" if points else "-", align="R")
         pdf.ln(5)
+
+
+def _fit(pdf: FPDF, text: str, width: float) -> str:
+    """Shorten with an ellipsis so a long id never runs into the next column."""
+    if pdf.get_string_width(text) <= width - 1:
+        return text
+    while text and pdf.get_string_width(text + "...") > width - 1:
+        text = text[:-1]
+    return text + "..."

@@ -15,7 +15,7 @@ from ledger.canonical import canonical_bytes
 from settlement import journal_view
 from settlement.allocation import allocate
 from settlement.journal_view import OPERATOR, Facts
-from settlement.money import decimal_text, half_even_to_int
+from settlement.money import decimal_text, half_even_to_int, minor_exponent
 from settlement.obligations import Bucket, LineKey, Obligations
 
 MODES = ("multilateral", "bilateral")
@@ -187,18 +187,29 @@ def compute_run(
 
 
 def _lines(buckets: dict[LineKey, Bucket]) -> list[Line]:
-    """Net reversals into their line; a line that nets negative changes direction."""
+    """Net reversals into their line; a line that nets negative changes direction.
+
+    Both directions of a pair are added up first (A owes B 50, B owes A 10 → A owes B
+    40), so a reversal never overwrites a line going the other way."""
     merged: dict[LineKey, Bucket] = {}
     for key, bucket in buckets.items():
+        canonical = key
+        sign = 1
+        if (key.payee, key.payer) < (key.payer, key.payee):
+            canonical = LineKey(key.payee, key.payer, key.reason, key.rate_per_point, key.currency)
+            sign = -1
+        total = merged.setdefault(canonical, Bucket())
+        total.points += sign * bucket.points
+        total.entries += bucket.entries
+        firsts = [s for s in (total.first_seq, bucket.first_seq) if s >= 0]
+        total.first_seq = min(firsts) if firsts else -1
+        total.last_seq = max(total.last_seq, bucket.last_seq)
+        total.terms_versions |= bucket.terms_versions
+    for key in list(merged):
+        bucket = merged.pop(key)
         if bucket.points < 0:
             key = LineKey(key.payee, key.payer, key.reason, key.rate_per_point, key.currency)
-            bucket = Bucket(
-                -bucket.points,
-                bucket.entries,
-                bucket.first_seq,
-                bucket.last_seq,
-                bucket.terms_versions,
-            )
+            bucket.points = -bucket.points
         if bucket.points:
             merged[key] = bucket
     keys = sorted(merged, key=lambda k: (k.reason, k.currency, k.payer, k.payee, k.rate_per_point))
@@ -226,8 +237,10 @@ def _lines(buckets: dict[LineKey, Bucket]) -> list[Line]:
 
 
 def _mode(facts: Facts) -> str:
-    """Bilateral only when every partner's terms in force say so."""
-    modes = {versions[-1][2].mode for versions in facts.terms.values() if versions}
+    """Bilateral only when every partner's terms in force at the cut say so."""
+    at_cut_us = facts.entry_times_us[-1] if facts.entry_times_us else 0
+    in_force = [facts.terms_at(partner, at_cut_us) for partner in facts.terms]
+    modes = {found[1].mode for found in in_force if found is not None}
     return "bilateral" if modes == {"bilateral"} else "multilateral"
 
 
@@ -251,7 +264,11 @@ def _positions(
                 raise SettlementError(
                     f"record an fx_rate for run {run_id}: {line.currency} → {own}"
                 )
-            converted = half_even_to_int(line.amount_minor * rate)
+            # The rate is per major unit (1 base = rate quote); minor units may differ.
+            exact = (line.amount_minor * rate).scaleb(
+                minor_exponent(own) - minor_exponent(line.currency)
+            )
+            converted = half_even_to_int(exact)
             conversions.append(
                 Conversion(party, index, line.currency, own, rate, line.amount_minor, converted)
             )

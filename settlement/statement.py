@@ -12,6 +12,7 @@ import io
 from typing import Any
 
 from ledger.canonical import canonical_bytes
+from settlement.journal_view import OPERATOR
 from settlement.money import decimal_text, format_minor
 from settlement.run import Run
 
@@ -57,7 +58,7 @@ def statement_json(
         "run": run.run_id,
         "period": run.period,
         "party": party,
-        "settlement_currency": run.currencies.get(party),
+        "settlement_currency": run.currencies.get(party, "all (clearing)"),
         "cut": {"start_seq": run.start_seq, "end_seq": run.end_seq, "checkpoint": run.checkpoint},
         "mode": run.mode,
         "lines": lines,
@@ -72,7 +73,8 @@ def statement_json(
                 "to_minor": c.to_minor,
             }
             for c in run.conversions
-            if c.party == party
+            # the operator's clearing account carries the other side of every conversion
+            if party in (c.party, OPERATOR)
         ],
         "net": net,
         "payments": [

@@ -6,10 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from graphql import build_schema as build_sdl
-from graphql import parse, validate
 
 from coalition.api.schema import build_schema
+from graphql import build_schema as build_sdl
+from graphql import parse, validate
 
 ROOT = Path(__file__).resolve().parents[2]
 SDL = ROOT / "graphql" / "schema.graphql"

@@ -57,7 +57,7 @@ class MissingTerms(ValueError):
 class Obligations:
     """A sink for ``journal_view.read``: aggregates events into line buckets."""
 
-    buckets: dict[LineKey, Bucket] = field(default_factory=dict)
+    _raw: dict[tuple[str, str, str, Decimal, str], Bucket] = field(default_factory=dict)
     points_by_kind: dict[str, int] = field(default_factory=dict)
 
     def __call__(self, facts: Facts, event: Event) -> None:
@@ -133,8 +133,20 @@ class Obligations:
         currency = facts.currencies.get(priced_by)
         if currency is None:
             raise MissingTerms(f"partner {priced_by} has no settlement currency")
-        key = LineKey(payer, payee, reason, rate.normalize(), currency)
-        self.buckets.setdefault(key, Bucket()).add(event, event.points, version)
+        # Tuple keys while streaming (a million events); LineKeys once, at the end. Equal
+        # Decimals hash alike (0.50 and 0.5), so one rate makes one line.
+        raw = (payer, payee, reason, rate, currency)
+        bucket = self._raw.get(raw)
+        if bucket is None:
+            bucket = self._raw[raw] = Bucket()
+        bucket.add(event, event.points, version)
+
+    @property
+    def buckets(self) -> dict[LineKey, Bucket]:
+        return {
+            LineKey(payer, payee, reason, rate.normalize(), currency): bucket
+            for (payer, payee, reason, rate, currency), bucket in self._raw.items()
+        }
 
 
 def _terms(facts: Facts, partner: str, event: Event) -> tuple[int, PartnerTerms]:

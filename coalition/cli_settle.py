@@ -50,6 +50,10 @@ def add_verbs(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     f.add_argument("--out", type=Path, required=True)
     f.add_argument("--execution-date", help="YYYY-MM-DD (default: tomorrow)")
     f.set_defaults(handler=payment_file)
+    e = verbs.add_parser("entries", help="list the journal entries behind one line of a run")
+    e.add_argument("--run", required=True)
+    e.add_argument("--line", type=int, required=True)
+    e.set_defaults(handler=line_entries)
     x = verbs.add_parser("from-export", help="recompute a run from journal.jsonl alone")
     x.add_argument("--export", type=Path, required=True)
     x.add_argument("--run", required=True)
@@ -266,4 +270,24 @@ def reconcile(args: argparse.Namespace) -> int:
         )
     if args.out:
         _write(args.out, json.dumps(result, indent=2, sort_keys=True).encode() + b"\n")
+    return EXIT_OK
+
+
+def line_entries(args: argparse.Namespace) -> int:
+    """Answer "why do we owe this": the entries behind a line, each a journal entry."""
+    from coalition.settle import entries_until, get_run, rebuild
+    from settlement.run import entries_behind
+
+    with database_url() as url, psycopg.connect(url, autocommit=True) as conn:
+        upgrade_to_head(url)
+        record = get_run(conn, args.run)
+        if record is None:
+            print(f"no run {args.run}", file=sys.stderr)
+            return EXIT_REFUSED
+        run = rebuild(conn, record)
+        if not 0 <= args.line < len(run.lines):
+            print(f"run {args.run} has lines 0–{len(run.lines) - 1}", file=sys.stderr)
+            return EXIT_USAGE
+        for seq in entries_behind(entries_until(conn, record.end_seq), run, args.line):
+            print(seq)
     return EXIT_OK

@@ -184,7 +184,9 @@ def _settle(
 ) -> str:
     """Finance closes the demo period: compute, approve (a second person), pay, file."""
     co = Coalition()
-    run = compute(co, conn, signer, period=f"demo-{report.run}", computed_by="alice@finance")
+    run = compute(
+        co, conn, signer, period=f"demo-{report.run}", computed_by="alice@finance", calendar=False
+    )
     assert not isinstance(run, Refusal), run
     _ok(approve(co, conn, run.run_id, "bob@finance"))
     payments = json.loads(run.run_bytes)["payments"]

@@ -28,6 +28,7 @@ from settlement.money import InvalidRate, parse_rate
 from settlement.obligations import MissingTerms
 from settlement.pain001 import Clearing, MissingBankAccount, NothingToPay, pain001
 from settlement.pdf import statement_pdf
+from settlement.periods import InvalidPeriod, period_bounds
 from settlement.reconcile import Record, parse_records, reconcile
 from settlement.run import Run, SettlementError, compute_run
 from settlement.statement import statement_bytes_csv, statement_bytes_json, statement_json
@@ -47,6 +48,13 @@ class RunRecord:
     computed_by: str
     approved_by: str | None
     run_bytes: bytes
+
+
+def timezone() -> str:
+    """The coalition's time zone, in which periods begin and end."""
+    import os
+
+    return os.environ.get("COALITION_TIMEZONE", "Europe/Moscow")
 
 
 def get_run(conn: Conn, run_id: str) -> RunRecord | None:
@@ -76,10 +84,20 @@ def compute(
     computed_by: str,
     correction: bool = False,
     mode: str | None = None,
+    calendar: bool = True,
 ) -> RunRecord | Refusal:
     """Compute (or recompute, unchanged, while unapproved) the run for ``period``."""
-    if not period or len(period) > 20 or not period.replace("-", "").isalnum():
+    if not period or len(period) > 40 or not period.replace("-", "").isalnum():
         return Refusal(RefusalCode.INVALID_REQUEST, "period: e.g. 2027-01 or 2027-W05")
+    if calendar:  # the demo settles its simulated quarter under a free label
+        try:
+            _cycle, _start_us, end_us = period_bounds(period, timezone())
+        except InvalidPeriod as exc:
+            return Refusal(RefusalCode.INVALID_REQUEST, str(exc))
+        if co.clock_us() < end_us:
+            return Refusal(
+                RefusalCode.INVALID_REQUEST, f"period {period} has not ended yet in {timezone()}"
+            )
     latest = conn.execute(
         "SELECT run_id, status, revision, start_seq FROM coalition_settlement_run"
         " WHERE period = %s ORDER BY revision DESC LIMIT 1",
@@ -379,6 +397,23 @@ def record_fx_rate(
         return Refusal(RefusalCode.INVALID_REQUEST, "a positive rate between two currencies")
     meta = {"run": run_id, "base": base, "quote": quote, "rate": rate}
     return _recorded(co.append(conn, EntryRequest("fx_rate", FINANCE_SCOPE, ref_key, meta=meta)))
+
+
+def rebuild(conn: Conn, record: RunRecord) -> Run:
+    """The run object of a stored run (recomputed; the bytes must match what was stored)."""
+    from ledger.proofs import root_hash_at
+
+    run = _run(
+        conn,
+        record.run_id,
+        record.period,
+        record.start_seq,
+        record.end_seq,
+        root_hash_at(conn, record.end_seq),
+        _mode_of(record),
+    )
+    assert run.to_bytes() == record.run_bytes, "the journal changed under a stored run"
+    return run
 
 
 def _mode_of(record: RunRecord) -> str:

@@ -59,6 +59,9 @@ class Obligations:
 
     _raw: dict[tuple[str, str, str, Decimal, str], Bucket] = field(default_factory=dict)
     points_by_kind: dict[str, int] = field(default_factory=dict)
+    # When set: the raw keys (both directions) of one line whose entries to list.
+    trace: frozenset[tuple[str, str, str, Decimal, str]] | None = None
+    traced_seqs: list[int] = field(default_factory=list)
 
     def __call__(self, facts: Facts, event: Event) -> None:
         self.points_by_kind[event.kind] = self.points_by_kind.get(event.kind, 0) + event.points
@@ -136,6 +139,8 @@ class Obligations:
         # Tuple keys while streaming (a million events); LineKeys once, at the end. Equal
         # Decimals hash alike (0.50 and 0.5), so one rate makes one line.
         raw = (payer, payee, reason, rate, currency)
+        if self.trace is not None and raw in self.trace:
+            self.traced_seqs.append(event.seq)
         bucket = self._raw.get(raw)
         if bucket is None:
             bucket = self._raw[raw] = Bucket()

@@ -321,3 +321,16 @@ def _payments(
         Payment(f"{run_id}-{number:05d}", payer, payee, currency, amount)
         for number, ((payer, payee, currency), amount) in enumerate(directed, start=1)
     ]
+
+
+def entries_behind(entries: Iterable[bytes], run: Run, line_index: int) -> list[int]:
+    """The sequence numbers of the journal entries behind one line of ``run`` (in order;
+    an entry appears once per event it contributed), by streaming the same prefix again."""
+    line = run.lines[line_index]
+    keys = frozenset(
+        (a, b, line.reason, line.rate_per_point, line.currency)
+        for a, b in ((line.payer, line.payee), (line.payee, line.payer))
+    )
+    tracer = Obligations(trace=keys)
+    journal_view.read(entries, run.start_seq, run.end_seq, tracer)
+    return sorted(set(tracer.traced_seqs))

@@ -98,7 +98,7 @@ def ok(outcome: Any) -> Any:
 
 
 def test_a_run_prices_lines_nets_to_zero_and_is_stable(co, conn, signer):
-    run = ok(settle.compute(co, conn, signer, period="2027-01", computed_by="alice"))
+    run = ok(settle.compute(co, conn, signer, period="2026-11", computed_by="alice"))
     body = json.loads(run.run_bytes)
     lines = {(x["payer"], x["payee"], x["reason"]): x["amount_minor"] for x in body["lines"]}
     # 300 points of grocer's redeemed at airline at 0.95 EUR: grocer owes airline 285.00;
@@ -111,16 +111,16 @@ def test_a_run_prices_lines_nets_to_zero_and_is_stable(co, conn, signer):
     assert sum(p["net_minor"] for p in body["positions"]) == 0
     cut = checkpoint_log.latest(conn)
     assert cut is not None and body["cut"]["end_seq"] == cut.tree_size  # cut at a signature
-    again = ok(settle.compute(co, conn, signer, period="2027-01", computed_by="alice"))
+    again = ok(settle.compute(co, conn, signer, period="2026-11", computed_by="alice"))
     assert again.run_bytes == run.run_bytes  # unapproved: recomputed, same bytes
 
 
 def test_approval_needs_a_second_person_and_a_period_settles_once(co, conn, signer):
-    run = ok(settle.compute(co, conn, signer, period="2027-01", computed_by="alice"))
+    run = ok(settle.compute(co, conn, signer, period="2026-11", computed_by="alice"))
     refused = settle.approve(co, conn, run.run_id, "alice")
     assert isinstance(refused, Refusal) and refused.code is RefusalCode.SAME_APPROVER
     ok(settle.approve(co, conn, run.run_id, "bob"))
-    twice = settle.compute(co, conn, signer, period="2027-01", computed_by="alice")
+    twice = settle.compute(co, conn, signer, period="2026-11", computed_by="alice")
     assert isinstance(twice, Refusal) and twice.code is RefusalCode.PERIOD_SETTLED
     balance = conn.execute(
         "SELECT balance FROM ledger_balance WHERE account = 'partner:airline:settlement:EUR'"
@@ -135,11 +135,19 @@ def test_approval_needs_a_second_person_and_a_period_settles_once(co, conn, sign
     assert balance == (0,)  # paid out in full
 
 
+def test_a_period_not_yet_over_is_refused(co, conn, signer):
+    early = settle.compute(co, conn, signer, period="2027-01", computed_by="alice")
+    assert isinstance(early, Refusal) and early.code is RefusalCode.INVALID_REQUEST
+    assert "not ended" in early.detail
+    bad = settle.compute(co, conn, signer, period="January", computed_by="alice")
+    assert isinstance(bad, Refusal) and bad.code is RefusalCode.INVALID_REQUEST
+
+
 def test_a_late_entry_falls_into_the_next_period(co, conn, signer):
-    first = ok(settle.compute(co, conn, signer, period="2027-01", computed_by="alice"))
+    first = ok(settle.compute(co, conn, signer, period="2026-11", computed_by="alice"))
     ok(settle.approve(co, conn, first.run_id, "bob"))
     ok(redeem_points(co, conn, partner_id="airline", ref_key="a-late", points=100, member_id="M1"))
-    second = ok(settle.compute(co, conn, signer, period="2027-02", computed_by="alice"))
+    second = ok(settle.compute(co, conn, signer, period="2026-12", computed_by="alice"))
     assert second.start_seq == first.end_seq
     lines = json.loads(second.run_bytes)["lines"]
     redemption = [x for x in lines if x["reason"] == "redemption"]
@@ -147,7 +155,7 @@ def test_a_late_entry_falls_into_the_next_period(co, conn, signer):
 
 
 def test_payment_file_validates_against_the_official_xsd(co, conn, signer):
-    run = ok(settle.compute(co, conn, signer, period="2027-01", computed_by="alice"))
+    run = ok(settle.compute(co, conn, signer, period="2026-11", computed_by="alice"))
     not_yet = settle.payment_file(conn, run.run_id, settle.clearing_account(), T0, "2027-02-01")
     assert isinstance(not_yet, Refusal) and not_yet.code is RefusalCode.RUN_NOT_APPROVED
     ok(settle.approve(co, conn, run.run_id, "bob"))
@@ -159,7 +167,7 @@ def test_payment_file_validates_against_the_official_xsd(co, conn, signer):
 
 
 def test_statements_in_three_formats(co, conn, signer):
-    run = ok(settle.compute(co, conn, signer, period="2027-01", computed_by="alice"))
+    run = ok(settle.compute(co, conn, signer, period="2026-11", computed_by="alice"))
     as_json = json.loads(settle.statement(conn, run.run_id, "airline", "json"))
     assert as_json["net"] == [{"currency": "EUR", "direction": "to receive", "net_minor": 28_215}]
     as_csv = settle.statement(conn, run.run_id, "airline", "csv").decode()
@@ -169,7 +177,7 @@ def test_statements_in_three_formats(co, conn, signer):
 
 
 def test_a_run_recomputed_from_an_export_gives_the_same_bytes(co, conn, signer, tmp_path):
-    run = ok(settle.compute(co, conn, signer, period="2027-01", computed_by="alice"))
+    run = ok(settle.compute(co, conn, signer, period="2026-11", computed_by="alice"))
     export = tmp_path / "journal.jsonl"
     export_journal(conn, export)
     out = tmp_path / "run.json"
@@ -186,7 +194,7 @@ def test_a_run_recomputed_from_an_export_gives_the_same_bytes(co, conn, signer, 
             "--run",
             run.run_id,
             "--period",
-            "2027-01",
+            "2026-11",
             "--start-seq",
             str(run.start_seq),
             "--end-seq",

@@ -326,3 +326,13 @@ def test_a_zero_rate_makes_no_line() -> None:
     assert [summary(line) for line in run.lines] == [
         ("alpha", "beta", "redemption", "0.45", "EUR", 60, 27)
     ]
+
+
+def test_each_line_lists_the_entries_behind_it(run: Run, story: Story) -> None:
+    from settlement.run import entries_behind
+
+    for index, line in enumerate(run.lines):
+        seqs = entries_behind(iter(story.journal.entries), run, index)
+        assert len(seqs) == line.entries
+        assert (seqs[0], seqs[-1]) == (line.first_seq, line.last_seq)
+        assert all(story.start_seq <= seq < story.end_seq for seq in seqs)

@@ -28,22 +28,29 @@ _REFS = (
     " FROM ledger_entry e JOIN unnest(%b::text[], %b::text[]) AS r(scope, key)"
     " ON e.ref_scope = r.scope AND e.ref_key = r.key"
 )
+# Each read joins the batch's names through unnest (index lookups, never a scan) and
+# splits OR-conditions into UNIONs, so a batch costs the same with a million accounts.
 _HOLDS = (
     "SELECT hold_seq, account, unit, amount, expires_us, status, closed_seq"
-    " FROM ledger_hold WHERE hold_seq = ANY(%s) OR (account = ANY(%s) AND status = 'active')"
+    " FROM ledger_hold WHERE hold_seq = ANY(%s)"
+    " UNION SELECT h.hold_seq, h.account, h.unit, h.amount, h.expires_us, h.status, h.closed_seq"
+    " FROM ledger_hold h JOIN unnest(%s::text[]) AS w(account) USING (account)"
+    " WHERE h.status = 'active'"
 )
 # Accounts named by the batch, plus those of the holds it captures or voids.
 _ACCOUNTS = (
     "SELECT a.account, a.unit, a.overdraft, a.lot_tracked, a.opened_seq, b.balance"
-    " FROM ledger_account a JOIN ledger_balance b USING (account)"
-    " WHERE a.account = ANY(%s)"
-    " OR a.account IN (SELECT account FROM ledger_hold WHERE hold_seq = ANY(%s))"
+    " FROM (SELECT unnest(%s::text[]) AS account"
+    "       UNION SELECT account FROM ledger_hold WHERE hold_seq = ANY(%s)) AS w"
+    " JOIN ledger_account a USING (account) JOIN ledger_balance b USING (account)"
 )
 _LOTS = (
     "SELECT l.lot_id, l.account, l.origin, l.expires_us, l.opened_seq, l.posting_index,"
     " l.amount_opened, l.remaining FROM ledger_lot l"
-    " WHERE (l.account = ANY(%s) AND l.remaining > 0) OR l.lot_id = ANY(%s)"
-    " ORDER BY l.opened_seq, l.posting_index"
+    " JOIN unnest(%s::text[]) AS w(account) USING (account) WHERE l.remaining > 0"
+    " UNION SELECT lot_id, account, origin, expires_us, opened_seq, posting_index,"
+    " amount_opened, remaining FROM ledger_lot WHERE lot_id = ANY(%s)"
+    " ORDER BY 5, 6"
 )
 
 RefIndex = dict[tuple[str, str], tuple[bytes, int, bytes, int]]

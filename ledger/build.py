@@ -30,13 +30,13 @@ def build_entry(request: EntryRequest, state: State, time_us: int) -> dict[str, 
     }
     if request.open_accounts:
         entry["open"] = [spec.to_json() for spec in request.open_accounts]
-    lot_tracked = {spec.account: spec.lot_tracked for spec in request.open_accounts} | {
-        name: acc.lot_tracked for name, acc in state.accounts.items()
-    }
+    # Looked up per posting: a batch may have loaded many accounts (no per-entry copy).
+    opened = {spec.account: spec.lot_tracked for spec in request.open_accounts}
     taken: dict[str, int] = {}  # lot_id -> taken by earlier postings of this entry
     for index, posting in enumerate(request.postings):
         out = {"account": posting.account, "unit": posting.unit, "amount": posting.amount}
-        if lot_tracked.get(posting.account):
+        known = state.accounts.get(posting.account)
+        if known.lot_tracked if known is not None else opened.get(posting.account, False):
             _add_lots(out, posting, index, state, time_us, taken)
         else:
             _pass_lot_fields(out, posting)

@@ -1,0 +1,518 @@
+"""The HTTP API under load: one `coalition serve` (uvicorn, one worker) on a fresh seeded
+database, 32 concurrent connections from a load generator on the same machine.
+
+    .venv/bin/python -m bench.api [--quick]
+
+Three operations, one after the other, each for 15 s (--quick: 3 s) after a 1 s warm-up:
+an earn mutation (a partner key, a new reference per request, durable when the server
+commits synchronously), a member balance query (a partner key) and a 100-item journal
+page at a random cursor (an auditor key). The load generator is wrk (one thread; a Lua
+script sets the body and the Authorization header) when it is installed, else an
+asyncio+httpx loop in a separate process. Every response is checked: a non-200, a GraphQL
+error, a refusal or a short page counts as failed and is excluded from req/s.
+
+Each client key gets a token bucket (coalition/api/ratelimit.py), so the load is spread
+over 32 keys per role, as 32 tills would; a 429 would be counted as a failure. Latency is
+the generator's own (closed loop: a slow answer delays that connection's next request).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, replace
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from bench._common import (
+    Report,
+    SummaryRow,
+    machine_facts,
+    note,
+    print_facts,
+    print_table,
+    scratch_database,
+)
+from coalition.api.convert import cursor
+from coalition.api_keys import create_key
+from coalition.context import Coalition
+from coalition.members import enroll_member
+from coalition.outcomes import Refusal
+from coalition.settings import DEFAULT_LOG_ORIGIN
+from ledger.signing_key import generate_signer_file
+from ledger.timefmt import now_us
+
+ROOT = Path(__file__).resolve().parent.parent
+CONNECTIONS = 32
+KEYS_PER_ROLE = 32
+PAGE_ITEMS = 100
+BALANCE_TARGET_PER_SECOND = 1_500
+EARN_TARGET_PER_SECOND = 500
+EARN_P99_TARGET_MS = 100.0
+READY_TIMEOUT_SECONDS = 120.0
+
+EARN = (
+    "mutation Earn($ref: String!, $m: String!) { earn(reference: $ref, member: {memberId: $m},"
+    ' purchaseMinor: 250000, currency: "RUB") { __typename ... on Earned { seq points } } }'
+)
+BALANCE = (
+    "query Balance($m: String!) { member(memberId: $m, historyFirst: 1)"
+    " { memberId balancePoints availablePoints heldPoints } }"
+)
+PAGE = (
+    "query Page($after: String) { journalEntries(first: 100, after: $after) { edges { cursor"
+    " node { seq time kind refScope refKey canonicalJson leafHashHex } }"
+    " pageInfo { hasNextPage endCursor } } }"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    """What one load run sends and what every good answer must contain."""
+
+    name: str
+    query: str
+    keys: tuple[str, ...]
+    choices: tuple[str, ...]  # JSON members of "variables", taken in turn
+    reference_prefix: str | None  # set: each request adds a new "ref" variable
+    expect: str  # a good body contains this …
+    expect_count: int  # … this many times
+
+
+def _variables(s: Scenario, worker: int, n: int) -> str:
+    choice = s.choices[(n + worker) % len(s.choices)]
+    if s.reference_prefix is None:
+        return "{" + choice + "}"
+    return '{"ref":"' + f"{s.reference_prefix}-{worker}-{n}" + '",' + choice + "}"
+
+
+# The same bodies as _variables, built in wrk's Lua; counters live per wrk thread and
+# done() (in wrk's main Lua state) sums them from the threads setup() kept.
+LUA = r"""
+local query = [==[@QUERY@]==]
+local keys = {@KEYS@}
+local choices = {@CHOICES@}
+local prefix = @PREFIX@
+local expect = [==[@EXPECT@]==]
+local expect_count = @EXPECT_COUNT@
+local out_path = [==[@OUT@]==]
+local threads = {}
+local next_id = 1
+
+function setup(thread)
+  thread:set("id", next_id)
+  next_id = next_id + 1
+  table.insert(threads, thread)
+end
+
+function init(args)
+  n = 0; good = 0; bad = 0; limited = 0; sample = ""
+end
+
+function request()
+  n = n + 1
+  local choice = choices[(n + id) % #choices + 1]
+  local vars = "{" .. choice .. "}"
+  if prefix then
+    vars = '{"ref":"' .. prefix .. "-" .. id .. "-" .. n .. '",' .. choice .. "}"
+  end
+  local body = '{"query":' .. query .. ',"variables":' .. vars .. "}"
+  local headers = {["Content-Type"] = "application/json",
+                   ["Authorization"] = "Bearer " .. keys[(n + id) % #keys + 1]}
+  return wrk.format("POST", "/graphql", headers, body)
+end
+
+local function count(body, text)
+  local found, at = 0, 1
+  while true do
+    local _, last = string.find(body, text, at, true)
+    if not last then return found end
+    found = found + 1
+    at = last + 1
+  end
+end
+
+function response(status, headers, body)
+  local errors = string.find(body, '"errors"', 1, true)
+  if status == 200 and count(body, expect) == expect_count and not errors then
+    good = good + 1
+  else
+    bad = bad + 1
+    if status == 429 then limited = limited + 1 end
+    if sample == "" then sample = status .. " " .. string.sub(body, 1, 400) end
+  end
+end
+
+function done(summary, latency, requests)
+  local g, b, l, s = 0, 0, 0, ""
+  for _, t in ipairs(threads) do
+    g = g + t:get("good"); b = b + t:get("bad"); l = l + t:get("limited")
+    if s == "" then s = t:get("sample") end
+  end
+  local e = summary.errors
+  local f = io.open(out_path, "w")
+  f:write(string.format(
+    '{"requests":%d,"duration_us":%d,"good":%d,"bad":%d,"rate_limited":%d,' ..
+    '"socket_errors":%d,"timeouts":%d,"p50_us":%d,"p99_us":%d,"max_us":%d}\n',
+    summary.requests, summary.duration, g, b, l, e.connect + e.read + e.write,
+    e.timeout, latency:percentile(50), latency:percentile(99), latency.max))
+  f:write(s)
+  f:close()
+end
+"""
+
+
+def _lua_literal(text: str) -> str:
+    assert "]==]" not in text
+    return f"[==[{text}]==]"
+
+
+def _lua(s: Scenario, out: Path) -> str:
+    fields = {
+        "@QUERY@": json.dumps(s.query),
+        "@KEYS@": ",".join(_lua_literal(k) for k in s.keys),
+        "@CHOICES@": ",".join(_lua_literal(c) for c in s.choices),
+        "@PREFIX@": "nil" if s.reference_prefix is None else _lua_literal(s.reference_prefix),
+        "@EXPECT@": s.expect,
+        "@EXPECT_COUNT@": str(s.expect_count),
+        "@OUT@": str(out),
+    }
+    script = LUA
+    for field, value in fields.items():
+        script = script.replace(field, value)
+    return script
+
+
+def _run_wrk(base_url: str, s: Scenario, seconds: float, work: Path) -> dict[str, Any]:
+    script, out = work / f"{s.name}.lua", work / f"{s.name}.out"
+    script.write_text(_lua(s, out))
+    command = ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds:g}s", "--timeout", "10s"]
+    done = subprocess.run([*command, "-s", str(script), base_url], capture_output=True, text=True)
+    if done.returncode != 0 or not out.exists():
+        sys.exit(f"wrk failed ({done.returncode}): {done.stderr or done.stdout}")
+    first, _, sample = out.read_text().partition("\n")
+    result: dict[str, Any] = json.loads(first)
+    result["sample_failure"] = sample
+    return result
+
+
+def _run_httpx(base_url: str, s: Scenario, seconds: float) -> dict[str, Any]:
+    return asyncio.run(_httpx_load(base_url, s, seconds))
+
+
+async def _httpx_load(base_url: str, s: Scenario, seconds: float) -> dict[str, Any]:
+    import httpx
+
+    latencies_us: list[int] = []
+    counts = {"good": 0, "bad": 0, "rate_limited": 0, "socket_errors": 0, "timeouts": 0}
+    sample = ""
+    limits = httpx.Limits(max_connections=CONNECTIONS, max_keepalive_connections=CONNECTIONS)
+    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=10.0) as client:
+        started = time.perf_counter()
+        deadline = started + seconds
+
+        async def connection(worker: int) -> None:
+            nonlocal sample
+            n = 0
+            while time.perf_counter() < deadline:
+                n += 1
+                body = json.dumps({"query": s.query})[:-1] + ',"variables":'
+                body += _variables(s, worker, n) + "}"
+                key = s.keys[(n + worker) % len(s.keys)]
+                sent = time.perf_counter()
+                try:
+                    r = await client.post(
+                        "/graphql",
+                        content=body,
+                        headers={
+                            "Content-Type": "application/json",
+                            "Authorization": f"Bearer {key}",
+                        },
+                    )
+                except httpx.TimeoutException:
+                    counts["timeouts"] += 1
+                    continue
+                except httpx.TransportError:
+                    counts["socket_errors"] += 1
+                    continue
+                latencies_us.append(round(1e6 * (time.perf_counter() - sent)))
+                text = r.text
+                if (
+                    r.status_code == 200
+                    and text.count(s.expect) == s.expect_count
+                    and '"errors"' not in text
+                ):
+                    counts["good"] += 1
+                else:
+                    counts["bad"] += 1
+                    counts["rate_limited"] += r.status_code == 429
+                    sample = sample or f"{r.status_code} {text[:400]}"
+
+        await asyncio.gather(*(connection(w) for w in range(1, CONNECTIONS + 1)))
+        duration_us = round(1e6 * (time.perf_counter() - started))
+    ordered = sorted(latencies_us) or [0]
+    return {
+        "requests": len(latencies_us),
+        "duration_us": duration_us,
+        **counts,
+        "p50_us": ordered[int(0.50 * (len(ordered) - 1))],
+        "p99_us": ordered[int(0.99 * (len(ordered) - 1))],
+        "max_us": ordered[-1],
+        "sample_failure": sample,
+    }
+
+
+def _load(base_url: str, s: Scenario, seconds: float, work: Path) -> dict[str, Any]:
+    if shutil.which("wrk"):
+        return _run_wrk(base_url, s, seconds, work)
+    # Its own process, so that the generator's Python does not share the server's GIL.
+    with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
+        return pool.submit(_run_httpx, base_url, s, seconds).result()
+
+
+def _coalition_command() -> list[str]:
+    """The installed ``coalition`` script; else its entry point run by this interpreter
+    (a venv holding the dependencies but not the project itself)."""
+    script = Path(sys.executable).with_name("coalition")
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-m", "coalition.cli"]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _wait_ready(base_url: str, server: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            sys.exit(f"coalition serve exited ({server.returncode}):\n{log.read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(f"{base_url}/readyz", timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.2)
+    sys.exit(f"coalition serve not ready after {READY_TIMEOUT_SECONDS:g} s")
+
+
+def _stop(server: subprocess.Popen[bytes]) -> None:
+    if server.poll() is None:
+        server.send_signal(signal.SIGINT)  # uvicorn shuts down cleanly, the checkpointer stops
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def _prepare(db_url: str, members: int) -> tuple[list[str], list[str], list[str]]:
+    """Members to earn for and query, and 32 keys each for tills and auditors."""
+    co = Coalition()
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        ids = [f"B{i:05d}" for i in range(members)]
+        for member in ids:
+            assert not isinstance(enroll_member(co, conn, member), Refusal)
+        tills = [
+            create_key(conn, "partner", "grocer", f"bench till {i}", now_us())[0]
+            for i in range(KEYS_PER_ROLE)
+        ]
+        auditors = [
+            create_key(conn, "auditor", None, f"bench auditor {i}", now_us())[0]
+            for i in range(KEYS_PER_ROLE)
+        ]
+    return ids, tills, auditors
+
+
+def _cursors(db_url: str, rng: random.Random) -> list[str]:
+    """Cursors with at least a full page after them, as the API writes them."""
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        row = conn.execute("SELECT min(seq), max(seq) FROM ledger_entry").fetchone()
+    assert row is not None and row[0] is not None
+    low, high = int(row[0]), int(row[1]) - PAGE_ITEMS
+    if high < low:
+        sys.exit(f"the journal has {row[1] - row[0] + 1} entries: too few for a full page")
+    return [cursor(rng.randint(low, high)) for _ in range(1000)]
+
+
+def _committed(db_url: str, prefix: str) -> int:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM ledger_entry WHERE ref_scope = 'partner:grocer'"
+            " AND ref_key LIKE %s",
+            (prefix + "-%",),
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _figures(raw: dict[str, Any]) -> dict[str, Any]:
+    seconds = raw["duration_us"] / 1e6
+    return {
+        **raw,
+        "good_per_second": raw["good"] / seconds if seconds else 0.0,
+        "p50_ms": raw["p50_us"] / 1000,
+        "p99_ms": raw["p99_us"] / 1000,
+        "failed": raw["bad"] + raw["socket_errors"] + raw["timeouts"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="3 s per operation, not 15 s")
+    args = parser.parse_args()
+    seconds = 3.0 if args.quick else 15.0
+    members = 200 if args.quick else 1_000
+    report = Report("api", args.quick)
+    run = secrets.token_hex(4)
+    rng = random.Random(5)
+    with scratch_database() as db, tempfile.TemporaryDirectory(prefix="bench-api-") as tmp:
+        work = Path(tmp)
+        report.facts = machine_facts(db.url)
+        report.facts["load_generator"] = (
+            "wrk, 1 thread" if shutil.which("wrk") else "asyncio+httpx, separate process"
+        )
+        report.facts["connections"] = CONNECTIONS
+        report.facts["server"] += "; API: coalition serve, uvicorn, 1 worker, 127.0.0.1"
+        report.facts["serve_command"] = " ".join([*_coalition_command(), "serve"])
+        print_facts(report.facts)
+        generate_signer_file(work / "log.skey", DEFAULT_LOG_ORIGIN)
+        port = _free_port()
+        base_url = f"http://127.0.0.1:{port}"
+        env = {
+            **os.environ,
+            "DATABASE_URL": db.url,
+            "COALITION_ENV": "production",
+            "COALITION_SIGNING_KEY_FILE": str(work / "log.skey"),
+        }
+        env.pop("COALITION_SIGNING_KEY", None)
+        log = work / "serve.log"
+        note(f"starting coalition serve on {base_url}")
+        with log.open("wb") as log_file:
+            server = subprocess.Popen(
+                [*_coalition_command(), "serve", "--host", "127.0.0.1", "--port", str(port)],
+                cwd=ROOT,
+                env=env,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+            )
+        try:
+            _wait_ready(base_url, server, log)
+            note(f"enrolling {members} members, creating keys")
+            ids, tills, auditors = _prepare(db.url, members)
+            member_choices = tuple(f'"m":"{m}"' for m in ids)
+            results: dict[str, dict[str, Any]] = {}
+
+            def measure(s: Scenario, warm: Scenario) -> None:
+                note(f"{s.name}: 1 s warm-up, then {seconds:g} s")
+                _load(base_url, warm, 1.0, work)
+                results[s.name] = _figures(_load(base_url, s, seconds, work))
+
+            earn = Scenario(
+                "earn", EARN, tuple(tills), member_choices, f"bench-{run}", '"Earned"', 1
+            )
+            measure(earn, replace(earn, reference_prefix=f"warm-{run}"))
+            results["earn"]["committed_entries"] = _committed(db.url, f"bench-{run}")
+            balance = Scenario(
+                "balance", BALANCE, tuple(tills), member_choices, None, '"balancePoints"', 1
+            )
+            measure(balance, balance)
+            cursors = tuple(f'"after":"{c}"' for c in _cursors(db.url, rng))
+            page = Scenario(
+                "journal page", PAGE, tuple(auditors), cursors, None, '"leafHashHex"', PAGE_ITEMS
+            )
+            measure(page, page)
+        finally:
+            _stop(server)
+    _print_and_write(report, results, seconds)
+
+
+def _print_and_write(report: Report, results: dict[str, dict[str, Any]], seconds: float) -> None:
+    durable = report.facts.get("synchronous_commit") == "on" and report.facts.get("fsync") == "on"
+    earn, balance, page = results["earn"], results["balance"], results["journal page"]
+    met = {
+        "earn": earn["good_per_second"] >= EARN_TARGET_PER_SECOND
+        and earn["p99_ms"] < EARN_P99_TARGET_MS
+        and durable
+        and earn["failed"] == 0,
+        "balance": balance["good_per_second"] >= BALANCE_TARGET_PER_SECOND
+        and balance["failed"] == 0,
+    }
+    targets = {
+        "earn": f"≥ {EARN_TARGET_PER_SECOND:,}/s durable, p99 < {EARN_P99_TARGET_MS:g} ms",
+        "balance": f"≥ {BALANCE_TARGET_PER_SECOND:,}/s",
+    }
+    rows = []
+    for name, r in results.items():
+        rows.append(
+            [
+                name,
+                f"{r['good']:,}",
+                f"{r['good_per_second']:,.0f}",
+                f"{r['p50_ms']:.1f}",
+                f"{r['p99_ms']:.1f}",
+                f"{r['failed']:,}",
+                targets.get(name, ""),
+                "" if name not in met else ("yes" if met[name] else "NO"),
+            ]
+        )
+    print_table(
+        f"API on one uvicorn worker, {CONNECTIONS} connections, {seconds:g} s each"
+        f" ({report.facts['load_generator']})",
+        ["operation", "answered", "req/s", "p50 ms", "p99 ms", "failed", "target", "met"],
+        rows,
+    )
+    print(
+        f"earn: {earn['good']:,} acknowledged, {earn['committed_entries']:,} in the journal"
+        f" (requests in flight at the end may commit unacknowledged);"
+        f" durable: {'yes' if durable else 'no'} (synchronous_commit, fsync)"
+    )
+    for name, r in results.items():
+        if r["failed"]:
+            print(f"{name}: first failed answer: {r['sample_failure'][:300]}")
+    report.figures = {"seconds": seconds, "connections": CONNECTIONS, **results}
+    report.summary = [
+        SummaryRow(
+            "API earn mutation, 1 worker, 32 connections: req/s (p50 / p99 ms)",
+            f"{earn['good_per_second']:,.0f} ({earn['p50_ms']:.1f} / {earn['p99_ms']:.1f})",
+            targets["earn"],
+            met["earn"],
+        ),
+        SummaryRow(
+            "API member balance query: req/s (p50 / p99 ms)",
+            f"{balance['good_per_second']:,.0f} ({balance['p50_ms']:.1f} / "
+            f"{balance['p99_ms']:.1f})",
+            targets["balance"],
+            met["balance"],
+        ),
+        SummaryRow(
+            "API 100-item journal page: req/s (p50 / p99 ms)",
+            f"{page['good_per_second']:,.0f} ({page['p50_ms']:.1f} / {page['p99_ms']:.1f})",
+        ),
+    ]
+    report.write()
+
+
+if __name__ == "__main__":
+    main()

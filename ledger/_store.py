@@ -78,6 +78,9 @@ def load(conn: psycopg.Connection[Any], chain_id: str, requests: list[EntryReque
     name_list = sorted(names)
     cursors = [conn.cursor() for _ in range(5)]
     with conn.pipeline():
+        # A generic plan (what a prepared statement falls back to) cannot see how few
+        # names the arrays hold and scans whole tables; plan each batch for its names.
+        conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
         cursors[0].execute(_LOCK_HEAD, (chain_id,))
         refs = ([r.ref_scope for r in requests], [r.ref_key for r in requests])
         cursors[1].execute(_REFS, refs)

@@ -7,13 +7,16 @@ from typing import Any
 
 import strawberry
 from strawberry.extensions import (
+    AddValidationRules,
     DisableIntrospection,
     MaskErrors,
-    MaxAliasesLimiter,
     MaxTokensLimiter,
     ParserCache,
-    QueryDepthLimiter,
     ValidationCache,
+)
+from strawberry.extensions.max_aliases import create_validator as create_alias_validator
+from strawberry.extensions.query_depth_limiter import (
+    create_validator as create_depth_validator,
 )
 from strawberry.schema.config import StrawberryConfig
 
@@ -28,14 +31,20 @@ TOKENS_MAX = 2_000
 ALIASES_MAX = 15
 
 
+_LIMIT_RULES = (
+    create_depth_validator(DEPTH_MAX, None, None),
+    create_alias_validator(ALIASES_MAX),
+)
+
+
 def build_schema(*, development: bool, extra_extensions: tuple[Any, ...] = ()) -> strawberry.Schema:
-    # Factories, not instances: strawberry builds fresh extensions for each request (the
-    # parser and validation caches live at module level, shared across requests).
+    # Factories, not instances: strawberry builds fresh extensions for each request. The
+    # limits' validation rules are built once, here, so that the validation cache (keyed
+    # by the rules) hits; the parser and validation caches live at module level.
     extensions: list[Any] = [
         *extra_extensions,
-        lambda: QueryDepthLimiter(max_depth=DEPTH_MAX),
+        lambda: AddValidationRules(list(_LIMIT_RULES)),
         lambda: MaxTokensLimiter(max_token_count=TOKENS_MAX),
-        lambda: MaxAliasesLimiter(max_alias_count=ALIASES_MAX),
         lambda: ParserCache(maxsize=1024),
         lambda: ValidationCache(maxsize=1024),
         lambda: MaskErrors(should_mask_error=should_mask, error_message="internal error"),

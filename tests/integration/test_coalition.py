@@ -36,9 +36,9 @@ from coalition.partners import (
 )
 from coalition.redeem import authorise, capture, redeem_points, void
 from coalition.refunds import refund_purchase, refund_redemption
-from settlement.terms import PartnerTerms
 from coalition.tiers import Tier, TierPolicy
 from ledger.verify_db import verify_database
+from settlement.terms import PartnerTerms
 
 DAY_US = 86_400_000_000
 T0 = 1_800_000_000_000_000  # 2027-01-15T08:00:00Z

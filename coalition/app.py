@@ -23,6 +23,7 @@ from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from strawberry.asgi import GraphQL
 
 from coalition.api.context import ApiContext
@@ -116,46 +117,29 @@ def create_app(
     ) -> Response:
         request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
         request_id_var.set(request_id[:64])
-        if request.url.path == "/graphql":
-            length = request.headers.get("content-length")
-            if length is not None and (not length.isdigit() or int(length) > BODY_BYTES_MAX):
-                return JSONResponse(
-                    {
-                        "errors": [
-                            {
-                                "message": "request body too large",
-                                "extensions": {"code": "PAYLOAD_TOO_LARGE"},
-                            }
-                        ]
-                    },
-                    status_code=413,
-                )
-            principal = await who(request)
-            request.state.principal = principal
-            key = (
-                principal.key_id
-                if principal
-                else (request.client.host if request.client else "unknown")
-            )
-            role = principal.role if principal else "anonymous"
-            wait = limiter.take(key, role)
-            if wait:
-                RATE_LIMITED.labels(role).inc()
-                return JSONResponse(
-                    {
-                        "errors": [
-                            {
-                                "message": "rate limit exceeded",
-                                "extensions": {"code": "RATE_LIMITED"},
-                            }
-                        ]
-                    },
-                    status_code=429,
-                    headers={"Retry-After": retry_after_header(wait)},
-                )
-        response = await call_next(request)
+        response = await _admit(request) if request.url.path == "/graphql" else None
+        if response is None:
+            response = await call_next(request)
         response.headers["X-Request-Id"] = request_id_var.get()
         return response
+
+    async def _admit(request: Request) -> Response | None:
+        """A refusal before GraphQL runs (too large, too many), or None to go on."""
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > BODY_BYTES_MAX):
+            return _too_large()
+        principal = await who(request)
+        request.state.principal = principal
+        client = request.client.host if request.client else "unknown"
+        key = principal.key_id if principal else client
+        role = principal.role if principal else "anonymous"
+        wait = limiter.take(key, role)
+        if not wait:
+            return None
+        RATE_LIMITED.labels(role).inc()
+        return _refusal(
+            "rate limit exceeded", "RATE_LIMITED", 429, {"Retry-After": retry_after_header(wait)}
+        )
 
     def with_conn(fn: Callable[..., Any]) -> Callable[..., Any]:
         def run(*args: Any) -> Any:
@@ -211,9 +195,68 @@ def create_app(
             Route("/proof/consistency", consistency),
             Route("/proof/inclusion", inclusion),
         ],
-        middleware=[Middleware(BaseHTTPMiddleware, dispatch=gate)],
+        middleware=[
+            Middleware(BodyLimit, max_bytes=BODY_BYTES_MAX),
+            Middleware(BaseHTTPMiddleware, dispatch=gate),
+        ],
         lifespan=lifespan,
     )
+
+
+def _refusal(
+    message: str, code: str, status: int, headers: dict[str, str] | None = None
+) -> Response:
+    body = {"errors": [{"message": message, "extensions": {"code": code}}]}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _too_large() -> Response:
+    return _refusal("request body too large", "PAYLOAD_TOO_LARGE", 413)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class BodyLimit:
+    """Bound request bodies as they stream in (a chunked body has no Content-Length)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        received = 0
+        started = False
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise _TooLarge
+            return message
+
+        async def watched(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted, watched)
+        except Exception as exc:  # may arrive wrapped in a task group's ExceptionGroup
+            too_large = isinstance(exc, _TooLarge) or (
+                isinstance(exc, BaseExceptionGroup) and exc.subgroup(_TooLarge) is not None
+            )
+            if started or not too_large:
+                raise
+            response = _too_large()
+            response.headers["X-Request-Id"] = request_id_var.get()
+            await response(scope, receive, send)
 
 
 def _ints(request: Request, *names: str) -> tuple[int, ...] | None:

@@ -11,7 +11,9 @@ class ApiError(Exception):
     message = "internal error"
 
     def __init__(self, message: str | None = None) -> None:
-        super().__init__(message or self.message)
+        # graphql-core reports original_error.message: the instance's, not the class's.
+        self.message = message or type(self).message
+        super().__init__(self.message)
         self.extensions = {"code": self.code}
 
 
@@ -31,8 +33,9 @@ class BadInput(ApiError):
 
 
 def should_mask(error: GraphQLError) -> bool:
-    """Keep our typed errors and GraphQL's own (syntax, validation); mask the rest."""
+    """Keep our typed errors and GraphQL's own (syntax, validation, coercion of variables,
+    all before execution, so without a path); mask what a resolver raised unexpectedly."""
     original = error.original_error
-    if original is None:
+    if original is None or error.path is None:
         return False
     return not isinstance(original, ApiError)

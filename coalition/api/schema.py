@@ -3,6 +3,7 @@ caches on, introspection only in development, unexpected errors masked."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import strawberry
@@ -19,13 +20,16 @@ from strawberry.extensions.query_depth_limiter import (
     create_validator as create_depth_validator,
 )
 from strawberry.schema.config import StrawberryConfig
+from strawberry.types import ExecutionContext
 
 from coalition.api.errors import should_mask
 from coalition.api.mutation import Mutation
 from coalition.api.query import Query
 from coalition.api.results import REFUSALS
 from coalition.api.types import LONG_SCALAR, Long
+from graphql import GraphQLError
 
+_log = logging.getLogger("coalition.api")
 DEPTH_MAX = 8
 TOKENS_MAX = 2_000
 ALIASES_MAX = 15
@@ -35,6 +39,18 @@ _LIMIT_RULES = (
     create_depth_validator(DEPTH_MAX, None, None),
     create_alias_validator(ALIASES_MAX),
 )
+
+
+class _Schema(strawberry.Schema):
+    """Logs what clients never see in full — unexpected errors, with their traceback and
+    (via the log formatter) the request id — and not the expected, typed ones."""
+
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        for error in errors:
+            if should_mask(error):
+                _log.error("unexpected error in %s", error.path, exc_info=error.original_error)
 
 
 def build_schema(*, development: bool, extra_extensions: tuple[Any, ...] = ()) -> strawberry.Schema:
@@ -51,7 +67,7 @@ def build_schema(*, development: bool, extra_extensions: tuple[Any, ...] = ()) -
     ]
     if not development:
         extensions.append(DisableIntrospection)
-    return strawberry.Schema(
+    return _Schema(
         query=Query,
         mutation=Mutation,
         types=list(REFUSALS.values()),

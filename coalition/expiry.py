@@ -13,6 +13,7 @@ from collections.abc import Callable
 from coalition import accounts
 from coalition.context import Coalition, Conn
 from coalition.outcomes import Expired
+from ledger import reads
 from ledger.journal import Appended
 from ledger.rejections import Rejection
 from ledger.requests import EntryRequest, LotTake, PostingRequest
@@ -37,7 +38,10 @@ def expire_points(
     by_account: dict[str, list[tuple[str, str, int]]] = {}
     for account, lot_id, origin, remaining in rows:
         by_account.setdefault(account, []).append((lot_id, origin, remaining))
-    requests = [_expiry(account, lots, as_of_us) for account, lots in by_account.items()]
+    # The journal's size when the lots were read makes the reference: a rerun over the same
+    # state replays, a rerun after points came back to an expired lot sweeps them too.
+    tree_size = reads.head(conn).tree_size
+    requests = [_expiry(account, lots, as_of_us, tree_size) for account, lots in by_account.items()]
     result = Expired(0, 0, {})
     for start in range(0, len(requests), ENTRIES_PER_BATCH_MAX):
         batch = requests[start : start + ENTRIES_PER_BATCH_MAX]
@@ -52,12 +56,14 @@ def expire_points(
     return result
 
 
-def _expiry(account: str, lots: list[tuple[str, str, int]], as_of_us: int) -> EntryRequest:
+def _expiry(
+    account: str, lots: list[tuple[str, str, int]], as_of_us: int, tree_size: int
+) -> EntryRequest:
     total = sum(remaining for _, _, remaining in lots)
     by_issuer: dict[str, int] = {}
     for _, origin, remaining in lots:
         by_issuer[origin] = by_issuer.get(origin, 0) + remaining
-    key = f"expire:{account}:{lots[0][0]}:{total}:{format_time_us(as_of_us)}"
+    key = f"expire:{account}:{format_time_us(as_of_us)}@{tree_size}"
     return EntryRequest(
         "expire",
         "coalition",

@@ -454,7 +454,7 @@ class CoalitionWriter:
                     (lot.lot_id, lot.origin, lot.remaining)
                 )
         outcomes = [
-            self.journal.try_append(_expiry(account, lots, as_of_us))
+            self.journal.try_append(_expiry(account, lots, as_of_us, len(self.journal.entries)))
             for account, lots in by_account.items()
         ]
         return [seq for seq in outcomes if isinstance(seq, int)]

@@ -52,6 +52,10 @@ def member(conn: Conn, member_id: str, history_first: int, own_scope: str | None
             )
         }
         history = [h for h in history if h.seq in own]
+    lots = summary.lots
+    if own_scope is not None:  # …and only the lots it issued: others' say when and where
+        issuer = own_scope.removeprefix("partner:")
+        lots = [lot for lot in lots if lot.origin == issuer]
     return Member(
         member_id=member_id,
         status=status,
@@ -68,7 +72,7 @@ def member(conn: Conn, member_id: str, history_first: int, own_scope: str | None
                 amount_opened=x.amount_opened,
                 remaining=x.remaining,
             )
-            for x in summary.lots
+            for x in lots
         ],
         history=[
             HistoryLine(

@@ -356,7 +356,15 @@ def a_day_at_the_tills(day: Day) -> list[dict[str, Any]]:
     d2 = day["fuel"]("partner/MemberBalance", memberId="D002", historyFirst=50)["member"]
     assert (d1["balancePoints"], d1["heldPoints"], d1["debtPoints"]) == ("15", "0", "0")
     assert (d2["balancePoints"], d2["heldPoints"], d2["availablePoints"]) == ("5", "0", "5")
-    assert sum(int(lot["remaining"]) for lot in d1["lots"]) == 15
+    # Balances are coalition-wide, but a partner sees only the lots it issued itself:
+    # others' lots would say when and where the member shopped elsewhere.
+    assert {lot["origin"] for lot in d1["lots"]} <= {"airline"}
+    seen = 0
+    for partner in ("grocer", "fuel", "airline"):
+        lots = day[partner]("partner/MemberBalance", memberId="D001")["member"]["lots"]
+        assert {lot["origin"] for lot in lots} <= {partner}
+        seen += sum(int(lot["remaining"]) for lot in lots)
+    assert seen == 15  # together, the issuers' own views cover the member's points
     # A partner sees only its own part of a member's history.
     assert {line["kind"] for line in d2["history"]} == {"earn", "refund_earn"}
     return records

@@ -21,12 +21,24 @@ def app_conn(db_url: str) -> Iterator[psycopg.Connection[Any]]:
 
 
 def test_app_role_appends_through_the_write_path(app_conn):
-    opened = EntryRequest("open", "t", "open", open_accounts=(
-        AccountSpec("a", "EUR", overdraft=True), AccountSpec("b", "EUR"),
-    ))
-    move = EntryRequest("move", "t", "m1", postings=(
-        PostingRequest("a", "EUR", -5), PostingRequest("b", "EUR", 5),
-    ))
+    opened = EntryRequest(
+        "open",
+        "t",
+        "open",
+        open_accounts=(
+            AccountSpec("a", "EUR", overdraft=True),
+            AccountSpec("b", "EUR"),
+        ),
+    )
+    move = EntryRequest(
+        "move",
+        "t",
+        "m1",
+        postings=(
+            PostingRequest("a", "EUR", -5),
+            PostingRequest("b", "EUR", 5),
+        ),
+    )
     results = Journal().append(app_conn, [opened, move])
     assert all(isinstance(r, Appended) for r in results)
 

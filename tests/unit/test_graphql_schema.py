@@ -20,7 +20,7 @@ def test_exported_sdl_matches_the_code() -> None:
     built = str(build_schema(development=True)) + "\n"
     assert SDL.read_text() == built, (
         "graphql/schema.graphql is stale: regenerate it with "
-        "python -c \"from coalition.api.schema import build_schema; "
+        'python -c "from coalition.api.schema import build_schema; '
         "open('graphql/schema.graphql','w').write(str(build_schema(development=True))+'\\n')\""
     )
 

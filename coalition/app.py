@@ -8,6 +8,7 @@ API key is checked once per request, then the key's token bucket; bodies are bou
 from __future__ import annotations
 
 import base64
+import dataclasses
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -15,18 +16,20 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from psycopg_pool import ConnectionPool
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers, MutableHeaders
 from starlette.middleware import Middleware
-from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from strawberry.asgi import GraphQL
+from strawberry.http import GraphQLRequestData
+from strawberry.types import ExecutionResult
 
 from coalition.api.context import ApiContext
+from coalition.api.db import Database
 from coalition.api.observability import (
     APPEND_BATCH,
     JOURNAL_LENGTH,
@@ -37,12 +40,14 @@ from coalition.api.observability import (
 )
 from coalition.api.ratelimit import RateLimiter, retry_after_header
 from coalition.api.schema import build_schema
+from coalition.api.trusted import DocumentRefused, TrustedDocuments
 from coalition.api_keys import Principal, authenticate
 from coalition.context import Coalition
 from coalition.keys import load_signer
 from coalition.migrate import is_current
 from coalition.projections import project
 from coalition.settings import Settings
+from graphql import GraphQLError
 from ledger import checkpoint_log, proofs, reads
 
 TEXT = "text/plain; charset=utf-8"
@@ -66,11 +71,31 @@ class _GraphQL(GraphQL[ApiContext, None]):
         schema = build_schema(development=development, extra_extensions=(OperationMetrics,))
         super().__init__(schema, graphql_ide="graphiql" if development else None)
         self.state = state
+        self.trusted: TrustedDocuments = state["trusted"]
+
+    async def execute_single(
+        self,
+        request: Any,
+        request_adapter: Any,
+        sub_response: Any,
+        context: ApiContext,
+        root_value: None,
+        request_data: GraphQLRequestData,
+    ) -> ExecutionResult:
+        role = context.principal.role if context.principal else None
+        document = self.trusted.resolve(role, request_data.query, request_data.extensions)
+        if isinstance(document, DocumentRefused):
+            error = GraphQLError(document.message, extensions={"code": document.code})
+            return ExecutionResult(data=None, errors=[error])
+        request_data = dataclasses.replace(request_data, query=document)
+        return await super().execute_single(
+            request, request_adapter, sub_response, context, root_value, request_data
+        )
 
     async def get_context(self, request: Any, response: Any) -> ApiContext:
         return ApiContext(
-            principal=getattr(request.state, "principal", None),
-            pool=self.state["pool"],
+            principal=request.scope.get("principal"),
+            database=self.state["database"],
             coalition=self.state["coalition"],
             signer=self.state["signer"],
             settings=self.state["settings"],
@@ -81,56 +106,33 @@ class _GraphQL(GraphQL[ApiContext, None]):
 def create_app(
     settings: Settings, database_url: str, limiter: RateLimiter | None = None
 ) -> Starlette:
-    pool = ConnectionPool(
-        database_url, min_size=2, max_size=16, open=False, kwargs={"autocommit": True}
-    )
+    database = Database(database_url)
     state: dict[str, Any] = {
-        "pool": pool,
+        "database": database,
         "coalition": _CoalitionWithMetrics(),
         "signer": load_signer(settings),
         "settings": settings,
+        "trusted": TrustedDocuments.load(settings.trusted_documents_roles),
     }
     limiter = limiter or RateLimiter()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        pool.open(wait=True, timeout=30)
         try:
             yield
         finally:
-            pool.close()
+            await database.close()
 
-    async def who(request: Request) -> Principal | None:
-        header = request.headers.get("authorization", "")
-        if not header.lower().startswith("bearer "):
-            return None
-        presented = header[7:].strip()
-
-        def check() -> Principal | None:
-            with pool.connection() as conn:
-                return authenticate(conn, presented)
-
-        return await run_in_threadpool(check)
-
-    async def gate(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
-        request_id_var.set(request_id[:64])
-        response = await _admit(request) if request.url.path == "/graphql" else None
-        if response is None:
-            response = await call_next(request)
-        response.headers["X-Request-Id"] = request_id_var.get()
-        return response
-
-    async def _admit(request: Request) -> Response | None:
-        """A refusal before GraphQL runs (too large, too many), or None to go on."""
-        length = request.headers.get("content-length")
+    async def admit(scope: Scope) -> Response | None:
+        """A refusal before GraphQL runs (too large, too many), or None to go on; the
+        caller's principal (or None) is left in the scope for the context."""
+        headers = Headers(scope=scope)
+        length = headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > BODY_BYTES_MAX):
             return _too_large()
-        principal = await who(request)
-        request.state.principal = principal
-        client = request.client.host if request.client else "unknown"
+        principal = await _principal(database, headers.get("authorization", ""))
+        scope["principal"] = principal
+        client = scope["client"][0] if scope.get("client") else "unknown"
         key = principal.key_id if principal else client
         role = principal.role if principal else "anonymous"
         wait = limiter.take(key, role)
@@ -140,13 +142,6 @@ def create_app(
         return _refusal(
             "rate limit exceeded", "RATE_LIMITED", 429, {"Retry-After": retry_after_header(wait)}
         )
-
-    def with_conn(fn: Callable[..., Any]) -> Callable[..., Any]:
-        def run(*args: Any) -> Any:
-            with pool.connection() as conn:
-                return fn(conn, *args)
-
-        return run
 
     async def healthz(request: Request) -> Response:
         return PlainTextResponse("ok\n", media_type=TEXT)
@@ -161,12 +156,12 @@ def create_app(
         return JSONResponse({"database": "ready" if current else "not ready"}, status_code=status)
 
     async def metrics(request: Request) -> Response:
-        head = await run_in_threadpool(with_conn(reads.head))
+        head = await database.run(reads.head)
         JOURNAL_LENGTH.set(head.tree_size)
         return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
     async def checkpoint(request: Request) -> Response:
-        stored = await run_in_threadpool(with_conn(checkpoint_log.latest))
+        stored = await database.run(checkpoint_log.latest)
         if stored is None:
             return PlainTextResponse("no checkpoint signed yet\n", status_code=404)
         return Response(stored.signed_note, media_type=TEXT)
@@ -175,13 +170,13 @@ def create_app(
         sizes = _ints(request, "old", "new")
         if sizes is None:
             return PlainTextResponse("give integer old and new sizes\n", status_code=400)
-        return await _proof(with_conn(proofs.consistency_proof), *sizes)
+        return await _proof(database, proofs.consistency_proof, *sizes)
 
     async def inclusion(request: Request) -> Response:
         params = _ints(request, "seq", "size")
         if params is None:
             return PlainTextResponse("give integer seq and size\n", status_code=400)
-        return await _proof(with_conn(proofs.inclusion_proof), *params)
+        return await _proof(database, proofs.inclusion_proof, *params)
 
     graphql = _GraphQL(state, settings.development)
     return Starlette(
@@ -197,7 +192,7 @@ def create_app(
         ],
         middleware=[
             Middleware(BodyLimit, max_bytes=BODY_BYTES_MAX),
-            Middleware(BaseHTTPMiddleware, dispatch=gate),
+            Middleware(Gate, admit=admit),
         ],
         lifespan=lifespan,
     )
@@ -266,10 +261,44 @@ def _ints(request: Request, *names: str) -> tuple[int, ...] | None:
         return None
 
 
-async def _proof(fn: Callable[..., list[bytes]], *args: int) -> Response:
+async def _proof(database: Database, fn: Callable[..., list[bytes]], *args: int) -> Response:
     try:
-        path = await run_in_threadpool(fn, *args)
+        path = await database.run(fn, *args)
     except proofs.ProofUnavailable as exc:
         return PlainTextResponse(f"{exc}\n", status_code=400)
     body = "".join(base64.b64encode(h).decode() + "\n" for h in path)
     return PlainTextResponse(body, media_type=TEXT)
+
+
+async def _principal(database: Database, header: str) -> Principal | None:
+    if not header.lower().startswith("bearer "):
+        return None
+    return await database.run(authenticate, header[7:].strip())
+
+
+class Gate:
+    """Every request gets a request id (echoed as ``X-Request-Id``); a GraphQL request is
+    first admitted (size, key, rate). Plain ASGI: no second task per request."""
+
+    def __init__(self, app: ASGIApp, admit: Callable[[Scope], Awaitable[Response | None]]) -> None:
+        self.app = app
+        self.admit = admit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = Headers(scope=scope).get("x-request-id")
+        request_id = (given or uuid.uuid4().hex)[:64]
+        request_id_var.set(request_id)
+
+        async def tagged(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message)["X-Request-Id"] = request_id
+            await send(message)
+
+        refusal = await self.admit(scope) if scope["path"] == "/graphql" else None
+        if refusal is not None:
+            await refusal(scope, receive, tagged)
+            return
+        await self.app(scope, receive, tagged)

@@ -3,6 +3,7 @@ and the coalition read models, no screens."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -15,27 +16,80 @@ HISTORY_PAGE_MAX = 500
 
 
 @dataclass(frozen=True, slots=True)
-class MemberSummary:
+class MemberBalance:
     member_id: str
+    status: str
     balance_points: int
     held_points: int
     available_points: int  # unexpired lots not reserved by holds
     expired_unswept_points: int
     debt_points: int
+
+
+@dataclass(frozen=True, slots=True)
+class MemberSummary:
+    member_id: str
+    balance_points: int
+    held_points: int
+    available_points: int
+    expired_unswept_points: int
+    debt_points: int
     lots: list[Lot]
 
 
+# One statement for any number of members: what a page of tills asking at once costs.
+_BALANCES = """
+SELECT m.member_id, m.status, b.balance,
+  COALESCE((SELECT sum(h.amount) FROM ledger_hold h WHERE h.account = b.account
+            AND h.status = 'active' AND h.expires_us > %(now)s), 0),
+  COALESCE((SELECT sum(l.remaining) FROM ledger_lot l WHERE l.account = b.account
+            AND l.remaining > 0 AND (l.expires_us IS NULL OR l.expires_us > %(now)s)), 0),
+  COALESCE((SELECT sum(l.remaining) FROM ledger_lot l WHERE l.account = b.account
+            AND l.remaining > 0 AND l.expires_us <= %(now)s), 0)
+FROM coalition_member m JOIN ledger_balance b ON b.account = 'member:' || m.member_id
+WHERE m.member_id = ANY(%(ids)s)
+"""
+
+
+def member_balances(conn: Conn, member_ids: Sequence[str], now_us: int) -> dict[str, MemberBalance]:
+    """Enrolled members' points as of ``now_us``; unknown ids are simply absent."""
+    rows = conn.execute(_BALANCES, {"now": now_us, "ids": list(member_ids)}).fetchall()
+    found = {}
+    for member_id, status, balance, held, unexpired, expired in rows:
+        held, unexpired, expired = int(held), int(unexpired), int(expired)
+        debt = max(0, unexpired + expired - balance)  # clawed back beyond what was left
+        available = max(0, min(unexpired, balance) - held)
+        found[member_id] = MemberBalance(member_id, status, balance, held, available, expired, debt)
+    return found
+
+
 def member_summary(conn: Conn, member_id: str, now_us: int) -> MemberSummary | None:
-    account = accounts.member(member_id)
-    balance = reads.balance(conn, account, now_us)
-    if balance is None:
+    found = member_balances(conn, [member_id], now_us).get(member_id)
+    if found is None:
         return None
-    lots = reads.lots(conn, account)
-    unexpired = sum(lot.remaining for lot in lots if not lot.is_expired(now_us))
-    expired = sum(lot.remaining for lot in lots if lot.is_expired(now_us))
-    debt = max(0, unexpired + expired - balance.balance)
-    available = max(0, min(unexpired, balance.balance) - balance.held)
-    return MemberSummary(member_id, balance.balance, balance.held, available, expired, debt, lots)
+    return MemberSummary(
+        member_id,
+        found.balance_points,
+        found.held_points,
+        found.available_points,
+        found.expired_unswept_points,
+        found.debt_points,
+        reads.lots(conn, accounts.member(member_id)),
+    )
+
+
+def member_lots(conn: Conn, member_ids: Sequence[str]) -> dict[str, list[Lot]]:
+    """Open lots per member, oldest first."""
+    rows = conn.execute(
+        "SELECT lot_id, account, origin, expires_us, opened_seq, posting_index,"
+        " amount_opened, remaining FROM ledger_lot WHERE account = ANY(%s) AND remaining > 0"
+        " ORDER BY account, opened_seq, posting_index",
+        ([accounts.member(m) for m in member_ids],),
+    ).fetchall()
+    found: dict[str, list[Lot]] = {m: [] for m in member_ids}
+    for row in rows:
+        found[row[1].removeprefix("member:")].append(Lot(*row))
+    return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,19 +101,41 @@ class HistoryLine:
     balance_after_points: int
 
 
+def member_histories(
+    conn: Conn,
+    member_ids: Sequence[str],
+    *,
+    limit: int = 50,
+    ref_scope: str | None = None,
+    before_seq: int | None = None,
+) -> dict[str, list[HistoryLine]]:
+    """Newest first, keyset-paged by ``before_seq``; with ``ref_scope``, only the lines of
+    entries written under that reference scope (a partner's own transactions)."""
+    limit = max(1, min(limit, HISTORY_PAGE_MAX))
+    rows = conn.execute(
+        "SELECT k.member_id, h.* FROM unnest(%(ids)s::text[]) AS k(member_id)"
+        " CROSS JOIN LATERAL (SELECT p.seq, e.time_us, e.kind, p.amount, p.balance_after"
+        "  FROM ledger_posting p JOIN ledger_entry e ON e.chain_id = p.chain_id"
+        "  AND e.seq = p.seq WHERE p.account = 'member:' || k.member_id AND p.seq < %(before)s"
+        "  AND (%(scope)s::text IS NULL OR e.ref_scope = %(scope)s)"
+        "  ORDER BY p.seq DESC, p.posting_index DESC LIMIT %(limit)s) h",
+        {
+            "ids": list(member_ids),
+            "before": before_seq if before_seq is not None else 2**62,
+            "scope": ref_scope,
+            "limit": limit,
+        },
+    ).fetchall()
+    found: dict[str, list[HistoryLine]] = {m: [] for m in member_ids}
+    for member_id, *line in rows:
+        found[member_id].append(HistoryLine(*line))
+    return found
+
+
 def member_history(
     conn: Conn, member_id: str, *, before_seq: int | None = None, limit: int = 50
 ) -> list[HistoryLine]:
-    """Newest first, keyset-paged by ``before_seq``."""
-    limit = max(1, min(limit, HISTORY_PAGE_MAX))
-    rows = conn.execute(
-        "SELECT p.seq, e.time_us, e.kind, p.amount, p.balance_after FROM ledger_posting p"
-        " JOIN ledger_entry e ON e.chain_id = p.chain_id AND e.seq = p.seq"
-        " WHERE p.account = %s AND p.seq < %s ORDER BY p.seq DESC, p.posting_index DESC"
-        " LIMIT %s",
-        (accounts.member(member_id), before_seq if before_seq is not None else 2**62, limit),
-    ).fetchall()
-    return [HistoryLine(*row) for row in rows]
+    return member_histories(conn, [member_id], limit=limit, before_seq=before_seq)[member_id]
 
 
 @dataclass(frozen=True, slots=True)

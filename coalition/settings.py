@@ -19,6 +19,8 @@ class Settings:
     checkpoint_entries_max: int
     checkpoint_seconds_max: float
     development: bool
+    # COALITION_TRUSTED_DOCUMENTS: roles (comma-separated) held to graphql/operations
+    trusted_documents_roles: frozenset[str] = frozenset()
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -32,4 +34,19 @@ class Settings:
             checkpoint_entries_max=int(env.get("COALITION_CHECKPOINT_ENTRIES", "1000")),
             checkpoint_seconds_max=float(env.get("COALITION_CHECKPOINT_SECONDS", "60")),
             development=env.get("COALITION_ENV", "development") == "development",
+            trusted_documents_roles=_roles(env.get("COALITION_TRUSTED_DOCUMENTS", "")),
         )
+
+
+ROLES = ("partner", "auditor", "finance", "operator")
+
+
+def _roles(text: str) -> frozenset[str]:
+    roles = frozenset(r.strip() for r in text.split(",") if r.strip())
+    unknown = roles - set(ROLES)
+    if unknown:
+        raise ValueError(
+            f"COALITION_TRUSTED_DOCUMENTS names unknown roles {sorted(unknown)};"
+            f" roles are {', '.join(ROLES)}"
+        )
+    return roles

@@ -114,6 +114,50 @@ def entry(conn: Conn, seq: int, chain_id: str = DEFAULT_CHAIN_ID) -> StoredEntry
     return None if row is None else _stored(row)
 
 
+def entries(
+    conn: Conn, seqs: list[int], chain_id: str = DEFAULT_CHAIN_ID
+) -> list[StoredEntry]:
+    """The entries at ``seqs`` that exist, in seq order (one statement for all)."""
+    rows = conn.execute(
+        _ENTRY_COLUMNS + " FROM ledger_entry WHERE chain_id = %s AND seq = ANY(%s) ORDER BY seq",
+        (chain_id, seqs),
+    ).fetchall()
+    return [_stored(row) for row in rows]
+
+
+def entries_page(
+    conn: Conn,
+    after_seq: int,
+    limit: int,
+    *,
+    kind: str | None = None,
+    ref_scope: str | None = None,
+    account: str | None = None,
+    chain_id: str = DEFAULT_CHAIN_ID,
+) -> list[StoredEntry]:
+    """Up to ``limit`` entries after ``after_seq`` (a keyset page: entries only ever come
+    after it, so a page never shifts), filtered by kind, reference scope and an account
+    they post to."""
+    rows = conn.execute(
+        _ENTRY_COLUMNS + " FROM ledger_entry e WHERE e.chain_id = %(chain)s"
+        " AND e.seq > %(after)s"
+        " AND (%(kind)s::text IS NULL OR e.kind = %(kind)s)"
+        " AND (%(scope)s::text IS NULL OR e.ref_scope = %(scope)s)"
+        " AND (%(account)s::text IS NULL OR EXISTS (SELECT 1 FROM ledger_posting p"
+        "  WHERE p.chain_id = e.chain_id AND p.seq = e.seq AND p.account = %(account)s))"
+        " ORDER BY e.seq LIMIT %(limit)s",
+        {
+            "chain": chain_id,
+            "after": after_seq,
+            "kind": kind,
+            "scope": ref_scope,
+            "account": account,
+            "limit": min(limit, ENTRIES_PER_PAGE_MAX),
+        },
+    ).fetchall()
+    return [_stored(row) for row in rows]
+
+
 def entry_by_ref(conn: Conn, ref_scope: str, ref_key: str) -> StoredEntry | None:
     row = conn.execute(
         _ENTRY_COLUMNS + " FROM ledger_entry WHERE ref_scope = %s AND ref_key = %s",

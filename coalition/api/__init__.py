@@ -1,2 +1,3 @@
 """The GraphQL API (strawberry): types, resolvers, authorisation, limits. Thin: every
-resolver calls one coalition use case or read, in a worker thread with a pooled connection."""
+resolver calls one coalition use case or read on SQLAlchemy's async engine (``db``), or a
+DataLoader that batches reads of many members or entries into one statement."""

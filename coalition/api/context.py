@@ -1,16 +1,15 @@
-"""What every resolver gets: who is asking, and a way to run a use case on a pooled
-connection in a worker thread (the use cases are synchronous psycopg code)."""
+"""What every resolver gets: who is asking, this request's DataLoaders, and a way to run a
+use case or a read on the async engine (``Database.run``)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from psycopg_pool import ConnectionPool
-from starlette.concurrency import run_in_threadpool
-
+from coalition.api.db import Database
 from coalition.api.errors import Forbidden, Unauthenticated
+from coalition.api.loaders import Loaders
 from coalition.api_keys import Principal
 from coalition.context import Coalition
 from coalition.settings import Settings
@@ -22,11 +21,15 @@ T = TypeVar("T")
 @dataclass
 class ApiContext:
     principal: Principal | None
-    pool: ConnectionPool
+    database: Database
     coalition: Coalition
     signer: Signer
     settings: Settings
     request_id: str
+    loaders: Loaders = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.loaders = Loaders(self.database)  # per request: batches never cross callers
 
     def who(self, *roles: str) -> Principal:
         """The caller, if it holds one of ``roles`` (else a typed GraphQL error)."""
@@ -37,8 +40,8 @@ class ApiContext:
         return self.principal
 
     async def db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        def run() -> T:
-            with self.pool.connection() as conn:
-                return fn(conn, *args, **kwargs)
+        return await self.database.run(fn, *args, **kwargs)
 
-        return await run_in_threadpool(run)
+    async def job(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """A CPU-bound call, in a worker thread (see ``Database.job``)."""
+        return await self.database.job(fn, *args, **kwargs)

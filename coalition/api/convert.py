@@ -12,14 +12,11 @@ from coalition.api.types import (
     ApiKey,
     Checkpoint,
     FlowCell,
-    HistoryLine,
     InclusionProof,
     JournalEntry,
     JournalEntryConnection,
     JournalEntryEdge,
     Kpis,
-    Lot,
-    Member,
     PageInfo,
     PartnerReport,
     Reconciliation,
@@ -29,62 +26,11 @@ from coalition.api.types import (
 )
 from coalition.api_keys import ApiKeyInfo
 from coalition.context import Conn
-from coalition.members import member_status
 from coalition.partners import get_partner
 from ledger import checkpoint_log, proofs, reads
 from ledger.checkpoint_log import StoredCheckpoint
 from ledger.receipt import format_receipt
-from ledger.timefmt import format_time_us, now_us
-
-
-def member(conn: Conn, member_id: str, history_first: int, own_scope: str | None) -> Member | None:
-    status = member_status(conn, member_id)
-    summary = reports.member_summary(conn, member_id, now_us()) if status else None
-    if status is None or summary is None:
-        return None
-    history = reports.member_history(conn, member_id, limit=history_first)
-    if own_scope is not None:  # a partner sees only its own transactions in the history
-        own = {
-            row[0]
-            for row in conn.execute(
-                "SELECT seq FROM ledger_entry WHERE seq = ANY(%s) AND ref_scope = %s",
-                ([h.seq for h in history], own_scope),
-            )
-        }
-        history = [h for h in history if h.seq in own]
-    lots = summary.lots
-    if own_scope is not None:  # …and only the lots it issued: others' say when and where
-        issuer = own_scope.removeprefix("partner:")
-        lots = [lot for lot in lots if lot.origin == issuer]
-    return Member(
-        member_id=member_id,
-        status=status,
-        balance_points=summary.balance_points,
-        held_points=summary.held_points,
-        available_points=summary.available_points,
-        expired_unswept_points=summary.expired_unswept_points,
-        debt_points=summary.debt_points,
-        lots=[
-            Lot(
-                lot_id=x.lot_id,
-                origin=x.origin,
-                expires_at=None if x.expires_us is None else format_time_us(x.expires_us),
-                amount_opened=x.amount_opened,
-                remaining=x.remaining,
-            )
-            for x in lots
-        ],
-        history=[
-            HistoryLine(
-                seq=h.seq,
-                time=format_time_us(h.time_us),
-                kind=h.kind,
-                amount_points=h.amount_points,
-                balance_after_points=h.balance_after_points,
-            )
-            for h in history
-        ],
-    )
+from ledger.timefmt import format_time_us
 
 
 def partner(conn: Conn, partner_id: str) -> PartnerReport | None:
@@ -105,7 +51,7 @@ def partner(conn: Conn, partner_id: str) -> PartnerReport | None:
     )
 
 
-def _entry(stored: reads.StoredEntry) -> JournalEntry:
+def journal_entry(stored: reads.StoredEntry) -> JournalEntry:
     return JournalEntry(
         seq=stored.seq,
         time=format_time_us(stored.time_us),
@@ -121,41 +67,20 @@ def entries(
     conn: Conn, first: int, after_seq: int, kind: str | None, account: str | None, scope: str | None
 ) -> JournalEntryConnection:
     """Keyset pages by seq: stable while new entries arrive (they only come after)."""
-    sql = (
-        "SELECT e.seq FROM ledger_entry e WHERE e.seq > %s"
-        " AND (%s::text IS NULL OR e.kind = %s) AND (%s::text IS NULL OR e.ref_scope = %s)"
-        " AND (%s::text IS NULL OR EXISTS (SELECT 1 FROM ledger_posting p"
-        " WHERE p.seq = e.seq AND p.account = %s)) ORDER BY e.seq LIMIT %s"
+    found = reads.entries_page(
+        conn, after_seq, first + 1, kind=kind, ref_scope=scope, account=account
     )
-    seqs = [
-        r[0]
-        for r in conn.execute(
-            sql, (after_seq, kind, kind, scope, scope, account, account, first + 1)
-        )
-    ]
-    page = seqs[:first]
-    edges = []
-    for seq in page:
-        stored = reads.entry(conn, seq)
-        assert stored is not None
-        edges.append(JournalEntryEdge(cursor=cursor(seq), node=_entry(stored)))
+    edges = [JournalEntryEdge(cursor=cursor(e.seq), node=journal_entry(e)) for e in found[:first]]
     return JournalEntryConnection(
         edges=edges,
         page_info=PageInfo(
-            has_next_page=len(seqs) > first, end_cursor=edges[-1].cursor if edges else None
+            has_next_page=len(found) > first, end_cursor=edges[-1].cursor if edges else None
         ),
     )
 
 
 def cursor(seq: int) -> str:
     return base64.urlsafe_b64encode(json.dumps({"seq": seq}).encode()).decode()
-
-
-def entry(conn: Conn, seq: int, scope: str | None) -> JournalEntry | None:
-    stored = reads.entry(conn, seq) if seq >= 0 else None
-    if stored is None or (scope is not None and stored.ref_scope != scope):
-        return None
-    return _entry(stored)
 
 
 def checkpoint(stored: StoredCheckpoint) -> Checkpoint:

@@ -340,7 +340,7 @@ class Mutation:
     @strawberry.mutation(description="Finance: compute a period's run at a new signed cut.")
     async def compute_settlement(self, info: Ctx, period: str) -> SettlementRun:
         who = info.context.who("finance")
-        outcome = await info.context.db(
+        outcome = await info.context.job(
             lambda conn: settle.compute(
                 info.context.coalition,
                 conn,
@@ -358,7 +358,7 @@ class Mutation:
     async def approve_settlement(self, info: Ctx, run_id: str) -> Any:
         who = info.context.who("finance")
         return _recorded(
-            await info.context.db(
+            await info.context.job(
                 lambda conn: settle.approve(
                     info.context.coalition, conn, run_id, f"key:{who.key_id}"
                 )
@@ -390,7 +390,7 @@ class Mutation:
         try:
             start, end = parse_time_us(from_time), parse_time_us(to_time)
             partner_id = who.partner_id or ""
-            reconciliation_id, result = await info.context.db(
+            reconciliation_id, result = await info.context.job(
                 settle.submit_reconciliation,
                 partner_id,
                 records.encode(),

@@ -29,6 +29,7 @@ from coalition.api.types import (
     SettlementRun,
     Statement,
 )
+from coalition.api_keys import Principal
 from ledger import checkpoint_log, proofs
 from ledger.timefmt import parse_time_us
 
@@ -50,8 +51,20 @@ class Query:
     async def member(self, info: Ctx, member_id: str, history_first: int = 20) -> Member | None:
         who = info.context.who(*EVERYONE)
         first = _page(history_first)
-        own_scope = f"partner:{who.partner_id}" if who.role == "partner" else None
-        return await info.context.db(convert.member, member_id, first, own_scope)
+        found = await info.context.loaders.balance.load(member_id)
+        if found is None:
+            return None
+        return Member(
+            member_id=member_id,
+            status=found.status,
+            balance_points=found.balance_points,
+            held_points=found.held_points,
+            available_points=found.available_points,
+            expired_unswept_points=found.expired_unswept_points,
+            debt_points=found.debt_points,
+            history_first=first,
+            partner_only=who.partner_id if who.role == "partner" else None,
+        )
 
     @strawberry.field(description="A partner's points position (own partner only, for partners).")
     async def partner(self, info: Ctx, partner_id: str) -> PartnerReport | None:
@@ -70,7 +83,7 @@ class Query:
         account: str | None = None,
     ) -> JournalEntryConnection:
         who = info.context.who(*EVERYONE)
-        scope = f"partner:{who.partner_id}" if who.role == "partner" else None
+        scope = _scope(who) if who.role == "partner" else None
         return await info.context.db(
             convert.entries, _page(first), _cursor(after), kind, account, scope
         )
@@ -78,8 +91,10 @@ class Query:
     @strawberry.field(description="One entry by its sequence number.")
     async def entry(self, info: Ctx, seq: Long) -> JournalEntry | None:
         who = info.context.who(*EVERYONE)
-        scope = f"partner:{who.partner_id}" if who.role == "partner" else None
-        return await info.context.db(convert.entry, seq, scope)
+        stored = await info.context.loaders.entry.load(seq) if seq >= 0 else None
+        if stored is None or (who.role == "partner" and stored.ref_scope != _scope(who)):
+            return None
+        return convert.journal_entry(stored)
 
     @strawberry.field(description="Signed checkpoints, oldest first.")
     async def checkpoints(self, info: Ctx, first: int = 50, after_id: Long = 0) -> list[Checkpoint]:
@@ -115,7 +130,7 @@ class Query:
             start, end = parse_time_us(from_time), parse_time_us(to_time)
         except ValueError as exc:
             raise BadInput(str(exc)) from None
-        return convert.kpis(await info.context.db(reports.kpis, start, end))
+        return convert.kpis(await info.context.job(reports.kpis, start, end))
 
     @strawberry.field(description="Settlement runs, newest first.")
     async def settlement_runs(self, info: Ctx, first: int = 20) -> list[SettlementRun]:
@@ -131,7 +146,7 @@ class Query:
             return None
         if format not in ("json", "csv", "pdf"):
             raise BadInput("format is json, csv or pdf")
-        return await info.context.db(convert.statement, run_id, party, format)
+        return await info.context.job(convert.statement, run_id, party, format)
 
     @strawberry.field(description="Reconciliation results (own, for partners).")
     async def reconciliations(
@@ -141,6 +156,10 @@ class Query:
         if who.role == "partner" and who.partner_id != partner_id:
             return []
         return await info.context.db(convert.reconciliations, partner_id, _page(first))
+
+
+def _scope(who: Principal) -> str:
+    return f"partner:{who.partner_id}"
 
 
 def _page(first: int) -> int:

@@ -7,6 +7,10 @@ import enum
 from typing import TYPE_CHECKING, NewType
 
 import strawberry
+from strawberry.types import Info
+
+from coalition.api.context import ApiContext
+from ledger.timefmt import format_time_us
 
 if TYPE_CHECKING:
     Long = int  # to mypy, a plain int
@@ -73,8 +77,40 @@ class Member:
     available_points: Long
     expired_unswept_points: Long
     debt_points: Long
-    lots: list[Lot]
-    history: list[HistoryLine]
+    # What the asker may see of lots and history: all, or a partner's own.
+    history_first: strawberry.Private[int]
+    partner_only: strawberry.Private[str | None]
+
+    @strawberry.field(description="Open lots, oldest first (a partner sees those it issued).")
+    async def lots(self, info: Info[ApiContext, None]) -> list[Lot]:
+        found = await info.context.loaders.lots.load(self.member_id)
+        return [
+            Lot(
+                lot_id=x.lot_id,
+                origin=x.origin,
+                expires_at=None if x.expires_us is None else format_time_us(x.expires_us),
+                amount_opened=x.amount_opened,
+                remaining=x.remaining,
+            )
+            for x in found
+            if self.partner_only is None or x.origin == self.partner_only
+        ]
+
+    @strawberry.field(description="Newest first (a partner sees its own transactions).")
+    async def history(self, info: Info[ApiContext, None]) -> list[HistoryLine]:
+        scope = None if self.partner_only is None else f"partner:{self.partner_only}"
+        key = (self.member_id, self.history_first, scope)
+        found = await info.context.loaders.history.load(key)
+        return [
+            HistoryLine(
+                seq=h.seq,
+                time=format_time_us(h.time_us),
+                kind=h.kind,
+                amount_points=h.amount_points,
+                balance_after_points=h.balance_after_points,
+            )
+            for h in found
+        ]
 
 
 @strawberry.type

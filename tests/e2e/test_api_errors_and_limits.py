@@ -472,3 +472,41 @@ def test_operational_endpoints(
     assert httpx.get(f"{api}/proof/inclusion", params={"seq": "x"}).status_code == 400
     beyond = httpx.get(f"{api}/proof/consistency", params={"old": size, "new": size + 5})
     assert beyond.status_code == 400
+
+
+# -- trusted documents ---------------------------------------------------------------------
+
+
+def test_partner_keys_held_to_trusted_documents_run_the_published_operations_only(
+    shared: Seeded, settings: Settings, serve: Callable[[Starlette], str]
+) -> None:
+    from coalition.api.trusted import OPERATIONS_DIR, sha256_hex
+
+    held = dataclasses.replace(settings, trusted_documents_roles=frozenset({"partner"}))
+    url = serve(create_app(held, shared.db_url))
+    grocer, auditor = shared.keys["grocer"], shared.keys["auditor"]
+    who_am_i = (OPERATIONS_DIR / "partner" / "WhoAmI.graphql").read_text()
+
+    assert data(post(url, who_am_i, key=grocer))["me"]["partnerId"] == "grocer"
+    by_hash = {"persistedQuery": {"version": 1, "sha256Hash": sha256_hex(who_am_i)}}
+    named = httpx.post(
+        f"{url}/graphql",
+        json={"extensions": by_hash, "variables": {}},
+        headers={"Authorization": f"Bearer {grocer}"},
+        timeout=TIMEOUT_SECONDS,
+    )
+    assert data(named)["me"]["partnerId"] == "grocer"
+
+    free_text = post(url, ME, key=grocer)
+    assert free_text.status_code == 200
+    assert free_text.json().get("data") is None
+    assert error_codes(free_text) == ["TRUSTED_DOCUMENT_REQUIRED"]
+    # Other roles are not held: an auditor still writes its own queries.
+    assert data(post(url, ME, key=auditor))["me"]["role"] == "AUDITOR"
+    unknown = httpx.post(
+        f"{url}/graphql",
+        json={"extensions": {"persistedQuery": {"version": 1, "sha256Hash": "0" * 64}}},
+        headers={"Authorization": f"Bearer {auditor}"},
+        timeout=TIMEOUT_SECONDS,
+    )
+    assert error_codes(unknown) == ["PERSISTED_QUERY_NOT_FOUND"]

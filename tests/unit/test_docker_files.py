@@ -156,8 +156,11 @@ def test_the_image_copies_the_project_into_its_install_directory() -> None:
     assert landed.get("README.md") == _workdir() / "README.md"  # pyproject's readme field
     for package in _project_packages():
         assert landed.get(package) == _workdir() / package, f"{package}/ is not copied"
+    # The published operations, which partner keys may be held to (trusted documents),
+    # where coalition.api.trusted looks for them.
+    assert landed.get("graphql") == _workdir() / "graphql"
     # Nothing else goes in: not var/ (keys, data), not a secret.
-    assert set(landed) == {"pyproject.toml", "README.md", *_project_packages()}
+    assert set(landed) == {"pyproject.toml", "README.md", "graphql", *_project_packages()}
 
 
 def test_the_image_runs_as_a_non_root_user() -> None:

@@ -1,0 +1,79 @@
+"""DataLoaders, one set per request: what a query asks of many members or entries at
+once (aliases, nested fields) is read in one statement on one short-lived connection per
+batch, instead of one round trip per object."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from functools import cached_property
+from typing import Any
+
+from strawberry.dataloader import DataLoader
+
+from coalition import reports
+from coalition.api.db import Database
+from coalition.context import Conn
+from ledger import reads
+from ledger.state import Lot
+from ledger.timefmt import now_us
+
+# (member_id, lines wanted, reference scope the lines must carry or None)
+HistoryKey = tuple[str, int, str | None]
+
+
+class Loaders:
+    """Built on first use: most requests need one loader or none."""
+
+    def __init__(self, database: Database) -> None:
+        self._db = database
+
+    @cached_property
+    def balance(self) -> DataLoader[str, reports.MemberBalance | None]:
+        return DataLoader(load_fn=self._balances)
+
+    @cached_property
+    def lots(self) -> DataLoader[str, list[Lot]]:
+        return DataLoader(load_fn=self._lots)
+
+    @cached_property
+    def history(self) -> DataLoader[HistoryKey, list[reports.HistoryLine]]:
+        return DataLoader(load_fn=self._histories)
+
+    @cached_property
+    def entry(self) -> DataLoader[int, reads.StoredEntry | None]:
+        return DataLoader(load_fn=self._entries)
+
+    async def _balances(self, member_ids: Sequence[str]) -> list[reports.MemberBalance | None]:
+        found = await self._db.run(reports.member_balances, member_ids, now_us())
+        return [found.get(m) for m in member_ids]
+
+    async def _lots(self, member_ids: Sequence[str]) -> list[list[Lot]]:
+        found = await self._db.run(reports.member_lots, member_ids)
+        return [found[m] for m in member_ids]
+
+    async def _histories(self, keys: Sequence[HistoryKey]) -> list[list[reports.HistoryLine]]:
+        found = await self._db.run(_histories, keys)
+        return [found[k] for k in keys]
+
+    async def _entries(self, seqs: Sequence[int]) -> list[reads.StoredEntry | None]:
+        found = await self._db.run(_entries, seqs)
+        return [found.get(s) for s in seqs]
+
+
+def _histories(
+    conn: Conn, keys: Sequence[HistoryKey]
+) -> dict[HistoryKey, list[reports.HistoryLine]]:
+    groups: defaultdict[tuple[int, str | None], list[str]] = defaultdict(list)
+    for member_id, limit, scope in keys:
+        groups[(limit, scope)].append(member_id)
+    found: dict[HistoryKey, list[reports.HistoryLine]] = {}
+    for (limit, scope), member_ids in groups.items():
+        lines = reports.member_histories(conn, member_ids, limit=limit, ref_scope=scope)
+        for member_id, history in lines.items():
+            found[(member_id, limit, scope)] = history
+    return found
+
+
+def _entries(conn: Conn, seqs: Sequence[int]) -> dict[int, Any]:
+    return {e.seq: e for e in reads.entries(conn, list(seqs))}

@@ -114,9 +114,7 @@ def entry(conn: Conn, seq: int, chain_id: str = DEFAULT_CHAIN_ID) -> StoredEntry
     return None if row is None else _stored(row)
 
 
-def entries(
-    conn: Conn, seqs: list[int], chain_id: str = DEFAULT_CHAIN_ID
-) -> list[StoredEntry]:
+def entries(conn: Conn, seqs: list[int], chain_id: str = DEFAULT_CHAIN_ID) -> list[StoredEntry]:
     """The entries at ``seqs`` that exist, in seq order (one statement for all)."""
     rows = conn.execute(
         _ENTRY_COLUMNS + " FROM ledger_entry WHERE chain_id = %s AND seq = ANY(%s) ORDER BY seq",

@@ -47,14 +47,13 @@ class Coalition:
     ) -> tuple[Appended, dict[str, Any]] | Refusal:
         """Append a request whose metadata holds the caller's ``input`` and what we derived
         from it (points, tier, lots …). A retry is recognised by its input alone, so it
-        gets the original answer even if the derivation would differ today."""
-        inputs = request.meta["input"]
-        earlier = _earlier(conn, request, inputs)
-        if earlier is not None:
-            return earlier
+        gets the original answer even if the derivation would differ today.
+
+        The journal answers a retry whose derivation is unchanged by itself (same request
+        hash: the original result); only a conflicting reference costs a second look."""
         result = self.append(conn, request)
         if isinstance(result, Refusal) and result.code is RefusalCode.DUPLICATE_REFERENCE:
-            earlier = _earlier(conn, request, inputs)  # a concurrent twin won the race
+            earlier = _earlier(conn, request, request.meta["input"])
             if earlier is not None:
                 return earlier
         if isinstance(result, Refusal):

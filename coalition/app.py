@@ -30,6 +30,7 @@ from strawberry.types import ExecutionResult
 
 from coalition.api.context import ApiContext
 from coalition.api.db import Database
+from coalition.api.group_commit import GroupCommittedCoalition, GroupCommitter
 from coalition.api.observability import (
     APPEND_BATCH,
     JOURNAL_LENGTH,
@@ -97,6 +98,7 @@ class _GraphQL(GraphQL[ApiContext, None]):
             principal=request.scope.get("principal"),
             database=self.state["database"],
             coalition=self.state["coalition"],
+            tills=self.state["tills"],
             signer=self.state["signer"],
             settings=self.state["settings"],
             request_id=request_id_var.get(),
@@ -107,9 +109,12 @@ def create_app(
     settings: Settings, database_url: str, limiter: RateLimiter | None = None
 ) -> Starlette:
     database = Database(database_url)
+    coalition = _CoalitionWithMetrics()
+    committer = GroupCommitter(Database(database_url, connections_max=1), coalition)
     state: dict[str, Any] = {
         "database": database,
-        "coalition": _CoalitionWithMetrics(),
+        "coalition": coalition,
+        "tills": GroupCommittedCoalition(coalition, committer),
         "signer": load_signer(settings),
         "settings": settings,
         "trusted": TrustedDocuments.load(settings.trusted_documents_roles),
@@ -121,6 +126,7 @@ def create_app(
         try:
             yield
         finally:
+            await committer.close()
             await database.close()
 
     async def admit(scope: Scope) -> Response | None:

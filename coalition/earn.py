@@ -12,13 +12,8 @@ from coalition.earning import points_for_purchase
 from coalition.members import member_status, resolve_card
 from coalition.outcomes import Earned, Refusal, RefusalCode
 from coalition.partners import get_partner
-from coalition.policy import (
-    add_months_us,
-    earning_rules_at,
-    expiry_months,
-    rolling_spend_minor,
-    tier_policy,
-)
+from coalition.policy import EarnContext, add_months_us, earn_context, rolling_spend_minor
+from coalition.tiers import TierPolicy
 from ledger.requests import EntryRequest, PostingRequest
 from ledger.units import AMOUNT_MAX, POINTS_UNIT, is_valid_unit
 
@@ -29,27 +24,43 @@ def find_member(
     conn: Conn, partner_id: str, member_id: str | None, card_number: str | None
 ) -> str | Refusal:
     """The member a till names by coalition id or by the partner's card number."""
+    named = _named_member(conn, partner_id, member_id, card_number)
+    if isinstance(named, Refusal):
+        return named
+    return member_refusal(named, member_status(conn, named)) or named
+
+
+def _named_member(
+    conn: Conn, partner_id: str, member_id: str | None, card_number: str | None
+) -> str | Refusal:
     if (member_id is None) == (card_number is None):
         return Refusal(RefusalCode.INVALID_REQUEST, "give exactly one of member id or card")
     if card_number is not None:
         found = resolve_card(conn, partner_id, card_number)
         if found is None:
             return Refusal(RefusalCode.UNKNOWN_MEMBER, "no member holds that card")
-        member_id = found
+        return found
     assert member_id is not None
-    status = member_status(conn, member_id)
+    return member_id
+
+
+def member_refusal(member_id: str, status: str | None) -> Refusal | None:
     if status is None:
         return Refusal(RefusalCode.UNKNOWN_MEMBER, f"no member {member_id}")
     if status != "active":
         return Refusal(RefusalCode.MEMBER_BLOCKED, f"member {member_id} is blocked")
-    return member_id
+    return None
 
 
 def active_partner(conn: Conn, partner_id: str) -> Refusal | None:
     partner = get_partner(conn, partner_id)
-    if partner is None:
+    return partner_refusal(partner_id, None if partner is None else partner.status)
+
+
+def partner_refusal(partner_id: str, status: str | None) -> Refusal | None:
+    if status is None:
         return Refusal(RefusalCode.UNKNOWN_PARTNER, f"no partner {partner_id}")
-    if partner.status != "active":
+    if status != "active":
         return Refusal(RefusalCode.PARTNER_SUSPENDED, f"partner {partner_id} is suspended")
     return None
 
@@ -70,20 +81,26 @@ def earn_points(
         return Refusal(RefusalCode.INVALID_REQUEST, "purchase amount: a positive integer")
     if currency == POINTS_UNIT or not is_valid_unit(currency):
         return Refusal(RefusalCode.INVALID_REQUEST, "currency must be an ISO 4217 code")
-    refused = active_partner(conn, partner_id)
+    now_us = co.clock_us()
+    named = _named_member(conn, partner_id, member_id, card_number)
+    # What an earn depends on, read in one statement (a till waits for each round trip).
+    in_force = earn_context(conn, partner_id, None if isinstance(named, Refusal) else named, now_us)
+    refused = partner_refusal(partner_id, in_force.partner_status)
     if refused is not None:
         return refused
-    member = find_member(conn, partner_id, member_id, card_number)
-    if isinstance(member, Refusal):
-        return member
-    now_us = co.clock_us()
-    rules = earning_rules_at(conn, partner_id, now_us)
+    if isinstance(named, Refusal):
+        return named
+    member = named
+    refused = member_refusal(member, in_force.member_status)
+    if refused is not None:
+        return refused
+    rules = in_force.rules
     if rules is None:
         return Refusal(RefusalCode.NO_EARNING_RULES, f"{partner_id} has no earning rules")
     version, rule = rules
     if currency != rule.currency:
         return Refusal(RefusalCode.CURRENCY_NOT_ACCEPTED, f"{partner_id} earns on {rule.currency}")
-    tier_name, multiplier = _tier(conn, member, now_us)
+    tier_name, multiplier = _tier(conn, in_force.tier_policy, member, now_us)
     points = points_for_purchase(
         rule, purchase_minor, time_us=now_us, category=category, tier_multiplier=multiplier
     )
@@ -104,9 +121,8 @@ def earn_points(
         "tier": tier_name,
         "rules_version": version,
     }
-    return _earn(
-        co, conn, "earn", partner_id, f"partner:{partner_id}", ref_key, member, points, meta
-    )
+    scope = f"partner:{partner_id}"
+    return _earn(co, conn, "earn", partner_id, scope, ref_key, member, points, meta, in_force)
 
 
 def bonus_points(
@@ -141,7 +157,8 @@ def bonus_points(
         "points": points,
         "reason": reason,
     }
-    return _earn(co, conn, "bonus", issuer, scope, ref_key, member, points, meta)
+    in_force = earn_context(conn, issuer, member, co.clock_us())
+    return _earn(co, conn, "bonus", issuer, scope, ref_key, member, points, meta, in_force)
 
 
 def _earn(
@@ -154,8 +171,9 @@ def _earn(
     member: str,
     points: int,
     meta: dict[str, Any],
+    in_force: EarnContext,
 ) -> Earned | Refusal:
-    months = expiry_months(conn)
+    months = in_force.expiry_months
     expires_us = None if months is None else add_months_us(co.clock_us(), months)
     postings: tuple[PostingRequest, ...] = ()
     if points:
@@ -177,8 +195,9 @@ def _earn(
     return Earned(appended.seq, stored["points"], stored.get("tier"), appended.replayed)
 
 
-def _tier(conn: Conn, member_id: str, now_us: int) -> tuple[str | None, Decimal]:
-    policy = tier_policy(conn)
+def _tier(
+    conn: Conn, policy: TierPolicy | None, member_id: str, now_us: int
+) -> tuple[str | None, Decimal]:
     if policy is None:
         return None, Decimal(1)
     spend = rolling_spend_minor(conn, member_id, policy.currency, now_us - policy.window_us, now_us)

@@ -4,6 +4,7 @@ coalition's expiry and tier policies, and a member's rolling spend."""
 from __future__ import annotations
 
 import calendar
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -47,6 +48,47 @@ def expiry_months(conn: Conn) -> int | None:
 def tier_policy(conn: Conn) -> TierPolicy | None:
     policy = _policy(conn, "tiers")
     return None if policy is None else TierPolicy.from_json(policy)
+
+
+@dataclass(frozen=True, slots=True)
+class EarnContext:
+    partner_status: str | None  # None: no such partner
+    member_status: str | None  # None: no such member (or none named)
+    rules: tuple[int, EarningRules] | None  # version and rules in force
+    expiry_months: int | None
+    tier_policy: TierPolicy | None
+
+
+_EARN_CONTEXT = """
+SELECT p.status, m.status, r.version, r.rules, expiry.policy, tiers.policy
+FROM (VALUES (1)) AS one (x)
+LEFT JOIN coalition_partner p ON p.partner_id = %(partner)s
+LEFT JOIN coalition_member m ON m.member_id = %(member)s
+LEFT JOIN LATERAL (
+    SELECT version, rules FROM coalition_earning_rules WHERE partner_id = %(partner)s
+    AND effective_from_us <= %(time)s ORDER BY effective_from_us DESC, version DESC LIMIT 1
+) r ON true
+LEFT JOIN coalition_policy expiry ON expiry.name = 'expiry'
+LEFT JOIN coalition_policy tiers ON tiers.name = 'tiers'
+"""
+
+
+def earn_context(conn: Conn, partner_id: str, member_id: str | None, time_us: int) -> EarnContext:
+    """Everything an earn reads before it appends, in one statement: the same answers as
+    ``get_partner``, ``member_status``, ``earning_rules_at``, ``expiry_months`` and
+    ``tier_policy`` (a test holds them equal)."""
+    row = conn.execute(
+        _EARN_CONTEXT, {"partner": partner_id, "member": member_id, "time": time_us}
+    ).fetchone()
+    assert row is not None  # one row, always
+    partner_status, member_status, version, rules, expiry, tiers = row
+    return EarnContext(
+        partner_status,
+        member_status,
+        None if version is None else (int(version), EarningRules.from_json(rules)),
+        None if expiry is None else dict(expiry).get("months"),
+        None if tiers is None else TierPolicy.from_json(dict(tiers)),
+    )
 
 
 def rolling_spend_minor(

@@ -72,6 +72,10 @@ class GreenConnection:
             yield
 
     @property
+    def info(self) -> psycopg.ConnectionInfo:
+        return self._conn.info
+
+    @property
     def closed(self) -> bool:
         return self._conn.closed
 

@@ -23,6 +23,7 @@ class ApiContext:
     principal: Principal | None
     database: Database
     coalition: Coalition
+    tills: Coalition  # the same, its appends group-committed (see api.group_commit)
     signer: Signer
     settings: Settings
     request_id: str

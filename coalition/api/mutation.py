@@ -81,7 +81,7 @@ class Mutation:
         who = info.context.who("partner")
         outcome = await info.context.db(
             lambda conn: earn.earn_points(
-                info.context.coalition,
+                info.context.tills,
                 conn,
                 partner_id=who.partner_id or "",
                 ref_key=reference,
@@ -101,7 +101,7 @@ class Mutation:
         who = info.context.who("partner")
         outcome = await info.context.db(
             lambda conn: redeem.redeem_points(
-                info.context.coalition,
+                info.context.tills,
                 conn,
                 partner_id=who.partner_id or "",
                 ref_key=reference,
@@ -119,7 +119,7 @@ class Mutation:
         who = info.context.who("partner")
         outcome = await info.context.db(
             lambda conn: redeem.authorise(
-                info.context.coalition,
+                info.context.tills,
                 conn,
                 partner_id=who.partner_id or "",
                 ref_key=reference,
@@ -144,7 +144,7 @@ class Mutation:
         who = info.context.who("partner")
         outcome = await info.context.db(
             lambda conn: redeem.capture(
-                info.context.coalition,
+                info.context.tills,
                 conn,
                 partner_id=who.partner_id or "",
                 ref_key=reference,
@@ -159,7 +159,7 @@ class Mutation:
         who = info.context.who("partner")
         outcome = await info.context.db(
             lambda conn: redeem.void(
-                info.context.coalition,
+                info.context.tills,
                 conn,
                 partner_id=who.partner_id or "",
                 ref_key=reference,
@@ -175,7 +175,7 @@ class Mutation:
         who = info.context.who("partner")
         outcome = await info.context.db(
             lambda conn: refunds.refund_purchase(
-                info.context.coalition,
+                info.context.tills,
                 conn,
                 partner_id=who.partner_id or "",
                 ref_key=reference,
@@ -192,7 +192,7 @@ class Mutation:
         who = info.context.who("partner")
         outcome = await info.context.db(
             lambda conn: refunds.refund_redemption(
-                info.context.coalition,
+                info.context.tills,
                 conn,
                 partner_id=who.partner_id or "",
                 ref_key=reference,

@@ -461,3 +461,42 @@ def test_bad_input_is_refused_and_writes_nothing(co, conn):
     ):
         refused(outcome, RefusalCode.INVALID_REQUEST)
     assert reads.head(conn).tree_size == size
+
+
+def test_what_an_earn_reads_in_one_statement_equals_the_separate_readers(co, conn):
+    from coalition.members import member_status
+    from coalition.partners import get_partner
+    from coalition.policy import earn_context, earning_rules_at, expiry_months, tier_policy
+
+    def separately(partner: str, member: str | None, time_us: int) -> tuple[Any, ...]:
+        found = get_partner(conn, partner)
+        return (
+            None if found is None else found.status,
+            None if member is None else member_status(conn, member),
+            earning_rules_at(conn, partner, time_us),
+            expiry_months(conn),
+            tier_policy(conn),
+        )
+
+    def at_once(partner: str, member: str | None, time_us: int) -> tuple[Any, ...]:
+        c = earn_context(conn, partner, member, time_us)
+        return (c.partner_status, c.member_status, c.rules, c.expiry_months, c.tier_policy)
+
+    def same_everywhere() -> None:
+        for partner in ("grocer", "fuel", "nobody"):
+            for member in ("M1", "M2", "ghost", None):
+                for time_us in (T0 - 2 * DAY_US, T0, T0 + DAY_US):
+                    assert at_once(partner, member, time_us) == separately(
+                        partner, member, time_us
+                    ), (partner, member, time_us)
+
+    same_everywhere()
+    ok(set_partner_status(co, conn, "fuel", "suspended", "suspend-fuel"))
+    ok(set_member_status(co, conn, "M2", "blocked", "block-m2"))
+    vip = TierPolicy("RUB", 30, (Tier("base", 0, Decimal(1)), Tier("vip", 1_000_000, Decimal(2))))
+    ok(set_tier_policy(co, conn, vip, "tiers-ctx"))
+    newer = EarningRules("RUB", 2, 10_000, {})
+    ok(publish_earning_rules(co, conn, "grocer", newer, T0 + DAY_US // 2, "rules-grocer-2"))
+    same_everywhere()
+    assert at_once("grocer", "M1", T0 + DAY_US)[2] == (2, newer)
+    assert at_once("fuel", "M2", T0)[:2] == ("suspended", "blocked")

@@ -491,6 +491,8 @@ def _print_and_write(report: Report, results: dict[str, dict[str, Any]], seconds
     for name, r in results.items():
         if r["failed"]:
             print(f"{name}: first failed answer: {r['sample_failure'][:300]}")
+        if not r["requests"]:
+            print(f"{name}: NO REQUEST WAS ANSWERED in {seconds:g} s: the server hung or stalled")
     report.figures = {"seconds": seconds, "connections": CONNECTIONS, **results}
     report.summary = [
         SummaryRow(

@@ -510,3 +510,36 @@ def test_partner_keys_held_to_trusted_documents_run_the_published_operations_onl
         timeout=TIMEOUT_SECONDS,
     )
     assert error_codes(unknown) == ["PERSISTED_QUERY_NOT_FOUND"]
+
+
+# -- many tills at once ----------------------------------------------------------------------
+
+
+def test_more_concurrent_tills_than_pooled_connections_are_all_answered(
+    api: str, seeded: Seeded
+) -> None:
+    """48 earns at once against a pool of 16: each request holds a connection while its
+    append waits for the group committer, which must never need one of those."""
+    import asyncio
+
+    from coalition.api.db import CONNECTIONS_MAX
+
+    tills = 3 * CONNECTIONS_MAX
+    earn = (
+        'mutation Earn($ref: String!) { earn(reference: $ref, member: {memberId: "M002"},'
+        ' purchaseMinor: 100000, currency: "RUB") { __typename ... on Earned { seq } } }'
+    )
+
+    async def main() -> list[httpx.Response]:
+        headers = {"Authorization": f"Bearer {seeded.keys['grocer']}"}
+        async with httpx.AsyncClient(base_url=api, headers=headers, timeout=60) as client:
+            calls = [
+                client.post("/graphql", json={"query": earn, "variables": {"ref": f"c-{i}"}})
+                for i in range(tills)
+            ]
+            return await asyncio.gather(*calls)
+
+    answers = asyncio.run(main())
+    earned = [data(a)["earn"] for a in answers]
+    assert {e["__typename"] for e in earned} == {"Earned"}
+    assert len({e["seq"] for e in earned}) == tills

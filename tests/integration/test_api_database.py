@@ -212,3 +212,108 @@ def test_concurrent_retries_of_one_earn_post_it_once(setup):
     with psycopg.connect(url, autocommit=True) as conn:
         summary = reports.member_summary(conn, MEMBERS[5], T0)
     assert summary is not None and summary.balance_points == 50
+
+
+def test_group_committed_tills_never_starve_the_committer_of_a_connection(setup):
+    """More tills than pooled connections, all waiting on the committer at once: the
+    committer has a connection of its own, so every one is answered."""
+    from coalition.api.group_commit import GroupCommittedCoalition, GroupCommitter
+
+    url, co = setup
+    tills = 24
+
+    async def main() -> tuple[list[Any], list[int]]:
+        database = Database(url, connections_max=2)
+        batches: list[int] = []
+        journal_append = co.journal.append
+
+        def counted(conn: Any, requests: list[Any]) -> Any:
+            batches.append(len(requests))
+            return journal_append(conn, requests)
+
+        co.journal.append = counted  # type: ignore[method-assign]
+        committer = GroupCommitter(Database(url, connections_max=1), co)
+        grouped = GroupCommittedCoalition(co, committer)
+        try:
+            calls = [
+                database.run(_earn(grouped, MEMBERS[i % 4], f"g-{i}", 100 * (i + 1)))
+                for i in range(tills)
+            ]
+            return await asyncio.wait_for(asyncio.gather(*calls), 60), batches
+        finally:
+            await committer.close()
+            await database.close()
+
+    outcomes, batches = asyncio.run(main())
+    assert all(isinstance(o, Earned) for o in outcomes), outcomes
+    assert sorted(o.points for o in outcomes) == [i + 1 for i in range(tills)]
+    assert sum(batches) == tills
+    with psycopg.connect(url, autocommit=True) as conn:
+        verify_database(conn)
+
+
+def test_in_a_group_commit_a_refused_entry_is_refused_alone(setup):
+    from coalition.api.group_commit import GroupCommittedCoalition, GroupCommitter
+
+    url, co = setup
+    with psycopg.connect(url, autocommit=True) as conn:
+        ok(_earn(co, MEMBERS[0], "seed", 5_000)(conn))  # 50 points to spend
+
+    def spend(member: str, key: str, points: int) -> Callable[[Any], Any]:
+        def use_case(conn: Any) -> Any:
+            return redeem_points(
+                grouped, conn, partner_id="fuel", ref_key=key, points=points, member_id=member
+            )
+
+        return use_case
+
+    async def main() -> list[Any]:
+        database = Database(url, connections_max=4)
+        committer = GroupCommitter(Database(url, connections_max=1), co)
+        nonlocal grouped
+        grouped = GroupCommittedCoalition(co, committer)
+        try:
+            calls = [database.run(_earn(grouped, MEMBERS[1], f"x-{i}", 1_000)) for i in range(6)]
+            calls.append(database.run(spend(MEMBERS[0], "too-much", 51)))
+            calls.append(database.run(spend(MEMBERS[0], "fits", 50)))
+            return await asyncio.gather(*calls)
+        finally:
+            await committer.close()
+            await database.close()
+
+    grouped: Any = None
+    outcomes = asyncio.run(main())
+    assert all(isinstance(o, Earned) for o in outcomes[:6])
+    assert isinstance(outcomes[6], Refusal)
+    assert outcomes[6].code is RefusalCode.INSUFFICIENT_POINTS
+    assert not isinstance(outcomes[7], Refusal)
+    with psycopg.connect(url, autocommit=True) as conn:
+        assert reads.entry_by_ref(conn, "partner:fuel", "too-much") is None
+        member0 = reports.member_summary(conn, MEMBERS[0], T0)
+        member1 = reports.member_summary(conn, MEMBERS[1], T0)
+    assert member0 is not None and member0.balance_points == 0
+    assert member1 is not None and member1.balance_points == 60
+
+
+def test_group_commit_refuses_to_run_inside_a_callers_transaction(setup):
+    from coalition.api.group_commit import GroupCommittedCoalition, GroupCommitter
+
+    url, co = setup
+
+    async def main() -> None:
+        database = Database(url)
+        committer = GroupCommitter(Database(url, connections_max=1), co)
+        grouped = GroupCommittedCoalition(co, committer)
+
+        def inside(conn: Any) -> Any:
+            with conn.transaction():
+                return _earn(grouped, MEMBERS[0], "in-tx", 1_000)(conn)
+
+        try:
+            with pytest.raises(AssertionError, match="inside a transaction"):
+                await database.run(inside)
+        finally:
+            await committer.close()
+            await database.close()
+
+    asyncio.run(main())

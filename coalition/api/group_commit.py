@@ -7,7 +7,8 @@ append is handed to one committer task per process, which takes whatever has que
 one transaction, and wakes each caller with its own result. Under load, batches grow by
 themselves; an entry the rules refuse is refused alone and the rest of its batch goes on
 (the journal's own contract). If the batch's transaction fails, every caller in it gets
-the error and nothing of the batch is written.
+the error and nothing of the batch is written; if the connection is lost around the
+commit, the outcome is unknown to all of them, and a retry with the same reference tells.
 
 The committer has a connection of its own (``database`` here is not the pool the tills'
 requests hold while they wait: sharing it would deadlock once every pooled connection
@@ -79,7 +80,8 @@ class GroupCommitter:
                 continue
             try:
                 results = await self._database.run(self._journal.append, [r for r, _ in waiting])
-            except Exception as exc:  # each caller gets it; the batch wrote nothing
+            except Exception as exc:  # each caller gets it: as after a lost connection,
+                # a retry with the same reference tells whether its entry was written
                 for _, future in waiting:
                     if not future.done():
                         future.set_exception(exc)

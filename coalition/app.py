@@ -17,7 +17,6 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -45,7 +44,6 @@ from coalition.api.trusted import DocumentRefused, TrustedDocuments
 from coalition.api_keys import Principal, authenticate
 from coalition.context import Coalition
 from coalition.keys import load_signer
-from coalition.migrate import is_current
 from coalition.projections import project
 from coalition.settings import Settings
 from graphql import GraphQLError
@@ -154,7 +152,7 @@ def create_app(
 
     async def readyz(request: Request) -> Response:
         try:
-            current = await run_in_threadpool(is_current, database_url)
+            current = await database.is_current()
         except Exception:  # not ready is an answer, not a crash
             _log.exception("readiness check failed")
             current = False

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine
+from sqlalchemy import Connection, create_engine
 
 from coalition.database import sqlalchemy_url
 
@@ -32,12 +33,12 @@ def upgrade_to_head(database_url: str) -> None:
         engine.dispose()
 
 
-def is_current(database_url: str) -> bool:
-    """True when the database carries the newest revision (readiness)."""
-    head = ScriptDirectory.from_config(_config()).get_current_head()
-    engine = create_engine(sqlalchemy_url(database_url))
-    try:
-        with engine.connect() as conn:
-            return MigrationContext.configure(conn).get_current_revision() == head
-    finally:
-        engine.dispose()
+@cache
+def head_revision() -> str | None:
+    """The newest revision the code knows (read once: the scripts ship with the code)."""
+    return ScriptDirectory.from_config(_config()).get_current_head()
+
+
+def current_revision(conn: Connection) -> str | None:
+    """The revision the database carries (run it on the async engine with ``run_sync``)."""
+    return MigrationContext.configure(conn).get_current_revision()

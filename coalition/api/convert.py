@@ -1,4 +1,4 @@
-"""Reads shaped for the API: each function takes a connection (run in a worker thread)
+"""Reads shaped for the API: each function takes a connection (run by ``Database.run``)
 and returns GraphQL types, applying the caller's scope where data belongs to a partner."""
 
 from __future__ import annotations

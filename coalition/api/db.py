@@ -24,6 +24,7 @@ from starlette.concurrency import run_in_threadpool
 
 from coalition.api._green import as_sync
 from coalition.database import psycopg_url, sqlalchemy_url
+from coalition.migrate import current_revision, head_revision
 
 T = TypeVar("T")
 
@@ -51,6 +52,11 @@ class Database:
             driver: psycopg.AsyncConnection[Any] = raw.driver_connection  # type: ignore[assignment]
             conn = as_sync(driver)
             return await connection.run_sync(lambda _: fn(conn, *args, **kwargs))
+
+    async def is_current(self) -> bool:
+        """Reachable, and migrated to the code's newest revision (readiness)."""
+        async with self.engine.connect() as connection:
+            return await connection.run_sync(current_revision) == head_revision()
 
     async def job(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         def work() -> T:

@@ -543,3 +543,18 @@ def test_more_concurrent_tills_than_pooled_connections_are_all_answered(
     earned = [data(a)["earn"] for a in answers]
     assert {e["__typename"] for e in earned} == {"Earned"}
     assert len({e["seq"] for e in earned}) == tills
+
+
+def test_readiness_says_not_ready_when_the_database_is_behind_the_code(
+    api: str, seeded: Seeded
+) -> None:
+    from coalition.migrate import head_revision
+
+    assert httpx.get(f"{api}/readyz", timeout=TIMEOUT_SECONDS).status_code == 200
+    with psycopg.connect(seeded.db_url, autocommit=True) as conn:
+        conn.execute("UPDATE alembic_version SET version_num = '0001_older'")
+    behind = httpx.get(f"{api}/readyz", timeout=TIMEOUT_SECONDS)
+    assert (behind.status_code, behind.json()) == (503, {"database": "not ready"})
+    with psycopg.connect(seeded.db_url, autocommit=True) as conn:
+        conn.execute("UPDATE alembic_version SET version_num = %s", (head_revision(),))
+    assert httpx.get(f"{api}/readyz", timeout=TIMEOUT_SECONDS).status_code == 200

@@ -34,7 +34,10 @@ def _setup() -> None:
     print("installing the project and its test tools into .venv …", flush=True)
     pip = [str(BIN / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
     subprocess.run([*pip, "--upgrade", "pip"], check=True)
-    subprocess.run([*pip, "-e", f"{ROOT}[test]"], check=True)
+    # The build backend's notices about editable installs are for packagers, not for
+    # someone starting the project: keep them off the first screen a newcomer sees.
+    quiet = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    subprocess.run([*pip, "-e", f"{ROOT}[test]"], check=True, env=quiet)
     STAMP.write_text(wanted)
 
 

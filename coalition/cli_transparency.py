@@ -232,6 +232,13 @@ def serve(args: argparse.Namespace) -> int:
                     "'coalition apikey create')",
                     flush=True,
                 )
+            elif args.seed:
+                print(
+                    "  the demo coalition was seeded at an earlier start, and its keys shown"
+                    " then (only their hashes are kept); make a key with\n"
+                    "  .venv/bin/coalition apikey create --role auditor --label me",
+                    flush=True,
+                )
             configure_logging()
             uvicorn.run(
                 create_app(settings, url),

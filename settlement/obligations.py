@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any
 
 from settlement.journal_view import OPERATOR, Event, Facts
 from settlement.terms import PartnerTerms
@@ -49,6 +50,10 @@ class Bucket:
         self.terms_versions.add(version)
 
 
+_Line = tuple[tuple[str, str, str, Decimal, str], Bucket]
+_UNSEEN: Any = object()
+
+
 class MissingTerms(ValueError):
     """A partner with priced activity has no terms (or currency) in force."""
 
@@ -62,6 +67,13 @@ class Obligations:
     # When set: the raw keys (both directions) of one line whose entries to list.
     trace: frozenset[tuple[str, str, str, Decimal, str]] | None = None
     traced_seqs: list[int] = field(default_factory=list)
+    # A million events come through here. Which terms version priced an event fixes its
+    # rates, so each (line, terms version) is resolved once to its bucket (or to None for
+    # a zero rate): no Decimal arithmetic or hashing per event.
+    _lines: dict[tuple[str, str, str, tuple[str, int], str], _Line | None] = field(
+        default_factory=dict
+    )
+    _fee_rates: dict[tuple[str, int], Decimal] = field(default_factory=dict)
 
     def __call__(self, facts: Facts, event: Event) -> None:
         self.points_by_kind[event.kind] = self.points_by_kind.get(event.kind, 0) + event.points
@@ -97,6 +109,9 @@ class Obligations:
     def _redemption(self, facts: Facts, event: Event) -> None:
         version, terms = _terms(facts, event.party, event)
         rate = terms.redemption_rate_per_point
+        fee_rate = self._fee_rates.get((event.party, version))
+        if fee_rate is None:
+            fee_rate = self._fee_rates[(event.party, version)] = rate * terms.operator_fee_bps / BPS
         if event.origin != event.party:
             self._add(
                 event.origin,
@@ -108,7 +123,6 @@ class Obligations:
                 event,
                 (event.party, version),
             )
-        fee_rate = rate * terms.operator_fee_bps / BPS
         self._add(
             event.party,
             OPERATOR,
@@ -131,20 +145,32 @@ class Obligations:
         event: Event,
         version: tuple[str, int],
     ) -> None:
-        if rate == 0:
-            return
         currency = facts.currencies.get(priced_by)
         if currency is None:
             raise MissingTerms(f"partner {priced_by} has no settlement currency")
-        # Tuple keys while streaming (a million events); LineKeys once, at the end. Equal
-        # Decimals hash alike (0.50 and 0.5), so one rate makes one line.
-        raw = (payer, payee, reason, rate, currency)
+        memo = (payer, payee, reason, version, currency)
+        line = self._lines.get(memo, _UNSEEN)
+        if line is _UNSEEN:
+            line = self._lines[memo] = self._line(payer, payee, reason, rate, currency)
+        if line is None:  # a zero rate: nothing owed
+            return
+        raw, bucket = line
         if self.trace is not None and raw in self.trace:
             self.traced_seqs.append(event.seq)
+        bucket.add(event, event.points, version)
+
+    def _line(
+        self, payer: str, payee: str, reason: str, rate: Decimal, currency: str
+    ) -> _Line | None:
+        if rate == 0:
+            return None
+        # Tuple keys while streaming; LineKeys once, at the end. Equal Decimals hash
+        # alike (0.50 and 0.5), so one rate makes one line, whichever terms set it.
+        raw = (payer, payee, reason, rate, currency)
         bucket = self._raw.get(raw)
         if bucket is None:
             bucket = self._raw[raw] = Bucket()
-        bucket.add(event, event.points, version)
+        return raw, bucket
 
     @property
     def buckets(self) -> dict[LineKey, Bucket]:

@@ -317,3 +317,24 @@ def test_group_commit_refuses_to_run_inside_a_callers_transaction(setup):
             await database.close()
 
     asyncio.run(main())
+
+
+def test_a_connection_lost_mid_call_is_not_handed_out_again(setup):
+    """The use case used the driver connection behind SQLAlchemy's back; the pool still
+    finds it dead when it resets it on return, and drops it (pool of one: the next call
+    must get a new connection, not the dead one)."""
+    url, _ = setup
+
+    def lose_it(conn: Any) -> None:
+        conn.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+
+    async def main() -> int:
+        database = Database(url, connections_max=1)
+        try:
+            with pytest.raises(psycopg.OperationalError):
+                await database.run(lose_it)
+            return await database.run(lambda conn: reads.head(conn).tree_size)
+        finally:
+            await database.close()
+
+    assert asyncio.run(main()) > 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import re
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -60,13 +61,36 @@ def configure_logging(level: int = logging.INFO) -> None:
     root.setLevel(level)
 
 
+def _published_operation_names() -> frozenset[str]:
+    from coalition.api.trusted import OPERATIONS_DIR
+
+    pattern = re.compile(r"^\s*(?:query|mutation|subscription)\s+([_A-Za-z][_0-9A-Za-z]*)", re.M)
+    return frozenset(
+        name
+        for path in OPERATIONS_DIR.glob("*/*.graphql")
+        for name in pattern.findall(path.read_text(encoding="utf-8"))
+    )
+
+
+# Clients name their operations freely; a label per name would let anyone grow the
+# metrics without bound. The published operations keep their names, the rest count
+# together as ``other``.
+PUBLISHED_OPERATIONS = _published_operation_names()
+
+
+def operation_label(name: str | None) -> str:
+    if name is None:
+        return "anonymous"
+    return name if name in PUBLISHED_OPERATIONS else "other"
+
+
 class OperationMetrics(SchemaExtension):
-    """Counts and times each operation by its name (anonymous ones as ``anonymous``)."""
+    """Counts and times each operation by its label (see ``operation_label``)."""
 
     def on_operation(self) -> Iterator[None]:
         started = time.perf_counter()
         yield
-        name = self.execution_context.operation_name or "anonymous"
+        name = operation_label(self.execution_context.operation_name)
         result = self.execution_context.result
         outcome = "error" if result is not None and result.errors else "ok"
         REQUESTS.labels(name, outcome).inc()

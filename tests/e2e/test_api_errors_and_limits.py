@@ -446,10 +446,16 @@ def test_operational_endpoints(
     assert httpx.get(f"{api}/checkpoint", timeout=TIMEOUT_SECONDS).status_code == 404
 
     data(post(api, "query WhoAmI { me { keyId } }", key=seeded.keys["auditor"]))
+    data(post(api, "query MadeUpName123 { me { keyId } }", key=seeded.keys["auditor"]))
     metrics = httpx.get(f"{api}/metrics", timeout=TIMEOUT_SECONDS)
     assert metrics.status_code == 200
     assert re.search(
         r'^graphql_requests_total\{operation="WhoAmI",outcome="ok"\} [1-9]', metrics.text, re.M
+    )
+    # A client's own operation names do not become labels (unbounded): they count as other.
+    assert "MadeUpName123" not in metrics.text
+    assert re.search(
+        r'^graphql_requests_total\{operation="other",outcome="ok"\} [1-9]', metrics.text, re.M
     )
     with psycopg.connect(seeded.db_url, autocommit=True) as conn:
         size = reads.head(conn).tree_size

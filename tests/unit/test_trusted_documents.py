@@ -81,3 +81,15 @@ def test_the_setting_names_known_roles_only(monkeypatch):
         Settings.from_env()
     monkeypatch.delenv("COALITION_TRUSTED_DOCUMENTS")
     assert Settings.from_env().trusted_documents_roles == frozenset()
+
+
+def test_metrics_label_published_operations_by_name_and_the_rest_as_other():
+    from coalition.api.observability import PUBLISHED_OPERATIONS, operation_label
+
+    files = sorted(OPERATIONS_DIR.glob("*/*.graphql"))
+    assert len(PUBLISHED_OPERATIONS) == len(files)  # one named operation a file
+    assert {f.stem for f in files} == PUBLISHED_OPERATIONS
+    assert operation_label("MemberBalance") == "MemberBalance"
+    assert operation_label("AnyNameAtAll") == "other"
+    assert operation_label("x" * 10_000) == "other"
+    assert operation_label(None) == "anonymous"

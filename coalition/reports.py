@@ -13,6 +13,7 @@ from ledger import reads
 from ledger.state import Lot
 
 HISTORY_PAGE_MAX = 500
+LOTS_PAGE_MAX = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,13 +79,33 @@ def member_summary(conn: Conn, member_id: str, now_us: int) -> MemberSummary | N
     )
 
 
-def member_lots(conn: Conn, member_ids: Sequence[str]) -> dict[str, list[Lot]]:
-    """Open lots per member, oldest first."""
+def member_lots(
+    conn: Conn,
+    member_ids: Sequence[str],
+    *,
+    limit: int = LOTS_PAGE_MAX,
+    origin: str | None = None,
+    after: tuple[int, int] | None = None,
+) -> dict[str, list[Lot]]:
+    """Open lots per member, oldest first, keyset-paged after a lot's (seq, posting
+    index); with ``origin``, only the lots that issuer opened."""
+    limit = max(1, min(limit, LOTS_PAGE_MAX))
+    after_seq, after_index = after if after is not None else (-1, -1)
     rows = conn.execute(
-        "SELECT lot_id, account, origin, expires_us, opened_seq, posting_index,"
-        " amount_opened, remaining FROM ledger_lot WHERE account = ANY(%s) AND remaining > 0"
-        " ORDER BY account, opened_seq, posting_index",
-        ([accounts.member(m) for m in member_ids],),
+        "SELECT l.* FROM unnest(%(accounts)s::text[]) AS k(account)"
+        " CROSS JOIN LATERAL (SELECT lot_id, account, origin, expires_us, opened_seq,"
+        "  posting_index, amount_opened, remaining FROM ledger_lot"
+        "  WHERE account = k.account AND remaining > 0"
+        "  AND (%(origin)s::text IS NULL OR origin = %(origin)s)"
+        "  AND (opened_seq, posting_index) > (%(seq)s, %(index)s)"
+        "  ORDER BY opened_seq, posting_index LIMIT %(limit)s) l",
+        {
+            "accounts": [accounts.member(m) for m in member_ids],
+            "origin": origin,
+            "seq": after_seq,
+            "index": after_index,
+            "limit": limit,
+        },
     ).fetchall()
     found: dict[str, list[Lot]] = {m: [] for m in member_ids}
     for row in rows:

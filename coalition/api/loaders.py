@@ -20,6 +20,8 @@ from ledger.timefmt import now_us
 
 # (member_id, lines wanted, reference scope the lines must carry or None)
 HistoryKey = tuple[str, int, str | None]
+# (member_id, lots wanted, issuer the lots must have or None, after (seq, index) or None)
+LotsKey = tuple[str, int, str | None, tuple[int, int] | None]
 
 
 class Loaders:
@@ -33,7 +35,7 @@ class Loaders:
         return DataLoader(load_fn=self._balances)
 
     @cached_property
-    def lots(self) -> DataLoader[str, list[Lot]]:
+    def lots(self) -> DataLoader[LotsKey, list[Lot]]:
         return DataLoader(load_fn=self._lots)
 
     @cached_property
@@ -48,9 +50,9 @@ class Loaders:
         found = await self._db.run(reports.member_balances, member_ids, now_us())
         return [found.get(m) for m in member_ids]
 
-    async def _lots(self, member_ids: Sequence[str]) -> list[list[Lot]]:
-        found = await self._db.run(reports.member_lots, member_ids)
-        return [found[m] for m in member_ids]
+    async def _lots(self, keys: Sequence[LotsKey]) -> list[list[Lot]]:
+        found = await self._db.run(_lots, keys)
+        return [found[k] for k in keys]
 
     async def _histories(self, keys: Sequence[HistoryKey]) -> list[list[reports.HistoryLine]]:
         found = await self._db.run(_histories, keys)
@@ -72,6 +74,20 @@ def _histories(
         lines = reports.member_histories(conn, member_ids, limit=limit, ref_scope=scope)
         for member_id, history in lines.items():
             found[(member_id, limit, scope)] = history
+    return found
+
+
+def _lots(conn: Conn, keys: Sequence[LotsKey]) -> dict[LotsKey, list[Lot]]:
+    groups: defaultdict[tuple[int, str | None, tuple[int, int] | None], list[str]] = defaultdict(
+        list
+    )
+    for member_id, limit, origin, after in keys:
+        groups[(limit, origin, after)].append(member_id)
+    found: dict[LotsKey, list[Lot]] = {}
+    for (limit, origin, after), member_ids in groups.items():
+        pages = reports.member_lots(conn, member_ids, limit=limit, origin=origin, after=after)
+        for member_id, lots in pages.items():
+            found[(member_id, limit, origin, after)] = lots
     return found
 
 

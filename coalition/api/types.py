@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 import enum
+import re
 from typing import TYPE_CHECKING, NewType
 
 import strawberry
 from strawberry.types import Info
 
 from coalition.api.context import ApiContext
+from coalition.api.errors import BadInput
 from ledger.timefmt import format_time_us
 
 if TYPE_CHECKING:
@@ -33,6 +35,10 @@ def _parse_long(value: object) -> int:
     if not text.lstrip("-").isdigit() or len(text) > 19:
         raise ValueError("a Long is an integer within ±(2^63−1)")
     return int(text)
+
+
+LOTS_FIRST_MAX = 100
+_LOT_ID = re.compile(r"([0-9]{1,18}):([0-9]{1,4})")
 
 
 @strawberry.enum
@@ -81,9 +87,23 @@ class Member:
     history_first: strawberry.Private[int]
     partner_only: strawberry.Private[str | None]
 
-    @strawberry.field(description="Open lots, oldest first (a partner sees those it issued).")
-    async def lots(self, info: Info[ApiContext, None]) -> list[Lot]:
-        found = await info.context.loaders.lots.load(self.member_id)
+    @strawberry.field(
+        description="Open lots, oldest first, at most `first` (≤ 100) after `afterLotId`"
+        " (a partner sees those it issued)."
+    )
+    async def lots(
+        self, info: Info[ApiContext, None], first: int = 100, after_lot_id: str | None = None
+    ) -> list[Lot]:
+        if not 1 <= first <= LOTS_FIRST_MAX:
+            raise BadInput(f"first must be 1–{LOTS_FIRST_MAX}")
+        after = None
+        if after_lot_id is not None:
+            match = _LOT_ID.fullmatch(after_lot_id)
+            if match is None:
+                raise BadInput("afterLotId is a lot id (seq:index)")
+            after = (int(match[1]), int(match[2]))
+        key = (self.member_id, first, self.partner_only, after)
+        found = await info.context.loaders.lots.load(key)
         return [
             Lot(
                 lot_id=x.lot_id,
@@ -93,7 +113,6 @@ class Member:
                 remaining=x.remaining,
             )
             for x in found
-            if self.partner_only is None or x.origin == self.partner_only
         ]
 
     @strawberry.field(description="Newest first (a partner sees its own transactions).")

@@ -564,3 +564,46 @@ def test_readiness_says_not_ready_when_the_database_is_behind_the_code(
     with psycopg.connect(seeded.db_url, autocommit=True) as conn:
         conn.execute("UPDATE alembic_version SET version_num = %s", (head_revision(),))
     assert httpx.get(f"{api}/readyz", timeout=TIMEOUT_SECONDS).status_code == 200
+
+
+# -- lots are paged ----------------------------------------------------------------------
+
+
+def test_a_members_lots_come_in_pages_and_a_partner_pages_through_its_own(
+    api: str, seeded: Seeded
+) -> None:
+    grocer, airline, auditor = (seeded.keys[k] for k in ("grocer", "airline", "auditor"))
+    earn = (
+        'mutation Earn($ref: String!) { earn(reference: $ref, member: {memberId: "M003"},'
+        ' purchaseMinor: 100000, currency: "RUB") { __typename } }'
+    )
+    for i in range(5):
+        for key, ref in ((grocer, f"lot-g{i}"), (airline, f"lot-a{i}")):
+            assert data(post(api, earn, {"ref": ref}, key=key))["earn"]["__typename"] == "Earned"
+    page = (
+        'query Lots($first: Int!, $after: String) { member(memberId: "M003")'
+        " { lots(first: $first, afterLotId: $after) { lotId origin } } }"
+    )
+
+    def all_lots(key: str, first: int) -> list[dict[str, str]]:
+        seen: list[dict[str, str]] = []
+        after = None
+        while True:
+            lots = data(post(api, page, {"first": first, "after": after}, key=key))["member"]
+            chunk = lots["lots"]
+            assert len(chunk) <= first
+            if not chunk:
+                return seen
+            seen += chunk
+            after = chunk[-1]["lotId"]
+
+    everything = data(post(api, page, {"first": 100}, key=auditor))["member"]["lots"]
+    assert all_lots(auditor, 3) == everything  # pages of 3, in the same order, no gaps
+    assert len(everything) >= 10
+    own = all_lots(airline, 2)
+    assert own == [lot for lot in everything if lot["origin"] == "airline"]
+    assert len(own) >= 5
+
+    for variables in ({"first": 101}, {"first": 0}, {"first": 5, "after": "not-a-lot"}):
+        refused = post(api, page, variables, key=auditor)
+        assert error_codes(refused) == ["BAD_USER_INPUT"], variables

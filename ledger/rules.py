@@ -94,6 +94,8 @@ def _time(value: Any, what: str) -> int:
 def _keys(obj: Any, what: str, required: set[str], optional: frozenset[str] = frozenset()) -> None:
     if type(obj) is not dict:
         raise _fail(Code.INVALID_ENTRY, f"{what} must be an object")
+    if obj.keys() == required:  # the usual case, without building two sets
+        return
     missing = required - obj.keys()
     extra = obj.keys() - required - optional
     if missing or extra:

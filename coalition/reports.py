@@ -153,12 +153,6 @@ def member_histories(
     return found
 
 
-def member_history(
-    conn: Conn, member_id: str, *, before_seq: int | None = None, limit: int = 50
-) -> list[HistoryLine]:
-    return member_histories(conn, [member_id], limit=limit, before_seq=before_seq)[member_id]
-
-
 @dataclass(frozen=True, slots=True)
 class PartnerReport:
     partner_id: str

@@ -9,8 +9,8 @@ resumes with the result — so a request waiting on PostgreSQL holds no thread, 
 second, async copy of the journal's rules exists to drift from the first.
 
 Only the part of psycopg's interface the project uses is here (a test runs the journal's
-append through it): ``execute``, ``cursor``, ``transaction``, ``pipeline`` and the
-cursor's fetches and iteration.
+append through it): ``execute``, ``cursor``, ``transaction``, ``pipeline``, ``info`` and
+the cursor's fetches and iteration.
 """
 
 from __future__ import annotations
@@ -31,24 +31,14 @@ class GreenCursor:
         await_only(self._cursor.execute(query, params, **kwargs))
         return self
 
-    def executemany(self, query: Any, params_seq: Any, **kwargs: Any) -> None:
-        await_only(self._cursor.executemany(query, params_seq, **kwargs))
-
     def fetchone(self) -> Any:
         return await_only(self._cursor.fetchone())
 
     def fetchall(self) -> list[Any]:
         return await_only(self._cursor.fetchall())
 
-    def fetchmany(self, size: int = 0) -> list[Any]:
-        return await_only(self._cursor.fetchmany(size))
-
     def __iter__(self) -> Iterator[Any]:
         return iter(self.fetchall())
-
-    @property
-    def rowcount(self) -> int:
-        return self._cursor.rowcount
 
 
 class GreenConnection:
@@ -74,14 +64,6 @@ class GreenConnection:
     @property
     def info(self) -> psycopg.ConnectionInfo:
         return self._conn.info
-
-    @property
-    def closed(self) -> bool:
-        return self._conn.closed
-
-    @property
-    def broken(self) -> bool:
-        return self._conn.broken
 
 
 def as_sync(conn: psycopg.AsyncConnection[Any]) -> psycopg.Connection[Any]:

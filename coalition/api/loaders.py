@@ -5,9 +5,9 @@ batch, instead of one round trip per object."""
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import cached_property
-from typing import Any
+from typing import Any, TypeVar
 
 from strawberry.dataloader import DataLoader
 
@@ -66,28 +66,35 @@ class Loaders:
 def _histories(
     conn: Conn, keys: Sequence[HistoryKey]
 ) -> dict[HistoryKey, list[reports.HistoryLine]]:
-    groups: defaultdict[tuple[int, str | None], list[str]] = defaultdict(list)
-    for member_id, limit, scope in keys:
-        groups[(limit, scope)].append(member_id)
-    found: dict[HistoryKey, list[reports.HistoryLine]] = {}
-    for (limit, scope), member_ids in groups.items():
-        lines = reports.member_histories(conn, member_ids, limit=limit, ref_scope=scope)
-        for member_id, history in lines.items():
-            found[(member_id, limit, scope)] = history
-    return found
+    return _per_member(
+        keys,
+        lambda ids, limit, scope: reports.member_histories(conn, ids, limit=limit, ref_scope=scope),
+    )
 
 
 def _lots(conn: Conn, keys: Sequence[LotsKey]) -> dict[LotsKey, list[Lot]]:
-    groups: defaultdict[tuple[int, str | None, tuple[int, int] | None], list[str]] = defaultdict(
-        list
+    return _per_member(
+        keys,
+        lambda ids, limit, origin, after: reports.member_lots(
+            conn, ids, limit=limit, origin=origin, after=after
+        ),
     )
-    for member_id, limit, origin, after in keys:
-        groups[(limit, origin, after)].append(member_id)
-    found: dict[LotsKey, list[Lot]] = {}
-    for (limit, origin, after), member_ids in groups.items():
-        pages = reports.member_lots(conn, member_ids, limit=limit, origin=origin, after=after)
-        for member_id, lots in pages.items():
-            found[(member_id, limit, origin, after)] = lots
+
+
+K = TypeVar("K", bound=tuple[Any, ...])
+V = TypeVar("V")
+
+
+def _per_member(keys: Sequence[K], read: Callable[..., dict[str, V]]) -> dict[K, V]:
+    """Keys are (member_id, *options): one batched read per distinct options, for all the
+    members asked with them (a query asks with one set of options, or a few)."""
+    groups: defaultdict[tuple[Any, ...], list[str]] = defaultdict(list)
+    for member_id, *options in keys:
+        groups[tuple(options)].append(member_id)
+    found: dict[Any, V] = {}
+    for shared, member_ids in groups.items():
+        for member_id, value in read(member_ids, *shared).items():
+            found[(member_id, *shared)] = value
     return found
 
 

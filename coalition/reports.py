@@ -4,7 +4,7 @@ and the coalition read models, no screens."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from decimal import Decimal
 
 from coalition import accounts
@@ -28,13 +28,7 @@ class MemberBalance:
 
 
 @dataclass(frozen=True, slots=True)
-class MemberSummary:
-    member_id: str
-    balance_points: int
-    held_points: int
-    available_points: int
-    expired_unswept_points: int
-    debt_points: int
+class MemberSummary(MemberBalance):
     lots: list[Lot]
 
 
@@ -47,14 +41,16 @@ SELECT m.member_id, m.status, b.balance,
             AND l.remaining > 0 AND (l.expires_us IS NULL OR l.expires_us > %(now)s)), 0),
   COALESCE((SELECT sum(l.remaining) FROM ledger_lot l WHERE l.account = b.account
             AND l.remaining > 0 AND l.expires_us <= %(now)s), 0)
-FROM coalition_member m JOIN ledger_balance b ON b.account = 'member:' || m.member_id
-WHERE m.member_id = ANY(%(ids)s)
+FROM unnest(%(ids)s::text[], %(accounts)s::text[]) AS k(member_id, account)
+JOIN coalition_member m USING (member_id) JOIN ledger_balance b ON b.account = k.account
 """
 
 
 def member_balances(conn: Conn, member_ids: Sequence[str], now_us: int) -> dict[str, MemberBalance]:
     """Enrolled members' points as of ``now_us``; unknown ids are simply absent."""
-    rows = conn.execute(_BALANCES, {"now": now_us, "ids": list(member_ids)}).fetchall()
+    ids = list(member_ids)
+    named = {"now": now_us, "ids": ids, "accounts": [accounts.member(m) for m in ids]}
+    rows = conn.execute(_BALANCES, named).fetchall()
     found = {}
     for member_id, status, balance, held, unexpired, expired in rows:
         held, unexpired, expired = int(held), int(unexpired), int(expired)
@@ -68,15 +64,8 @@ def member_summary(conn: Conn, member_id: str, now_us: int) -> MemberSummary | N
     found = member_balances(conn, [member_id], now_us).get(member_id)
     if found is None:
         return None
-    return MemberSummary(
-        member_id,
-        found.balance_points,
-        found.held_points,
-        found.available_points,
-        found.expired_unswept_points,
-        found.debt_points,
-        reads.lots(conn, accounts.member(member_id)),
-    )
+    balance = {f.name: getattr(found, f.name) for f in fields(found)}
+    return MemberSummary(**balance, lots=reads.lots(conn, accounts.member(member_id)))
 
 
 def member_lots(
@@ -91,6 +80,7 @@ def member_lots(
     index); with ``origin``, only the lots that issuer opened."""
     limit = max(1, min(limit, LOTS_PAGE_MAX))
     after_seq, after_index = after if after is not None else (-1, -1)
+    member_of = {accounts.member(m): m for m in member_ids}
     rows = conn.execute(
         "SELECT l.* FROM unnest(%(accounts)s::text[]) AS k(account)"
         " CROSS JOIN LATERAL (SELECT lot_id, account, origin, expires_us, opened_seq,"
@@ -100,7 +90,7 @@ def member_lots(
         "  AND (opened_seq, posting_index) > (%(seq)s, %(index)s)"
         "  ORDER BY opened_seq, posting_index LIMIT %(limit)s) l",
         {
-            "accounts": [accounts.member(m) for m in member_ids],
+            "accounts": list(member_of),
             "origin": origin,
             "seq": after_seq,
             "index": after_index,
@@ -109,7 +99,7 @@ def member_lots(
     ).fetchall()
     found: dict[str, list[Lot]] = {m: [] for m in member_ids}
     for row in rows:
-        found[row[1].removeprefix("member:")].append(Lot(*row))
+        found[member_of[row[1]]].append(Lot(*row))
     return found
 
 
@@ -134,14 +124,16 @@ def member_histories(
     entries written under that reference scope (a partner's own transactions)."""
     limit = max(1, min(limit, HISTORY_PAGE_MAX))
     rows = conn.execute(
-        "SELECT k.member_id, h.* FROM unnest(%(ids)s::text[]) AS k(member_id)"
+        "SELECT k.member_id, h.* FROM unnest(%(ids)s::text[], %(accounts)s::text[])"
+        " AS k(member_id, account)"
         " CROSS JOIN LATERAL (SELECT p.seq, e.time_us, e.kind, p.amount, p.balance_after"
         "  FROM ledger_posting p JOIN ledger_entry e ON e.chain_id = p.chain_id"
-        "  AND e.seq = p.seq WHERE p.account = 'member:' || k.member_id AND p.seq < %(before)s"
+        "  AND e.seq = p.seq WHERE p.account = k.account AND p.seq < %(before)s"
         "  AND (%(scope)s::text IS NULL OR e.ref_scope = %(scope)s)"
         "  ORDER BY p.seq DESC, p.posting_index DESC LIMIT %(limit)s) h",
         {
             "ids": list(member_ids),
+            "accounts": [accounts.member(m) for m in member_ids],
             "before": before_seq if before_seq is not None else 2**62,
             "scope": ref_scope,
             "limit": limit,

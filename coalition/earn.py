@@ -12,7 +12,7 @@ from coalition.earning import points_for_purchase
 from coalition.members import member_status, resolve_card
 from coalition.outcomes import Earned, Refusal, RefusalCode
 from coalition.partners import get_partner
-from coalition.policy import EarnContext, add_months_us, earn_context, rolling_spend_minor
+from coalition.policy import add_months_us, earn_context, expiry_months, rolling_spend_minor
 from coalition.tiers import TierPolicy
 from ledger.requests import EntryRequest, PostingRequest
 from ledger.units import AMOUNT_MAX, POINTS_UNIT, is_valid_unit
@@ -122,7 +122,8 @@ def earn_points(
         "rules_version": version,
     }
     scope = f"partner:{partner_id}"
-    return _earn(co, conn, "earn", partner_id, scope, ref_key, member, points, meta, in_force)
+    months = in_force.expiry_months
+    return _earn(co, conn, "earn", partner_id, scope, ref_key, member, points, meta, months)
 
 
 def bonus_points(
@@ -157,8 +158,8 @@ def bonus_points(
         "points": points,
         "reason": reason,
     }
-    in_force = earn_context(conn, issuer, member, co.clock_us())
-    return _earn(co, conn, "bonus", issuer, scope, ref_key, member, points, meta, in_force)
+    months = expiry_months(conn)
+    return _earn(co, conn, "bonus", issuer, scope, ref_key, member, points, meta, months)
 
 
 def _earn(
@@ -171,9 +172,8 @@ def _earn(
     member: str,
     points: int,
     meta: dict[str, Any],
-    in_force: EarnContext,
+    months: int | None,  # the expiry policy: points stay spendable this long (None: always)
 ) -> Earned | Refusal:
-    months = in_force.expiry_months
     expires_us = None if months is None else add_months_us(co.clock_us(), months)
     postings: tuple[PostingRequest, ...] = ()
     if points:

@@ -17,6 +17,7 @@ from coalition.api.types import (
     JournalEntryConnection,
     JournalEntryEdge,
     Kpis,
+    Member,
     PageInfo,
     PartnerReport,
     Reconciliation,
@@ -31,6 +32,22 @@ from ledger import checkpoint_log, proofs, reads
 from ledger.checkpoint_log import StoredCheckpoint
 from ledger.receipt import format_receipt
 from ledger.timefmt import format_time_us
+
+
+def member(found: reports.MemberBalance, history_first: int, partner_only: str | None) -> Member:
+    """The member's balances; its lots and history are read (batched) only if asked for,
+    and only the asking partner's own when ``partner_only`` is set."""
+    return Member(
+        member_id=found.member_id,
+        status=found.status,
+        balance_points=found.balance_points,
+        held_points=found.held_points,
+        available_points=found.available_points,
+        expired_unswept_points=found.expired_unswept_points,
+        debt_points=found.debt_points,
+        history_first=history_first,
+        partner_only=partner_only,
+    )
 
 
 def partner(conn: Conn, partner_id: str) -> PartnerReport | None:

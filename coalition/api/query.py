@@ -52,19 +52,8 @@ class Query:
         who = info.context.who(*EVERYONE)
         first = _page(history_first)
         found = await info.context.loaders.balance.load(member_id)
-        if found is None:
-            return None
-        return Member(
-            member_id=member_id,
-            status=found.status,
-            balance_points=found.balance_points,
-            held_points=found.held_points,
-            available_points=found.available_points,
-            expired_unswept_points=found.expired_unswept_points,
-            debt_points=found.debt_points,
-            history_first=first,
-            partner_only=who.partner_id if who.role == "partner" else None,
-        )
+        partner_only = who.partner_id if who.role == "partner" else None
+        return None if found is None else convert.member(found, first, partner_only)
 
     @strawberry.field(description="A partner's points position (own partner only, for partners).")
     async def partner(self, info: Ctx, partner_id: str) -> PartnerReport | None:

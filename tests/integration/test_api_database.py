@@ -15,6 +15,7 @@ import pytest
 
 from coalition import reports
 from coalition.api.db import Database
+from coalition.api.group_commit import GroupCommittedCoalition, GroupCommitter
 from coalition.api.loaders import Loaders
 from coalition.context import Coalition
 from coalition.earn import earn_points
@@ -23,6 +24,9 @@ from coalition.outcomes import Earned, Refusal, RefusalCode
 from coalition.partners import onboard_partner, publish_earning_rules, publish_terms
 from coalition.redeem import redeem_points
 from ledger import reads
+from ledger.journal import Appended
+from ledger.rejections import Rejection
+from ledger.requests import EntryRequest, PostingRequest
 from ledger.verify_db import verify_database
 from tests.integration.test_coalition import DAY_US, RUB_RULES, T0, TERMS, Clock, ok
 
@@ -214,75 +218,69 @@ def test_concurrent_retries_of_one_earn_post_it_once(setup):
     assert summary is not None and summary.balance_points == 50
 
 
+class Tills:
+    """A group committer on its own connection, a pool of ``connections_max`` for the
+    tills' requests, and the references of each batch the committer appended."""
+
+    def __init__(self, url: str, co: Coalition, connections_max: int) -> None:
+        self.database = Database(url, connections_max=connections_max)
+        self.committer = GroupCommitter(Database(url, connections_max=1), co)
+        self.grouped = GroupCommittedCoalition(co, self.committer)
+        self.batches: list[list[str]] = []
+        append = co.journal.append
+
+        def recorded(conn: Any, requests: list[Any]) -> Any:
+            self.batches.append([r.ref_key for r in requests])
+            return append(conn, requests)
+
+        co.journal.append = recorded  # type: ignore[method-assign]
+
+    async def run_all(self, *use_cases: Callable[[Any], Any]) -> list[Any]:
+        try:
+            calls = asyncio.gather(*(self.database.run(u) for u in use_cases))
+            return await asyncio.wait_for(calls, 60)
+        finally:
+            await self.committer.close()
+            await self.database.close()
+
+
 def test_group_committed_tills_never_starve_the_committer_of_a_connection(setup):
     """More tills than pooled connections, all waiting on the committer at once: the
     committer has a connection of its own, so every one is answered."""
-    from coalition.api.group_commit import GroupCommittedCoalition, GroupCommitter
-
     url, co = setup
-    tills = 24
+    tills = Tills(url, co, connections_max=2)
+    earns = [_earn(tills.grouped, MEMBERS[i % 4], f"g-{i}", 100 * (i + 1)) for i in range(24)]
 
-    async def main() -> tuple[list[Any], list[int]]:
-        database = Database(url, connections_max=2)
-        batches: list[int] = []
-        journal_append = co.journal.append
-
-        def counted(conn: Any, requests: list[Any]) -> Any:
-            batches.append(len(requests))
-            return journal_append(conn, requests)
-
-        co.journal.append = counted  # type: ignore[method-assign]
-        committer = GroupCommitter(Database(url, connections_max=1), co)
-        grouped = GroupCommittedCoalition(co, committer)
-        try:
-            calls = [
-                database.run(_earn(grouped, MEMBERS[i % 4], f"g-{i}", 100 * (i + 1)))
-                for i in range(tills)
-            ]
-            return await asyncio.wait_for(asyncio.gather(*calls), 60), batches
-        finally:
-            await committer.close()
-            await database.close()
-
-    outcomes, batches = asyncio.run(main())
+    outcomes = asyncio.run(tills.run_all(*earns))
     assert all(isinstance(o, Earned) for o in outcomes), outcomes
-    assert sorted(o.points for o in outcomes) == [i + 1 for i in range(tills)]
-    assert sum(batches) == tills
+    assert sorted(o.points for o in outcomes) == [i + 1 for i in range(24)]
+    assert sum(len(batch) for batch in tills.batches) == 24
     with psycopg.connect(url, autocommit=True) as conn:
         verify_database(conn)
 
 
 def test_in_a_group_commit_a_refused_entry_is_refused_alone(setup):
-    from coalition.api.group_commit import GroupCommittedCoalition, GroupCommitter
-
     url, co = setup
     with psycopg.connect(url, autocommit=True) as conn:
         ok(_earn(co, MEMBERS[0], "seed", 5_000)(conn))  # 50 points to spend
+    tills = Tills(url, co, connections_max=4)
 
-    def spend(member: str, key: str, points: int) -> Callable[[Any], Any]:
+    def spend(key: str, points: int) -> Callable[[Any], Any]:
         def use_case(conn: Any) -> Any:
             return redeem_points(
-                grouped, conn, partner_id="fuel", ref_key=key, points=points, member_id=member
+                tills.grouped,
+                conn,
+                partner_id="fuel",
+                ref_key=key,
+                points=points,
+                member_id=MEMBERS[0],
             )
 
         return use_case
 
-    async def main() -> list[Any]:
-        database = Database(url, connections_max=4)
-        committer = GroupCommitter(Database(url, connections_max=1), co)
-        nonlocal grouped
-        grouped = GroupCommittedCoalition(co, committer)
-        try:
-            calls = [database.run(_earn(grouped, MEMBERS[1], f"x-{i}", 1_000)) for i in range(6)]
-            calls.append(database.run(spend(MEMBERS[0], "too-much", 51)))
-            calls.append(database.run(spend(MEMBERS[0], "fits", 50)))
-            return await asyncio.gather(*calls)
-        finally:
-            await committer.close()
-            await database.close()
+    earns = [_earn(tills.grouped, MEMBERS[1], f"x-{i}", 1_000) for i in range(6)]
+    outcomes = asyncio.run(tills.run_all(*earns, spend("too-much", 51), spend("fits", 50)))
 
-    grouped: Any = None
-    outcomes = asyncio.run(main())
     assert all(isinstance(o, Earned) for o in outcomes[:6])
     assert isinstance(outcomes[6], Refusal)
     assert outcomes[6].code is RefusalCode.INSUFFICIENT_POINTS
@@ -295,28 +293,45 @@ def test_in_a_group_commit_a_refused_entry_is_refused_alone(setup):
     assert member1 is not None and member1.balance_points == 60
 
 
-def test_group_commit_refuses_to_run_inside_a_callers_transaction(setup):
-    from coalition.api.group_commit import GroupCommittedCoalition, GroupCommitter
-
+def test_a_refused_entry_leaves_the_rest_of_its_batch_written(setup):
+    """Requests handed to the committer together form one batch (they are all queued
+    before its task first runs); the one the rules refuse is refused alone."""
     url, co = setup
+    tills = Tills(url, co, connections_max=1)
+    unknown = PostingRequest("member:nobody", "PTS", 5), PostingRequest("member:M1", "PTS", -5)
+    requests = [
+        EntryRequest("note", "test", "before"),
+        EntryRequest("note", "test", "refused", postings=unknown),
+        EntryRequest("note", "test", "after"),
+    ]
 
-    async def main() -> None:
-        database = Database(url)
-        committer = GroupCommitter(Database(url, connections_max=1), co)
-        grouped = GroupCommittedCoalition(co, committer)
-
-        def inside(conn: Any) -> Any:
-            with conn.transaction():
-                return _earn(grouped, MEMBERS[0], "in-tx", 1_000)(conn)
-
+    async def main() -> list[Any]:
         try:
-            with pytest.raises(AssertionError, match="inside a transaction"):
-                await database.run(inside)
+            return await asyncio.gather(*(tills.committer.submit(r) for r in requests))
         finally:
-            await committer.close()
-            await database.close()
+            await tills.committer.close()
+            await tills.database.close()
 
-    asyncio.run(main())
+    before, refused, after = asyncio.run(main())
+    assert tills.batches == [["before", "refused", "after"]]
+    assert isinstance(refused, Rejection)
+    assert isinstance(before, Appended) and isinstance(after, Appended)
+    assert after.seq == before.seq + 1  # nothing of the refused entry in between
+    with psycopg.connect(url, autocommit=True) as conn:
+        assert reads.entry_by_ref(conn, "test", "refused") is None
+        assert reads.entry_by_ref(conn, "test", "after") is not None
+
+
+def test_group_commit_refuses_to_run_inside_a_callers_transaction(setup):
+    url, co = setup
+    tills = Tills(url, co, connections_max=2)
+
+    def inside(conn: Any) -> Any:
+        with conn.transaction():
+            return _earn(tills.grouped, MEMBERS[0], "in-tx", 1_000)(conn)
+
+    with pytest.raises(AssertionError, match="inside a transaction"):
+        asyncio.run(tills.run_all(inside))
 
 
 def test_a_connection_lost_mid_call_is_not_handed_out_again(setup):

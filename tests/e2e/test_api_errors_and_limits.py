@@ -5,6 +5,7 @@ the operational endpoints."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import dataclasses
 import json
@@ -17,9 +18,12 @@ import psycopg
 import pytest
 from starlette.applications import Starlette
 
+from coalition.api.db import CONNECTIONS_MAX
 from coalition.api.ratelimit import RateLimiter
 from coalition.api.schema import ALIASES_MAX, DEPTH_MAX, TOKENS_MAX
+from coalition.api.trusted import OPERATIONS_DIR, sha256_hex
 from coalition.app import BODY_BYTES_MAX, create_app
+from coalition.migrate import head_revision
 from coalition.partners import get_partner
 from coalition.settings import Settings
 from ledger import checkpoint_log, reads
@@ -486,8 +490,6 @@ def test_operational_endpoints(
 def test_partner_keys_held_to_trusted_documents_run_the_published_operations_only(
     shared: Seeded, settings: Settings, serve: Callable[[Starlette], str]
 ) -> None:
-    from coalition.api.trusted import OPERATIONS_DIR, sha256_hex
-
     held = dataclasses.replace(settings, trusted_documents_roles=frozenset({"partner"}))
     url = serve(create_app(held, shared.db_url))
     grocer, auditor = shared.keys["grocer"], shared.keys["auditor"]
@@ -526,10 +528,6 @@ def test_more_concurrent_tills_than_pooled_connections_are_all_answered(
 ) -> None:
     """48 earns at once against a pool of 16: each request holds a connection while its
     append waits for the group committer, which must never need one of those."""
-    import asyncio
-
-    from coalition.api.db import CONNECTIONS_MAX
-
     tills = 3 * CONNECTIONS_MAX
     earn = (
         'mutation Earn($ref: String!) { earn(reference: $ref, member: {memberId: "M002"},'
@@ -554,8 +552,6 @@ def test_more_concurrent_tills_than_pooled_connections_are_all_answered(
 def test_readiness_says_not_ready_when_the_database_is_behind_the_code(
     api: str, seeded: Seeded
 ) -> None:
-    from coalition.migrate import head_revision
-
     assert httpx.get(f"{api}/readyz", timeout=TIMEOUT_SECONDS).status_code == 200
     with psycopg.connect(seeded.db_url, autocommit=True) as conn:
         conn.execute("UPDATE alembic_version SET version_num = '0001_older'")

@@ -16,7 +16,7 @@ from coalition.context import Coalition
 from coalition.earn import bonus_points, earn_points
 from coalition.earning import EarningRules
 from coalition.expiry import expire_points
-from coalition.members import enroll_member, link_card, set_member_status
+from coalition.members import enroll_member, link_card, member_status, set_member_status
 from coalition.outcomes import (
     Authorised,
     Earned,
@@ -27,6 +27,7 @@ from coalition.outcomes import (
     Voided,
 )
 from coalition.partners import (
+    get_partner,
     onboard_partner,
     publish_earning_rules,
     publish_terms,
@@ -34,6 +35,7 @@ from coalition.partners import (
     set_partner_status,
     set_tier_policy,
 )
+from coalition.policy import earn_context, earning_rules_at, expiry_months, tier_policy
 from coalition.redeem import authorise, capture, redeem_points, void
 from coalition.refunds import refund_purchase, refund_redemption
 from coalition.tiers import Tier, TierPolicy
@@ -464,10 +466,6 @@ def test_bad_input_is_refused_and_writes_nothing(co, conn):
 
 
 def test_what_an_earn_reads_in_one_statement_equals_the_separate_readers(co, conn):
-    from coalition.members import member_status
-    from coalition.partners import get_partner
-    from coalition.policy import earn_context, earning_rules_at, expiry_months, tier_policy
-
     def separately(partner: str, member: str | None, time_us: int) -> tuple[Any, ...]:
         found = get_partner(conn, partner)
         return (

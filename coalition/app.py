@@ -8,6 +8,7 @@ API key is checked once per request, then the key's token bucket; bodies are bou
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import logging
 import uuid
@@ -28,7 +29,8 @@ from strawberry.http import GraphQLRequestData
 from strawberry.types import ExecutionResult
 
 from coalition.api.context import ApiContext
-from coalition.api.db import Database
+from coalition.api.db import Database, DatabaseHealth
+from coalition.api.errors import DatabaseUnavailable
 from coalition.api.group_commit import GroupCommittedCoalition, GroupCommitter
 from coalition.api.observability import (
     APPEND_BATCH,
@@ -87,9 +89,13 @@ class _GraphQL(GraphQL[ApiContext, None]):
             error = GraphQLError(document.message, extensions={"code": document.code})
             return ExecutionResult(data=None, errors=[error])
         request_data = dataclasses.replace(request_data, query=document)
-        return await super().execute_single(
+        result = await super().execute_single(
             request, request_adapter, sub_response, context, root_value, request_data
         )
+        if any(isinstance(e.original_error, DatabaseUnavailable) for e in result.errors or ()):
+            sub_response.status_code = 503  # the errors say so too, as DATABASE_UNAVAILABLE
+            sub_response.headers.update(_retry_after())
+        return result
 
     async def get_context(self, request: Any, response: Any) -> ApiContext:
         return ApiContext(
@@ -106,9 +112,10 @@ class _GraphQL(GraphQL[ApiContext, None]):
 def create_app(
     settings: Settings, database_url: str, limiter: RateLimiter | None = None
 ) -> Starlette:
-    database = Database(database_url)
+    health = DatabaseHealth()  # one outage, logged once, whichever pool finds it
+    database = Database(database_url, health=health)
     coalition = _CoalitionWithMetrics()
-    committer = GroupCommitter(Database(database_url, connections_max=1), coalition)
+    committer = GroupCommitter(Database(database_url, connections_max=1, health=health), coalition)
     state: dict[str, Any] = {
         "database": database,
         "coalition": coalition,
@@ -151,17 +158,25 @@ def create_app(
         return PlainTextResponse("ok\n", media_type=TEXT)
 
     async def readyz(request: Request) -> Response:
+        headers: dict[str, str] = {}
         try:
             current = await database.is_current()
+        except DatabaseUnavailable:  # logged once per outage, by the database's health
+            current = False
+            headers = _retry_after()
         except Exception:  # not ready is an answer, not a crash
             _log.exception("readiness check failed")
             current = False
         status = 200 if current else 503
-        return JSONResponse({"database": "ready" if current else "not ready"}, status_code=status)
+        body = {"database": "ready" if current else "not ready"}
+        return JSONResponse(body, status_code=status, headers=headers or None)
 
     async def metrics(request: Request) -> Response:
-        head = await database.run(reads.head)
-        JOURNAL_LENGTH.set(head.tree_size)
+        # The metrics answer during an outage too (database_up says it); only the
+        # journal's length, which needs the database, is then left as last seen.
+        with contextlib.suppress(DatabaseUnavailable):
+            head = await database.run(reads.head)
+            JOURNAL_LENGTH.set(head.tree_size)
         return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
     async def checkpoint(request: Request) -> Response:
@@ -211,6 +226,17 @@ def _refusal(
 
 def _too_large() -> Response:
     return _refusal("request body too large", "PAYLOAD_TOO_LARGE", 413)
+
+
+def _retry_after() -> dict[str, str]:
+    return {"Retry-After": str(DatabaseUnavailable.retry_after_seconds)}
+
+
+def _unavailable() -> Response:
+    """503 for any request that found the database unavailable: GraphQL-shaped, as a
+    client of /graphql expects, and with the same code the GraphQL errors carry."""
+    error = DatabaseUnavailable()
+    return _refusal(error.message, error.code, 503, _retry_after())
 
 
 class _TooLarge(Exception):
@@ -296,13 +322,22 @@ class Gate:
         request_id = (given or uuid.uuid4().hex)[:64]
         request_id_var.set(request_id)
 
+        started = False
+
         async def tagged(message: Message) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 MutableHeaders(scope=message)["X-Request-Id"] = request_id
             await send(message)
 
-        refusal = await self.admit(scope) if scope["path"] == "/graphql" else None
-        if refusal is not None:
-            await refusal(scope, receive, tagged)
-            return
-        await self.app(scope, receive, tagged)
+        try:
+            refusal = await self.admit(scope) if scope["path"] == "/graphql" else None
+            if refusal is not None:
+                await refusal(scope, receive, tagged)
+                return
+            await self.app(scope, receive, tagged)
+        except DatabaseUnavailable:  # authentication, or an endpoint outside GraphQL
+            if started:
+                raise
+            await _unavailable()(scope, receive, tagged)

@@ -27,6 +27,16 @@ class Forbidden(ApiError):
     message = "this key may not do that"
 
 
+class DatabaseUnavailable(ApiError):
+    """PostgreSQL cannot be reached (down, restarting, the connection lost): the request
+    is answered 503 with ``Retry-After``. A mutation caught by it may or may not have
+    been written; retried with the same reference, it is written at most once."""
+
+    code = "DATABASE_UNAVAILABLE"
+    message = "the database is unavailable; retry after the time in Retry-After"
+    retry_after_seconds = 1
+
+
 class BadInput(ApiError):
     code = "BAD_USER_INPUT"
     message = "invalid input"

@@ -36,6 +36,13 @@ APPEND_BATCH = Histogram(
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 512, 1024),
 )
 JOURNAL_LENGTH = Gauge("journal_entries", "entries in the journal (tree size)", registry=REGISTRY)
+DATABASE_UP = Gauge(
+    "database_up", "1 unless the last call found the database unavailable", registry=REGISTRY
+)
+DATABASE_UP.set(1)
+DATABASE_UNAVAILABLE = Counter(
+    "database_unavailable", "calls that found the database unavailable", registry=REGISTRY
+)
 RATE_LIMITED = Counter("api_rate_limited", "requests refused with 429", ["role"], registry=REGISTRY)
 
 

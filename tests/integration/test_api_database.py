@@ -15,6 +15,7 @@ import pytest
 
 from coalition import reports
 from coalition.api.db import Database
+from coalition.api.errors import DatabaseUnavailable
 from coalition.api.group_commit import GroupCommittedCoalition, GroupCommitter
 from coalition.api.loaders import Loaders
 from coalition.context import Coalition
@@ -346,8 +347,9 @@ def test_a_connection_lost_mid_call_is_not_handed_out_again(setup):
     async def main() -> int:
         database = Database(url, connections_max=1)
         try:
-            with pytest.raises(psycopg.OperationalError):
+            with pytest.raises(DatabaseUnavailable) as lost:  # the API's 503
                 await database.run(lose_it)
+            assert isinstance(lost.value.__cause__, psycopg.OperationalError)
             return await database.run(lambda conn: reads.head(conn).tree_size)
         finally:
             await database.close()

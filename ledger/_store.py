@@ -15,7 +15,7 @@ import psycopg
 from ledger import compact_range
 from ledger.requests import EntryRequest
 from ledger.rules import Effects
-from ledger.state import HOLD_ACTIVE, Account, Hold, Lot, State
+from ledger.state import HOLD_ACTIVE, Account, Corrected, Hold, Lot, State
 
 _ZERO_HASH = bytes(32)
 
@@ -53,6 +53,21 @@ _LOTS = (
     " ORDER BY 5, 6"
 )
 
+# For the entries a batch corrects: what each moved per account, and what its corrections
+# so far gave back and took back (per correction, the net on each account).
+_MOVED = (
+    "SELECT seq, account, sum(amount)::bigint FROM ledger_posting"
+    " WHERE chain_id = %s AND seq = ANY(%s) GROUP BY seq, account"
+)
+_CORRECTED_SO_FAR = (
+    "SELECT corrects_seq, account, sum(greatest(net, 0))::bigint, sum(greatest(-net, 0))::bigint"
+    " FROM (SELECT e.corrects_seq, p.seq, p.account, sum(p.amount) AS net"
+    "       FROM ledger_entry e JOIN ledger_posting p USING (chain_id, seq)"
+    "       WHERE e.chain_id = %s AND e.corrects_seq = ANY(%s)"
+    "       GROUP BY e.corrects_seq, p.seq, p.account) AS c"
+    " GROUP BY corrects_seq, account"
+)
+
 RefIndex = dict[tuple[str, str], tuple[bytes, int, bytes, int]]
 
 
@@ -76,7 +91,8 @@ def load(conn: psycopg.Connection[Any], chain_id: str, requests: list[EntryReque
         hold_seqs += [s for s in (r.capture_hold_seq, r.void_hold_seq) if s is not None]
         lot_ids += [t.lot_id for p in r.postings for t in p.lots or ()]
     name_list = sorted(names)
-    cursors = [conn.cursor() for _ in range(5)]
+    corrected = sorted({r.corrects_seq for r in requests if r.corrects_seq is not None})
+    cursors = [conn.cursor() for _ in range(7 if corrected else 5)]
     with conn.pipeline():
         # A generic plan (what a prepared statement falls back to) cannot see how few
         # names the arrays hold and scans whole tables; plan each batch for its names.
@@ -87,6 +103,9 @@ def load(conn: psycopg.Connection[Any], chain_id: str, requests: list[EntryReque
         cursors[2].execute(_HOLDS, (hold_seqs, name_list))
         cursors[3].execute(_ACCOUNTS, (name_list, hold_seqs))
         cursors[4].execute(_LOTS, (name_list, lot_ids))
+        if corrected:  # read under the head lock with the rest, so no correction slips by
+            cursors[5].execute(_MOVED, (chain_id, corrected))
+            cursors[6].execute(_CORRECTED_SO_FAR, (chain_id, corrected))
     head = cursors[0].fetchone()
     if head is None:  # the chain's first append ever
         conn.execute(
@@ -112,7 +131,29 @@ def load(conn: psycopg.Connection[Any], chain_id: str, requests: list[EntryReque
         account = state.accounts.get(row[1])
         if account is not None and account.lot_tracked:
             state.add_lot(Lot(*row))
+    if corrected:
+        _load_corrected(state, corrected, cursors[5], cursors[6])
     return loaded
+
+
+def _load_corrected(
+    state: State, corrected: list[int], moved: psycopg.Cursor[Any], so_far: psycopg.Cursor[Any]
+) -> None:
+    # An entry at or past the head is not in the database: either the batch appends it
+    # before correcting it (the journal finds its moves then) or the rules refuse.
+    for seq in corrected:
+        if seq < state.tree_size:
+            state.corrected[seq] = Corrected({})
+    for seq, account, net in moved:
+        if net and seq in state.corrected:
+            state.corrected[seq].moved[account] = net
+    for seq, account, given_back, taken_back in so_far:
+        bounds = state.corrected.get(seq)
+        if bounds is not None:
+            if given_back:
+                bounds.given_back[account] = given_back
+            if taken_back:
+                bounds.taken_back[account] = taken_back
 
 
 def write(

@@ -29,6 +29,8 @@ class RejectionCode(enum.StrEnum):
     CAPTURE_EXCEEDS_HOLD = "capture_exceeds_hold"
     CAPTURE_MISMATCH = "capture_mismatch"
     CORRECTS_UNKNOWN_ENTRY = "corrects_unknown_entry"
+    CORRECTION_EXCEEDS_ORIGINAL = "correction_exceeds_original"
+    PRECONDITION_FAILED = "precondition_failed"
     IDEMPOTENCY_CONFLICT = "idempotency_conflict"
     LIMIT_EXCEEDED = "limit_exceeded"
 
@@ -37,6 +39,9 @@ class RejectionCode(enum.StrEnum):
 class Rejection:
     code: RejectionCode
     detail: str
+    # With PRECONDITION_FAILED: the caller's own code for the rule its guard judged (the
+    # ledger passes it through and gives it no meaning).
+    reason: str | None = None
 
     def __str__(self) -> str:
         return f"{self.code.value}: {self.detail}"

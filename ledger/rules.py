@@ -15,7 +15,7 @@ from typing import Any
 
 from ledger.rejections import Rejection
 from ledger.rejections import RejectionCode as Code
-from ledger.state import HOLD_CAPTURED, HOLD_VOIDED, Account, Hold, Lot, State
+from ledger.state import HOLD_CAPTURED, HOLD_VOIDED, Account, Corrected, Hold, Lot, State
 from ledger.timefmt import parse_time_us
 from ledger.units import AMOUNT_MAX, amount_in_range, is_valid_unit
 
@@ -48,6 +48,7 @@ class Effects:
     lots_changed: set[str] = field(default_factory=set)
     hold_opened: Hold | None = None
     hold_closed: Hold | None = None
+    corrected: tuple[int, Corrected] | None = None  # the corrected entry, bounds after this one
 
 
 class _Reject(Exception):
@@ -147,8 +148,43 @@ def _apply(entry: Any, state: State) -> Effects:
         corrects = _int(entry["corrects"], "corrects")
         if not 0 <= corrects < seq:
             raise _fail(Code.CORRECTS_UNKNOWN_ENTRY, f"entry {corrects} does not precede {seq}")
+        fx.corrected = (corrects, _bounded_correction(corrects, fx, state))
     work.commit(fx, entry, seq, capture=capture_hold is not None)
     return fx
+
+
+def _bounded_correction(corrected_seq: int, fx: Effects, state: State) -> Corrected:
+    """On every account the corrected entry moved, its corrections together give back at
+    most what it took and take back at most what it gave (partial corrections are fine
+    until that is used up). Accounts it did not move are not bounded by this rule."""
+    before = state.correction_bounds(corrected_seq)
+    after = Corrected(before.moved, dict(before.given_back), dict(before.taken_back))
+    moved_here: dict[str, int] = {}
+    for p in fx.postings:
+        moved_here[p.account] = moved_here.get(p.account, 0) + p.amount
+    for account in sorted(moved_here):
+        net, original = moved_here[account], before.moved.get(account)
+        if original is None or net == 0:
+            continue
+        if net > 0:
+            total = after.given_back.get(account, 0) + net
+            if total > max(0, -original):
+                raise _fail(
+                    Code.CORRECTION_EXCEEDS_ORIGINAL,
+                    f"corrections of entry {corrected_seq} would give {total} back to {account},"
+                    f" which it debited by {max(0, -original)}",
+                )
+            after.given_back[account] = total
+        else:
+            total = after.taken_back.get(account, 0) - net
+            if total > max(0, original):
+                raise _fail(
+                    Code.CORRECTION_EXCEEDS_ORIGINAL,
+                    f"corrections of entry {corrected_seq} would take {total} back from"
+                    f" {account}, which it credited by {max(0, original)}",
+                )
+            after.taken_back[account] = total
+    return after
 
 
 class _Work:
@@ -202,6 +238,9 @@ class _Work:
             state.hold_seqs_by_account.get(fx.hold_closed.account, set()).discard(
                 fx.hold_closed.hold_seq
             )
+        if fx.corrected is not None:
+            corrected_seq, bounds = fx.corrected
+            state.corrected[corrected_seq] = bounds
         state.tree_size = seq + 1
         state.last_time_us = self.time_us
 

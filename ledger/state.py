@@ -7,6 +7,7 @@ verification, where it is replayed from the first entry.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 ZERO_HASH_HEX = "0" * 64
@@ -60,6 +61,34 @@ class Hold:
 
 
 @dataclass(slots=True)
+class Corrected:
+    """An entry that later entries correct: what it moved on each account (the net of its
+    postings there), and what its corrections have given back to and taken back from each
+    of those accounts so far. ``ledger.rules`` bounds the corrections by it."""
+
+    moved: dict[str, int]
+    given_back: dict[str, int] = field(default_factory=dict)
+    taken_back: dict[str, int] = field(default_factory=dict)
+
+
+def moves_of_entry(postings: list[dict[str, object]]) -> dict[str, int]:
+    """The net amount an entry's postings move on each account (zero nets left out)."""
+    moved: dict[str, int] = {}
+    for posting in postings:
+        account, amount = posting["account"], posting["amount"]
+        assert type(account) is str and type(amount) is int
+        moved[account] = moved.get(account, 0) + amount
+    return {account: net for account, net in moved.items() if net}
+
+
+MovesOf = Callable[[int], dict[str, int]]
+
+
+def _no_moves(seq: int) -> dict[str, int]:
+    raise AssertionError(f"entry {seq}'s postings were not loaded before it was corrected")
+
+
+@dataclass(slots=True)
 class State:
     tree_size: int = 0
     prev_leaf_hash_hex: str = ZERO_HASH_HEX
@@ -70,6 +99,16 @@ class State:
     lot_ids_by_account: dict[str, list[str]] = field(default_factory=dict)
     holds: dict[int, Hold] = field(default_factory=dict)
     hold_seqs_by_account: dict[str, set[int]] = field(default_factory=dict)
+    # Entries that others correct, by seq. The write path loads those a batch corrects;
+    # a replay asks ``moves_of`` for an earlier entry's moves the first time it is corrected.
+    corrected: dict[int, Corrected] = field(default_factory=dict)
+    moves_of: MovesOf = _no_moves
+
+    def correction_bounds(self, corrected_seq: int) -> Corrected:
+        bounds = self.corrected.get(corrected_seq)
+        if bounds is None:
+            bounds = Corrected(self.moves_of(corrected_seq))
+        return bounds
 
     def add_lot(self, lot: Lot) -> None:
         self.lots[lot.lot_id] = lot

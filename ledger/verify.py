@@ -10,6 +10,8 @@ expected and actual values.
 from __future__ import annotations
 
 import hashlib
+import json
+from array import array
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,9 +21,10 @@ from ledger.canonical import NotCanonicalizable, parse_canonical
 from ledger.compact_range import NodeId
 from ledger.rejections import Rejection
 from ledger.rules import Effects, apply_entry
-from ledger.state import State
+from ledger.state import State, moves_of_entry
 
 Progress = Callable[[int], None]
+EntryBytes = Callable[[int], bytes]  # the canonical bytes of an entry already fed
 PROGRESS_EVERY_ENTRIES = 50_000
 
 
@@ -43,6 +46,18 @@ class Replay:
     sizes_wanted: frozenset[int] = frozenset()  # record the root at these tree sizes
     roots_at: dict[int, bytes] = field(default_factory=dict)
     last_seq_by_account: dict[str, int] = field(default_factory=dict)
+    # Where the replay finds an earlier entry again, the first time a later one corrects
+    # it (the bound on corrections needs what it moved); None: keep every entry's bytes.
+    entry_bytes: EntryBytes | None = None
+    _kept: list[bytes] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.state.moves_of = self._moves_of
+
+    def _moves_of(self, seq: int) -> dict[str, int]:
+        canonical = self._kept[seq] if self.entry_bytes is None else self.entry_bytes(seq)
+        postings = json.loads(canonical)["postings"]  # bytes this replay already checked
+        return moves_of_entry(postings)
 
     @property
     def tree_size(self) -> int:
@@ -70,6 +85,8 @@ class Replay:
         if isinstance(outcome, Rejection):
             raise VerificationFailed(seq, f"rule:{outcome.code.value}", "accepted", outcome.detail)
         self.state.prev_leaf_hash_hex = leaf_hash.hex()
+        if self.entry_bytes is None:
+            self._kept.append(canonical)
         for account in outcome.accounts_opened:
             self.last_seq_by_account[account.name] = seq
         for posting in outcome.postings:
@@ -95,9 +112,10 @@ def verify_lines(
     lines: Iterable[bytes],
     progress: Progress | None = None,
     sizes_wanted: Iterable[int] = (),
+    entry_bytes: EntryBytes | None = None,
 ) -> Verified:
     """Verify an export given as its lines (each with its trailing ``\\n``)."""
-    replay = Replay(sizes_wanted=frozenset(sizes_wanted))
+    replay = Replay(sizes_wanted=frozenset(sizes_wanted), entry_bytes=entry_bytes)
     if 0 in replay.sizes_wanted:
         replay.roots_at[0] = replay.root_hash()
     for line in lines:
@@ -112,12 +130,22 @@ def verify_lines(
 def verify_export(
     path: str, progress: Progress | None = None, sizes_wanted: Iterable[int] = ()
 ) -> Verified:
-    with open(path, "rb") as export:
-        return verify_lines(_lines(export), progress, sizes_wanted)
+    offsets = array("q")  # where each line starts: 8 bytes an entry, not the entry
+    with open(path, "rb") as export, open(path, "rb") as again:
+
+        def entry_bytes(seq: int) -> bytes:
+            again.seek(offsets[seq])
+            return again.readline()[:-1]
+
+        return verify_lines(_lines(export, offsets), progress, sizes_wanted, entry_bytes)
 
 
-def _lines(export: Any) -> Iterator[bytes]:
-    yield from export
+def _lines(export: Any, offsets: array[int]) -> Iterator[bytes]:
+    position = 0
+    for line in export:
+        offsets.append(position)
+        position += len(line)
+        yield line
 
 
 def check_against_known(verified: Verified, tree_size: int, root_hash: bytes) -> None:

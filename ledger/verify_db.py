@@ -45,7 +45,13 @@ def _verify(
     sizes_wanted: frozenset[int],
 ) -> Verified:
     head = reads.head(conn, chain_id)
-    replay = Replay(keep_nodes=True, sizes_wanted=sizes_wanted)
+
+    def entry_bytes(seq: int) -> bytes:
+        stored = reads.entry(conn, seq, chain_id)
+        assert stored is not None, f"entry {seq} was replayed, then vanished"
+        return stored.canonical
+
+    replay = Replay(keep_nodes=True, sizes_wanted=sizes_wanted, entry_bytes=entry_bytes)
     if 0 in sizes_wanted:
         replay.roots_at[0] = replay.root_hash()
     postings = _postings(conn, chain_id)

@@ -67,6 +67,8 @@ class Book:
     debts: dict[str, int] = field(default_factory=dict)
     lots: dict[str, Lot] = field(default_factory=dict)
     holds: dict[int, Hold] = field(default_factory=dict)
+    # seq of a corrected entry -> account -> [given back, taken back] by its corrections
+    corrections: dict[int, dict[str, list[int]]] = field(default_factory=dict)
 
     def held(self, account: str, now_us: int, excluding_seq: int | None = None) -> int:
         return sum(
@@ -126,6 +128,7 @@ class Model:
         self.postings = 0
         self.refs: dict[tuple[str, str], Recorded] = {}
         self.accepted: list[Recorded] = []
+        self.moves: list[dict[str, int]] = []  # per seq: net amount per account
 
     def submit(self, request: EntryRequest) -> Outcome:
         """Predict the outcome of ``request`` and, if accepted, apply it."""
@@ -136,21 +139,29 @@ class Model:
             return Refused(Code.IDEMPOTENCY_CONFLICT)
         trial = copy.deepcopy(self.book)
         try:
-            outcome = _Entry(trial, self.now_us, self.size).apply(request)
+            outcome = _Entry(trial, self.now_us, self.size, self.moves).apply(request)
         except Refusal as refusal:
             return Refused(refusal.code)
         self.book = trial
         self.size += 1
         self.postings += len(request.postings)
+        self.moves.append(_moves(request))
         recorded = Recorded(request, outcome)
         self.refs[(request.ref_scope, request.ref_key)] = recorded
         self.accepted.append(recorded)
         return outcome
 
 
+def _moves(request: EntryRequest) -> dict[str, int]:
+    moved: dict[str, int] = defaultdict(int)
+    for posting in request.postings:
+        moved[posting.account] += posting.amount
+    return {account: net for account, net in moved.items() if net}
+
+
 class _Entry:
-    def __init__(self, book: Book, now_us: int, seq: int) -> None:
-        self.book, self.now_us, self.seq = book, now_us, seq
+    def __init__(self, book: Book, now_us: int, seq: int, moves: list[dict[str, int]]) -> None:
+        self.book, self.now_us, self.seq, self.moves = book, now_us, seq, moves
 
     def apply(self, request: EntryRequest) -> Accepted:
         for spec in request.open_accounts:
@@ -202,7 +213,27 @@ class _Entry:
             hold.status, hold.closed_seq = VOIDED, self.seq
         if request.corrects_seq is not None and not 0 <= request.corrects_seq < self.seq:
             raise Refusal(Code.CORRECTS_UNKNOWN_ENTRY)
+        if request.corrects_seq is not None:
+            self._bound_correction(request.corrects_seq, _moves(request))
         return Accepted(self.seq, taken, opened)
+
+    def _bound_correction(self, corrected: int, moved_here: dict[str, int]) -> None:
+        """Corrections of an entry give back to each account it moved at most what it
+        took there, and take back at most what it gave (docs/FORMAT.md §3a)."""
+        original = self.moves[corrected]
+        so_far = self.book.corrections.setdefault(corrected, {})
+        for account, net in moved_here.items():
+            if account not in original:
+                continue
+            given_taken = so_far.setdefault(account, [0, 0])
+            if net > 0:
+                given_taken[0] += net
+                if given_taken[0] > max(0, -original[account]):
+                    raise Refusal(Code.CORRECTION_EXCEEDS_ORIGINAL)
+            else:
+                given_taken[1] -= net
+                if given_taken[1] > max(0, original[account]):
+                    raise Refusal(Code.CORRECTION_EXCEEDS_ORIGINAL)
 
     def _open(self, spec: AccountSpec) -> None:
         existing = self.book.accounts.get(spec.account)

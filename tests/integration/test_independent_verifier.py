@@ -208,11 +208,13 @@ def build_varied_journal(conn: psycopg.Connection[Any], clock: Clock) -> int:
         ),
     )
     tick()
+    # Takes back more than the credit gave (60 of 40, the rest as debt), so it may not
+    # call itself that credit's correction (docs/FORMAT.md §3a); it names the credit in meta.
     clawback = EntryRequest(
         "clawback",
         "a",
         "c-3-clawback",
-        corrects_seq=credited,
+        meta={"after": credited},
         postings=(_post("holder:2", "PTS", -60, allow_debt=True), _post("issuer:a", "PTS", 60)),
     )
     repay = EntryRequest(

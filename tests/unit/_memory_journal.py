@@ -23,7 +23,7 @@ from ledger.canonical import canonical_bytes
 from ledger.rejections import Rejection
 from ledger.requests import EntryRequest, HoldRequest, LotTake, PostingRequest
 from ledger.rules import apply_entry
-from ledger.state import State
+from ledger.state import State, moves_of_entry
 from ledger.timefmt import format_time_us, parse_time_us
 from ledger.units import POINTS_UNIT
 from settlement.terms import PartnerTerms
@@ -41,6 +41,7 @@ class MemoryJournal:
     def __init__(self, now_us: int) -> None:
         self.state = State()
         self.entries: list[bytes] = []
+        self.state.moves_of = lambda seq: moves_of_entry(json.loads(self.entries[seq])["postings"])
         self.now_us = now_us
         self._refs: set[tuple[str, str]] = set()
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import psycopg
 
+from coalition.guards import before_append
 from coalition.outcomes import Refusal, RefusalCode
 from coalition.projections import project
 from ledger import reads
@@ -28,13 +29,19 @@ _REFUSAL_FOR = {
     RejectionCode.HOLD_NOT_ACTIVE: RefusalCode.HOLD_NOT_ACTIVE,
     RejectionCode.HOLD_EXPIRED: RefusalCode.HOLD_EXPIRED,
     RejectionCode.CAPTURE_EXCEEDS_HOLD: RefusalCode.OVER_CAPTURE,
+    # Our refunds name the lots from state read before the append; losing that race is
+    # BUSY (the use case chooses again), never a refund beyond its original.
+    RejectionCode.LOT_RESTORE_EXCEEDS_CONSUMED: RefusalCode.BUSY,
+    RejectionCode.CORRECTION_EXCEEDS_ORIGINAL: RefusalCode.REFUND_EXCEEDS_ORIGINAL,
 }
 
 
 class Coalition:
     def __init__(self, clock_us: Callable[[], int] = now_us) -> None:
         self.clock_us = clock_us
-        self.journal = Journal(clock_us=clock_us, after_append=project)
+        self.journal = Journal(
+            clock_us=clock_us, after_append=project, before_append=before_append
+        )
 
     def append(self, conn: Conn, request: EntryRequest) -> Appended | Refusal:
         [result] = self.journal.append(conn, [request])
@@ -78,6 +85,9 @@ def _earlier(
 
 
 def refusal_for(rejection: Rejection) -> Refusal:
+    if rejection.code is RejectionCode.PRECONDITION_FAILED:
+        assert rejection.reason is not None, "our guards always name their rule"
+        return Refusal(RefusalCode(rejection.reason), rejection.detail)
     code = _REFUSAL_FOR.get(rejection.code, RefusalCode.INVALID_REQUEST)
     return Refusal(code, rejection.detail)
 

@@ -32,29 +32,33 @@ def refund_purchase(
     earn_ref_key: str,
     refund_minor: int,
 ) -> Refunded | Refusal:
-    row = conn.execute(
-        "SELECT earn_seq, member_id, purchase_minor, points, refunded_minor, clawed_back_points"
-        " FROM coalition_earn WHERE partner_id = %s AND ref_key = %s",
-        (partner_id, earn_ref_key),
-    ).fetchone()
-    if row is None:
-        return Refusal(RefusalCode.UNKNOWN_TRANSACTION, f"no earn {earn_ref_key} at {partner_id}")
-    earn_seq, member, purchase_minor, points, refunded_minor, clawed_back = row
     inputs = {"earn_ref": earn_ref_key, "refund_minor": refund_minor}
     if type(refund_minor) is not int or refund_minor <= 0:
         return Refusal(RefusalCode.INVALID_REQUEST, "refund amount: a positive integer")
-    earlier = _earlier_answer(conn, partner_id, ref_key, "refund_earn", inputs)
-    if earlier is not None:
-        return earlier
-    if refunded_minor + refund_minor > purchase_minor:
-        return Refusal(
-            RefusalCode.REFUND_EXCEEDS_ORIGINAL,
-            f"{purchase_minor - refunded_minor} of the purchase is left to refund",
-        )
-    # Integer floor division: exact at any size (a Decimal quotient rounds at 28 digits).
-    due_after = points * (refunded_minor + refund_minor) // purchase_minor
-    clawback = due_after - clawed_back
     for _ in range(RACE_RETRIES_MAX):
+        row = conn.execute(
+            "SELECT earn_seq, member_id, purchase_minor, points, refunded_minor,"
+            " clawed_back_points FROM coalition_earn WHERE partner_id = %s AND ref_key = %s",
+            (partner_id, earn_ref_key),
+        ).fetchone()
+        if row is None:
+            return Refusal(
+                RefusalCode.UNKNOWN_TRANSACTION, f"no earn {earn_ref_key} at {partner_id}"
+            )
+        earn_seq, member, purchase_minor, points, refunded_minor, clawed_back = row
+        earlier = _earlier_answer(conn, partner_id, ref_key, "refund_earn", inputs)
+        if earlier is not None:
+            return earlier
+        # Read before the append, so judged again inside it (coalition.guards, and the
+        # ledger's bound on corrections): this early answer only spares the queue.
+        if refunded_minor + refund_minor > purchase_minor:
+            return Refusal(
+                RefusalCode.REFUND_EXCEEDS_ORIGINAL,
+                f"{purchase_minor - refunded_minor} of the purchase is left to refund",
+            )
+        # Integer floor division: exact at any size (a Decimal quotient rounds at 28 digits).
+        due_after = points * (refunded_minor + refund_minor) // purchase_minor
+        clawback = due_after - clawed_back
         postings, debt = _clawback_postings(
             conn, member, earn_seq, partner_id, clawback, co.clock_us()
         )
@@ -78,12 +82,12 @@ def refund_purchase(
         )
         outcome = co.append_once(conn, request)
         if isinstance(outcome, Refusal) and outcome.code is RefusalCode.BUSY:
-            continue  # a concurrent spend took a lot we named: choose again
+            continue  # a concurrent refund or spend changed what we read: choose again
         if isinstance(outcome, Refusal):
             return outcome
         appended, stored = outcome
         return Refunded(appended.seq, stored["points"], stored["debt_points"], appended.replayed)
-    return Refusal(RefusalCode.BUSY, "the member's lots kept changing; retry the refund")
+    return Refusal(RefusalCode.BUSY, "the purchase or the member's lots kept changing; retry")
 
 
 def _clawback_postings(
@@ -134,53 +138,61 @@ def refund_redemption(
     redemption_ref_key: str,
     points: int,
 ) -> Refunded | Refusal:
-    row = conn.execute(
-        "SELECT redemption_seq, member_id, points, refunded_points FROM coalition_redemption"
-        " WHERE partner_id = %s AND ref_key = %s",
-        (partner_id, redemption_ref_key),
-    ).fetchone()
-    if row is None:
-        return Refusal(
-            RefusalCode.UNKNOWN_TRANSACTION, f"no redemption {redemption_ref_key} at {partner_id}"
-        )
-    redemption_seq, member, redeemed_points, refunded_points = row
     inputs = {"redemption_ref": redemption_ref_key, "points": points}
     if type(points) is not int or points <= 0:
         return Refusal(RefusalCode.INVALID_REQUEST, "points: a positive integer")
-    earlier = _earlier_answer(conn, partner_id, ref_key, "refund_redemption", inputs)
-    if earlier is not None:
-        return earlier
-    if refunded_points + points > redeemed_points:
-        return Refusal(
-            RefusalCode.REFUND_EXCEEDS_ORIGINAL,
-            f"{redeemed_points - refunded_points} points are left to refund",
+    for _ in range(RACE_RETRIES_MAX):
+        row = conn.execute(
+            "SELECT redemption_seq, member_id, points, refunded_points FROM coalition_redemption"
+            " WHERE partner_id = %s AND ref_key = %s",
+            (partner_id, redemption_ref_key),
+        ).fetchone()
+        if row is None:
+            return Refusal(
+                RefusalCode.UNKNOWN_TRANSACTION,
+                f"no redemption {redemption_ref_key} at {partner_id}",
+            )
+        redemption_seq, member, redeemed_points, refunded_points = row
+        earlier = _earlier_answer(conn, partner_id, ref_key, "refund_redemption", inputs)
+        if earlier is not None:
+            return earlier
+        # Read before the append, so judged again inside it (coalition.guards, and the
+        # ledger's bound on corrections): this early answer only spares the queue.
+        if refunded_points + points > redeemed_points:
+            return Refusal(
+                RefusalCode.REFUND_EXCEEDS_ORIGINAL,
+                f"{redeemed_points - refunded_points} points are left to refund",
+            )
+        takes = _restore_takes(conn, redemption_seq, member, refunded_points, points)
+        meta = {
+            "input": inputs,
+            "partner": partner_id,
+            "member": member,
+            "ref": ref_key,
+            "redemption_seq": redemption_seq,
+            "points": points,
+            "debt_points": 0,
+            "refunded_points_before": refunded_points,  # the lots chosen depend on it
+        }
+        request = EntryRequest(
+            "refund_redemption",
+            f"partner:{partner_id}",
+            ref_key,
+            meta=meta,
+            corrects_seq=redemption_seq,
+            postings=(
+                PostingRequest(accounts.redeemed(partner_id), POINTS_UNIT, -points),
+                PostingRequest(accounts.member(member), POINTS_UNIT, points, lots=takes),
+            ),
         )
-    takes = _restore_takes(conn, redemption_seq, member, refunded_points, points)
-    meta = {
-        "input": inputs,
-        "partner": partner_id,
-        "member": member,
-        "ref": ref_key,
-        "redemption_seq": redemption_seq,
-        "points": points,
-        "debt_points": 0,
-    }
-    request = EntryRequest(
-        "refund_redemption",
-        f"partner:{partner_id}",
-        ref_key,
-        meta=meta,
-        corrects_seq=redemption_seq,
-        postings=(
-            PostingRequest(accounts.redeemed(partner_id), POINTS_UNIT, -points),
-            PostingRequest(accounts.member(member), POINTS_UNIT, points, lots=takes),
-        ),
-    )
-    outcome = co.append_once(conn, request)
-    if isinstance(outcome, Refusal):
-        return outcome
-    appended, stored = outcome
-    return Refunded(appended.seq, stored["points"], 0, appended.replayed)
+        outcome = co.append_once(conn, request)
+        if isinstance(outcome, Refusal) and outcome.code is RefusalCode.BUSY:
+            continue  # another refund of it came first: read again and choose again
+        if isinstance(outcome, Refusal):
+            return outcome
+        appended, stored = outcome
+        return Refunded(appended.seq, stored["points"], 0, appended.replayed)
+    return Refusal(RefusalCode.BUSY, "other refunds of this redemption kept coming; retry")
 
 
 def _restore_takes(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import psycopg
 
@@ -48,9 +48,28 @@ def leaf_hash_of(canonical: bytes) -> bytes:
 AfterAppend = Callable[[psycopg.Connection[Any], list[tuple[EntryRequest, Appended]]], None]
 
 
+class BatchGuard(Protocol):
+    """A caller's rules that are not about postings (an amount of money within an
+    earlier one, a counterparty still active), judged per entry inside the batch's transaction."""
+
+    def judge(self, request: EntryRequest) -> Rejection | None:
+        """None to let the ledger's rules judge it next; a rejection refuses it alone."""
+
+    def accepted(self, request: EntryRequest) -> None:
+        """The entry was appended: later entries of the batch must see it."""
+
+
+# Called once per batch after the chain's lock is taken, so that what it reads cannot
+# change until the batch commits: every writer of the chain waits for that lock.
+BeforeAppend = Callable[[psycopg.Connection[Any], Sequence[EntryRequest]], BatchGuard | None]
+
+
 class Journal:
     """Append and head access for one chain, on connections the caller provides.
 
+    ``before_append`` runs inside the batch's transaction once the chain is locked; the
+    guard it returns judges each entry (not those replayed) before the ledger's rules, so
+    a caller's preconditions hold against state no concurrent batch can change.
     ``after_append`` runs inside the batch's transaction, after its rows are written, with
     the entries appended (not those replayed): a caller keeps its own read models there,
     so that they commit or roll back with the journal, never apart from it.
@@ -61,10 +80,12 @@ class Journal:
         chain_id: str = DEFAULT_CHAIN_ID,
         clock_us: Callable[[], int] = now_us,
         after_append: AfterAppend | None = None,
+        before_append: BeforeAppend | None = None,
     ) -> None:
         self.chain_id = chain_id
         self.clock_us = clock_us
         self.after_append = after_append
+        self.before_append = before_append
 
     def append(
         self, conn: psycopg.Connection[Any], requests: Sequence[EntryRequest]
@@ -72,7 +93,8 @@ class Journal:
         """Append ``requests`` in one transaction; results come back in request order."""
         assert len(requests) <= ENTRIES_PER_BATCH_MAX, "split the batch"
         with conn.pipeline(), conn.transaction():
-            results = _Batch(conn, self.chain_id, self.clock_us(), requests).run()
+            batch = _Batch(conn, self.chain_id, self.clock_us(), requests)
+            results = batch.run(self.before_append)
             if self.after_append is not None:
                 appended = [
                     (request, result)
@@ -99,9 +121,11 @@ class _Batch:
         self.effects: list[Effects] = []
         self.entry_rows: list[tuple[Any, ...]] = []
 
-    def run(self) -> list[AppendResult]:
+    def run(self, before_append: BeforeAppend | None) -> list[AppendResult]:
         loaded = _store.load(self.conn, self.chain_id, self.requests)
         self.state = loaded.state
+        self.state.moves_of = self._moves_in_batch
+        guard = None if before_append is None else before_append(self.conn, self.requests)
         known_refs = {
             ref: (request_hash, Appended(seq, leaf_hash, time_us, replayed=True))
             for ref, (request_hash, seq, leaf_hash, time_us) in loaded.refs.items()
@@ -115,13 +139,27 @@ class _Batch:
             if seen is not None:
                 results.append(_replay(seen, request_hash))
                 continue
+            refused = None if guard is None else guard.judge(request)
+            if refused is not None:
+                results.append(refused)
+                continue
             result = self._append_one(request, request_hash)
             if isinstance(result, Appended):
                 batch_refs[ref] = (request_hash, result)
+                if guard is not None:
+                    guard.accepted(request)
             results.append(result)
         if self.entry_rows:
             _store.write(self.conn, self.chain_id, loaded, self.effects, self.entry_rows)
         return results
+
+    def _moves_in_batch(self, seq: int) -> dict[str, int]:
+        """What an entry appended earlier in this batch moved (one it corrects)."""
+        [fx] = [fx for fx in self.effects if fx.seq == seq]
+        moved: dict[str, int] = {}
+        for p in fx.postings:
+            moved[p.account] = moved.get(p.account, 0) + p.amount
+        return {account: net for account, net in moved.items() if net}
 
     def _append_one(self, request: EntryRequest, request_hash: bytes) -> AppendResult:
         state = self.state

@@ -1,0 +1,160 @@
+"""The coalition's rules that are not about postings, judged inside the append.
+
+A use case reads what it needs and builds its entry on its own connection; by the time
+the entry is written (group-committed with others, perhaps) that reading may be stale.
+So the journal calls ``before_append`` once per batch, with the chain locked, and the
+guard returned judges each entry against state read under that lock, counting the
+entries of the same batch that it let through before. What the ledger's own rules bound
+(a correction within what it corrects, lots, holds, balances) is not repeated here.
+
+- A refund of a purchase stays within the purchase's money, and claws back exactly the
+  points that the cumulative rule gives for the refunds so far (else the caller read a
+  stale total: ``BUSY``, and it recomputes).
+- A refund of a redemption stays within the points redeemed, and gives back to the lots
+  it chose for the points already refunded (else ``BUSY``).
+- Earns, bonuses, redemptions and holds need the partner active and the member active
+  at the moment of writing (a suspension or a block that committed first wins).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from coalition.accounts import OPERATOR
+from coalition.outcomes import RefusalCode
+from ledger.rejections import Rejection, RejectionCode
+from ledger.requests import EntryRequest
+
+Conn = Any  # a psycopg connection, in the batch's transaction
+
+_NEEDS_ACTIVE_PARTNER = frozenset({"earn", "redeem", "authorise"})
+_NEEDS_ACTIVE_MEMBER = frozenset({"earn", "bonus", "redeem", "authorise"})
+
+
+def refused(code: RefusalCode, detail: str) -> Rejection:
+    return Rejection(RejectionCode.PRECONDITION_FAILED, detail, code.value)
+
+
+@dataclass(slots=True)
+class _Earn:
+    purchase_minor: int
+    points: int
+    refunded_minor: int
+    clawed_back_points: int
+
+
+@dataclass(slots=True)
+class _Redemption:
+    points: int
+    refunded_points: int
+
+
+@dataclass(slots=True)
+class CoalitionGuard:
+    earns: dict[int, _Earn] = field(default_factory=dict)
+    redemptions: dict[int, _Redemption] = field(default_factory=dict)
+    partner_status: dict[str, str] = field(default_factory=dict)
+    member_status: dict[str, str] = field(default_factory=dict)
+
+    def judge(self, request: EntryRequest) -> Rejection | None:
+        meta, kind = request.meta, request.kind
+        if kind in _NEEDS_ACTIVE_PARTNER or (kind == "bonus" and meta["partner"] != OPERATOR):
+            status = self.partner_status.get(meta["partner"])
+            if status != "active":
+                detail = f"partner {meta['partner']} is {status or 'unknown'}"
+                return refused(RefusalCode.PARTNER_SUSPENDED, detail)
+        if kind in _NEEDS_ACTIVE_MEMBER:
+            status = self.member_status.get(meta["member"])
+            if status != "active":
+                detail = f"member {meta['member']} is {status or 'unknown'}"
+                return refused(RefusalCode.MEMBER_BLOCKED, detail)
+        if kind == "refund_earn":
+            earn = self.earns.get(meta["earn_seq"])
+            if earn is None:
+                return refused(RefusalCode.UNKNOWN_TRANSACTION, "no such earn")
+            return _judge_purchase_refund(earn, meta)
+        if kind == "refund_redemption":
+            redemption = self.redemptions.get(meta["redemption_seq"])
+            if redemption is None:
+                return refused(RefusalCode.UNKNOWN_TRANSACTION, "no such redemption")
+            return _judge_redemption_refund(redemption, meta)
+        return None
+
+    def accepted(self, request: EntryRequest) -> None:
+        meta = request.meta
+        if request.kind == "refund_earn":
+            earn = self.earns[meta["earn_seq"]]
+            earn.refunded_minor += meta["refund_minor"]
+            earn.clawed_back_points += meta["points"]
+        elif request.kind == "refund_redemption":
+            self.redemptions[meta["redemption_seq"]].refunded_points += meta["points"]
+
+
+def _judge_purchase_refund(earn: _Earn, meta: dict[str, Any]) -> Rejection | None:
+    refunded_after = earn.refunded_minor + meta["refund_minor"]
+    if refunded_after > earn.purchase_minor:
+        left = earn.purchase_minor - earn.refunded_minor
+        detail = f"{left} of the purchase is left to refund"
+        return refused(RefusalCode.REFUND_EXCEEDS_ORIGINAL, detail)
+    due = earn.points * refunded_after // earn.purchase_minor - earn.clawed_back_points
+    if meta["points"] != due:
+        return refused(RefusalCode.BUSY, "another refund of this purchase came first; retry")
+    return None
+
+
+def _judge_redemption_refund(redemption: _Redemption, meta: dict[str, Any]) -> Rejection | None:
+    if redemption.refunded_points + meta["points"] > redemption.points:
+        left = redemption.points - redemption.refunded_points
+        return refused(RefusalCode.REFUND_EXCEEDS_ORIGINAL, f"{left} points are left to refund")
+    if meta["refunded_points_before"] != redemption.refunded_points:
+        return refused(RefusalCode.BUSY, "another refund of this redemption came first; retry")
+    return None
+
+
+def before_append(conn: Conn, requests: Sequence[EntryRequest]) -> CoalitionGuard | None:
+    """Read, under the chain's lock, what this batch's entries are judged against: one
+    statement per kind of state, and none for a batch that needs none."""
+    earn_seqs, redemption_seqs, partners, members = set(), set(), set(), set()
+    for r in requests:
+        if r.kind == "refund_earn":
+            earn_seqs.add(r.meta["earn_seq"])
+        elif r.kind == "refund_redemption":
+            redemption_seqs.add(r.meta["redemption_seq"])
+        if r.kind in _NEEDS_ACTIVE_PARTNER or (r.kind == "bonus" and r.meta["partner"] != OPERATOR):
+            partners.add(r.meta["partner"])
+        if r.kind in _NEEDS_ACTIVE_MEMBER:
+            members.add(r.meta["member"])
+    if not (earn_seqs or redemption_seqs or partners or members):
+        return None
+    guard = CoalitionGuard()
+    if earn_seqs:
+        for seq, *row in conn.execute(
+            "SELECT earn_seq, purchase_minor, points, refunded_minor, clawed_back_points"
+            " FROM coalition_earn WHERE earn_seq = ANY(%s)",
+            (sorted(earn_seqs),),
+        ):
+            guard.earns[seq] = _Earn(*row)
+    if redemption_seqs:
+        for seq, *row in conn.execute(
+            "SELECT redemption_seq, points, refunded_points FROM coalition_redemption"
+            " WHERE redemption_seq = ANY(%s)",
+            (sorted(redemption_seqs),),
+        ):
+            guard.redemptions[seq] = _Redemption(*row)
+    if partners:
+        guard.partner_status = dict(
+            conn.execute(
+                "SELECT partner_id, status FROM coalition_partner WHERE partner_id = ANY(%s)",
+                (sorted(partners),),
+            ).fetchall()
+        )
+    if members:
+        guard.member_status = dict(
+            conn.execute(
+                "SELECT member_id, status FROM coalition_member WHERE member_id = ANY(%s)",
+                (sorted(members),),
+            ).fetchall()
+        )
+    return guard

@@ -3,7 +3,8 @@
 A caller hands its request to ``submit`` and waits; one writer thread takes whatever has
 queued up (up to ``entries_per_batch_max``), appends it in a single transaction and
 wakes each caller with its own result. Under load, batches grow by themselves, so the
-durable rate is no longer one commit per call.
+durable rate is no longer one commit per call. A batch the database refuses whole is
+split in halves and retried, so an entry at fault fails alone.
 """
 
 from __future__ import annotations
@@ -74,10 +75,14 @@ class GroupCommitter:
         try:
             results = self._journal.append(conn, [request for request, _ in batch])
         except Exception as exc:  # the transaction rolled back: nothing was written
-            for _, future in batch:
-                future.set_exception(exc)
             if conn.closed or conn.broken:
                 conn = self._connect()
+            elif len(batch) > 1:  # something one entry carries: halve, so only it fails
+                middle = len(batch) // 2
+                conn = self._append(conn, batch[:middle])
+                return self._append(conn, batch[middle:])
+            for _, future in batch:
+                future.set_exception(exc)
             return conn
         for (_, future), result in zip(batch, results, strict=True):
             future.set_result(result)

@@ -6,9 +6,11 @@ append is handed to one committer task per process, which takes whatever has que
 (up to ``entries_per_batch_max``), appends it through the journal's single write path in
 one transaction, and wakes each caller with its own result. Under load, batches grow by
 themselves; an entry the rules refuse is refused alone and the rest of its batch goes on
-(the journal's own contract). If the batch's transaction fails, every caller in it gets
-the error and nothing of the batch is written; if the connection is lost around the
-commit, the outcome is unknown to all of them, and a retry with the same reference tells.
+(the journal's own contract). If the database refuses the batch's transaction (text it
+cannot store that got past the API's checks, say), the batch is split in halves and each
+tried again, down to the one entry at fault, so no caller fails for a neighbour. If the
+connection is lost around the commit, the outcome is unknown to all of them, and a retry
+with the same reference tells.
 
 The committer has a connection of its own (``database`` here is not the pool the tills'
 requests hold while they wait: sharing it would deadlock once every pooled connection
@@ -76,19 +78,39 @@ class GroupCommitter:
             while len(batch) < self._entries_per_batch_max and not queue.empty():
                 batch.append(queue.get_nowait())
             waiting = [(r, f) for r, f in batch if not f.cancelled()]
-            if not waiting:
-                continue
-            try:
-                results = await self._database.run(self._journal.append, [r for r, _ in waiting])
-            except Exception as exc:  # each caller gets it: as after a lost connection,
-                # a retry with the same reference tells whether its entry was written
-                for _, future in waiting:
-                    if not future.done():
-                        future.set_exception(exc)
-                continue
-            for (_, future), result in zip(waiting, results, strict=True):
+            if waiting:
+                await self._append(waiting)
+
+    async def _append(self, waiting: list[_Waiting]) -> None:
+        """Append in one transaction; if the database refuses the batch for something one
+        entry carries, split it in halves and try again, so only that entry fails."""
+        try:
+            results = await self._database.run(self._journal.append, [r for r, _ in waiting])
+        except Exception as exc:
+            if len(waiting) > 1 and not _lost_connection(exc):
+                middle = len(waiting) // 2
+                await self._append(waiting[:middle])
+                await self._append(waiting[middle:])
+                return
+            # Each caller gets it: as after a lost connection, a retry with the same
+            # reference tells whether its entry was written.
+            for _, future in waiting:
                 if not future.done():
-                    future.set_result(result)
+                    future.set_exception(exc)
+            return
+        for (_, future), result in zip(waiting, results, strict=True):
+            if not future.done():
+                future.set_result(result)
+
+
+def _lost_connection(exc: BaseException) -> bool:
+    """The database went away: every half would fail too, so do not split."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, (psycopg.OperationalError, psycopg.InterfaceError, OSError)):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 class GroupCommittedCoalition(Coalition):

@@ -32,6 +32,7 @@ from coalition.api.context import ApiContext
 from coalition.api.db import Database, DatabaseHealth
 from coalition.api.errors import DatabaseUnavailable
 from coalition.api.group_commit import GroupCommittedCoalition, GroupCommitter
+from coalition.api.http_body import JsonRequests
 from coalition.api.observability import (
     APPEND_BATCH,
     JOURNAL_LENGTH,
@@ -67,7 +68,7 @@ class _CoalitionWithMetrics(Coalition):
         self.journal.after_append = keep
 
 
-class _GraphQL(GraphQL[ApiContext, None]):
+class _GraphQL(JsonRequests, GraphQL[ApiContext, None]):
     def __init__(self, state: dict[str, Any], development: bool) -> None:
         schema = build_schema(development=development, extra_extensions=(OperationMetrics,))
         super().__init__(schema, graphql_ide="graphiql" if development else None)

@@ -35,7 +35,7 @@ from coalition.api.results import (
 from coalition.api.types import CreatedApiKey, Long, Reconciliation, Role, SettlementRun
 from coalition.api_keys import create_key, revoke_key
 from coalition.earning import EarningRules
-from coalition.outcomes import Refusal
+from coalition.outcomes import Refusal, RefusalCode
 from ledger.timefmt import format_time_us, now_us, parse_time_us
 from settlement.reconcile import InvalidRecords
 from settlement.terms import PartnerTerms
@@ -47,6 +47,11 @@ Ctx = Info[ApiContext, None]
 class MemberRef:
     member_id: str | None = None
     card_number: str | None = None
+
+
+def _invalid(detail: str) -> Any:
+    """The union refusal InvalidRequest, for arguments a use case would refuse anyway."""
+    return refusal(Refusal(RefusalCode.INVALID_REQUEST, detail))
 
 
 def _answer(outcome: Any, success: Any) -> Any:
@@ -276,7 +281,7 @@ class Mutation:
             )
             effective_us = parse_time_us(effective_from)
         except ValueError as exc:
-            raise BadInput(str(exc)) from None
+            return _invalid(str(exc))
         return _recorded(
             await info.context.db(
                 lambda conn: partners.publish_terms(
@@ -309,7 +314,7 @@ class Mutation:
             )
             effective_us = parse_time_us(effective_from)
         except ValueError as exc:
-            raise BadInput(str(exc)) from None
+            return _invalid(str(exc))
         return _recorded(
             await info.context.db(
                 lambda conn: partners.publish_earning_rules(

@@ -1,9 +1,13 @@
 """The schema, with its limits: depth, tokens and aliases bounded, parser and validation
-caches on, introspection only in development, unexpected errors masked."""
+caches on, introspection and field suggestions only in development, unexpected errors
+masked, every argument checked (``coalition.api.inputs``) before its resolver runs, and a
+document of several operations run only when the request names one."""
 
 from __future__ import annotations
 
 import logging
+import re
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import strawberry
@@ -13,6 +17,7 @@ from strawberry.extensions import (
     MaskErrors,
     MaxTokensLimiter,
     ParserCache,
+    SchemaExtension,
     ValidationCache,
 )
 from strawberry.extensions.max_aliases import create_validator as create_alias_validator
@@ -22,12 +27,20 @@ from strawberry.extensions.query_depth_limiter import (
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
-from coalition.api.errors import should_mask
+from coalition.api import inputs
+from coalition.api.errors import BadInput, Unauthenticated, should_mask
 from coalition.api.mutation import Mutation
 from coalition.api.query import Query
 from coalition.api.results import REFUSALS
 from coalition.api.types import LONG_SCALAR, Long
-from graphql import GraphQLError
+from coalition.outcomes import RefusalCode
+from graphql import (
+    GraphQLError,
+    GraphQLNonNull,
+    GraphQLResolveInfo,
+    GraphQLUnionType,
+    OperationDefinitionNode,
+)
 
 _log = logging.getLogger("coalition.api")
 DEPTH_MAX = 8
@@ -39,6 +52,84 @@ _LIMIT_RULES = (
     create_depth_validator(DEPTH_MAX, None, None),
     create_alias_validator(ALIASES_MAX),
 )
+
+
+_INVALID_REQUEST = REFUSALS[RefusalCode.INVALID_REQUEST]
+_SUGGESTION = re.compile(r"\s*Did you mean\b.*\Z", re.DOTALL)
+SEVERAL_OPERATIONS = "operationName is required when the document has several operations"
+
+
+class _ArgumentsChecked(SchemaExtension):
+    """Every field's arguments meet ``coalition.api.inputs`` before its resolver runs, or
+    the field answers without running it: the union refusal ``InvalidRequest`` where the
+    field's result has one, else a ``BAD_USER_INPUT`` error; both name the argument."""
+
+    def resolve(
+        self,
+        _next: Callable[..., Any],
+        root: Any,
+        info: GraphQLResolveInfo[Any],
+        *args: Any,
+        **kwargs: Any,
+    ) -> Any:
+        if kwargs and (problem := inputs.problem(kwargs)) is not None:
+            if getattr(info.context, "principal", None) is None:
+                raise Unauthenticated()  # who is asking comes first, as in the resolvers
+            result = info.return_type
+            if isinstance(result, GraphQLNonNull):
+                result = result.of_type
+            if isinstance(result, GraphQLUnionType) and any(
+                t.name == _INVALID_REQUEST.__name__ for t in result.types
+            ):
+                return _INVALID_REQUEST(code=RefusalCode.INVALID_REQUEST, message=problem)
+            raise BadInput(problem)
+        return _next(root, info, *args, **kwargs)
+
+
+class _OneOperationNamed(SchemaExtension):
+    """A document of several operations runs only the one the request names (GraphQL
+    spec, GetOperation); strawberry would otherwise run the first. Listed after the
+    validation cache, which sets the validation errors this adds to."""
+
+    def on_validate(self) -> Iterator[None]:
+        context = self.execution_context
+        document = context.graphql_document
+        operations = (
+            []
+            if document is None
+            else [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
+        )
+        if len(operations) > 1 and context._provided_operation_name is None:
+            error = GraphQLError(SEVERAL_OPERATIONS, extensions={"code": "BAD_REQUEST"})
+            context.pre_execution_errors = [*(context.pre_execution_errors or ()), error]
+        yield
+
+
+class _NoSuggestions(SchemaExtension):
+    """Outside development, errors do not suggest names ("Did you mean 'me'?"): they
+    would tell a caller the schema that introspection keeps from it."""
+
+    def on_operation(self) -> Iterator[None]:
+        yield
+        result = self.execution_context.result
+        errors = getattr(result, "errors", None)
+        if result is not None and errors:
+            result.errors = [_without_suggestion(e) for e in errors]
+
+
+def _without_suggestion(error: GraphQLError) -> GraphQLError:
+    message = _SUGGESTION.sub("", error.message)
+    if message == error.message:
+        return error
+    return GraphQLError(  # a new error: the validation cache keeps the original
+        message,
+        nodes=error.nodes,
+        source=error.source,
+        positions=error.positions,
+        path=error.path,
+        original_error=error.original_error,
+        extensions=error.extensions,
+    )
 
 
 class _Schema(strawberry.Schema):
@@ -63,10 +154,12 @@ def build_schema(*, development: bool, extra_extensions: tuple[Any, ...] = ()) -
         lambda: MaxTokensLimiter(max_token_count=TOKENS_MAX),
         lambda: ParserCache(maxsize=1024),
         lambda: ValidationCache(maxsize=1024),
+        _OneOperationNamed,
+        _ArgumentsChecked,
         lambda: MaskErrors(should_mask_error=should_mask, error_message="internal error"),
     ]
     if not development:
-        extensions.append(DisableIntrospection)
+        extensions += [DisableIntrospection, _NoSuggestions]
     return _Schema(
         query=Query,
         mutation=Mutation,

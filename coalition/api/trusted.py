@@ -80,7 +80,9 @@ class TrustedDocuments:
 
 
 def sha256_hex(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
+    # JSON may carry a lone surrogate ("\ud800"): hash it too, rather than fail on it
+    # (the parser or the argument checks then refuse the document).
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _named_hash(extensions: Mapping[str, Any] | None) -> str | DocumentRefused | None:

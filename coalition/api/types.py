@@ -28,13 +28,19 @@ LONG_SCALAR = strawberry.scalar(
 )
 
 
+LONG_MAX = 2**63 - 1
+_LONG_TEXT = re.compile(r"-?[0-9]{1,19}", re.ASCII)  # ASCII digits only: int() takes others
+
+
 def _parse_long(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise ValueError("a Long is an integer or a decimal string of one")
-    text = str(value)
-    if not text.lstrip("-").isdigit() or len(text) > 19:
+    if isinstance(value, str) and _LONG_TEXT.fullmatch(value) is None:
+        raise ValueError("a Long is a decimal string of ASCII digits, with an optional '-'")
+    number = int(value)
+    if not -LONG_MAX <= number <= LONG_MAX:
         raise ValueError("a Long is an integer within ±(2^63−1)")
-    return int(text)
+    return number
 
 
 LOTS_FIRST_MAX = 100

@@ -57,10 +57,13 @@ def timezone() -> str:
     return os.environ.get("COALITION_TIMEZONE", "Europe/Moscow")
 
 
-def get_run(conn: Conn, run_id: str) -> RunRecord | None:
+def get_run(conn: Conn, run_id: str, *, for_update: bool = False) -> RunRecord | None:
+    """A run; ``for_update`` locks its row until the caller's transaction ends, so that a
+    decision on its status holds while the caller writes (approve, confirm a payment)."""
     row = conn.execute(
         "SELECT run_id, period, revision, status, start_seq, end_seq, computed_by, approved_by,"
-        " run_bytes FROM coalition_settlement_run WHERE run_id = %s",
+        " run_bytes FROM coalition_settlement_run WHERE run_id = %s"
+        + (" FOR UPDATE" if for_update else ""),
         (run_id,),
     ).fetchone()
     if row is None:
@@ -98,15 +101,51 @@ def compute(
             return Refusal(
                 RefusalCode.INVALID_REQUEST, f"period {period} has not ended yet in {timezone()}"
             )
-    latest = conn.execute(
+    early = _latest_run(conn, period)
+    if early is not None and early[1] == "computed":
+        return _recompute(conn, early[0])
+    if early is not None and not correction:
+        return Refusal(RefusalCode.PERIOD_SETTLED, f"{period} is {early[1]} as {early[0]}")
+    # Signed before the period is locked: signing holds appends back for a moment, and
+    # must not for as long as a run takes to compute.
+    cut = checkpoint_log.sign_now(conn, signer, co.clock_us())
+    with conn.transaction():
+        # One computation per period at a time; what it decides on is read again under
+        # that lock, so two computes at once make one revision, not two or an error.
+        _lock_period(conn, period)
+        latest = _latest_run(conn, period)
+        if latest is not None and latest[1] == "computed":
+            return _recompute(conn, latest[0])
+        if latest is not None and not correction:
+            return Refusal(RefusalCode.PERIOD_SETTLED, f"{period} is {latest[1]} as {latest[0]}")
+        return _compute_new(co, conn, period, latest, cut, computed_by, mode)
+
+
+_PERIOD_LOCK = 727_010  # pg_advisory_xact_lock's first key: settlement periods
+
+
+def _lock_period(conn: Conn, period: str) -> None:
+    conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_PERIOD_LOCK, period))
+
+
+def _latest_run(conn: Conn, period: str) -> tuple[Any, ...] | None:
+    row: tuple[Any, ...] | None = conn.execute(
         "SELECT run_id, status, revision, start_seq FROM coalition_settlement_run"
         " WHERE period = %s ORDER BY revision DESC LIMIT 1",
         (period,),
     ).fetchone()
-    if latest is not None and latest[1] == "computed":
-        return _recompute(conn, latest[0])
-    if latest is not None and not correction:
-        return Refusal(RefusalCode.PERIOD_SETTLED, f"{period} is {latest[1]} as {latest[0]}")
+    return row
+
+
+def _compute_new(
+    co: Coalition,
+    conn: Conn,
+    period: str,
+    latest: tuple[Any, ...] | None,
+    cut: Any,
+    computed_by: str,
+    mode: str | None,
+) -> RunRecord | Refusal:
     revision = 1 if latest is None else latest[2] + 1
     if latest is not None:
         start_seq = int(latest[3])
@@ -116,7 +155,6 @@ def compute(
             " WHERE status <> 'superseded'"
         ).fetchone()
         start_seq = int(row[0]) if row else 0
-    cut = checkpoint_log.sign_now(conn, signer, co.clock_us())
     run_id = period if revision == 1 else f"{period}-r{revision}"
     try:
         run = _run(conn, run_id, period, start_seq, cut.tree_size, cut.root_hash, mode)
@@ -214,9 +252,21 @@ def statement(conn: Conn, run_id: str, party: str, fmt: str) -> bytes | None:
 
 
 def approve(co: Coalition, conn: Conn, run_id: str, approved_by: str) -> Recorded | Refusal:
-    record = get_run(conn, run_id)
-    if record is None:
+    # The run's row is locked before its status is judged, in the transaction that writes
+    # the approval: of two approvals at once, the second sees the first's outcome.
+    with conn.transaction():
+        return _approve(co, conn, run_id, approved_by)
+
+
+def _approve(co: Coalition, conn: Conn, run_id: str, approved_by: str) -> Recorded | Refusal:
+    named = get_run(conn, run_id)
+    if named is None:
         return Refusal(RefusalCode.UNKNOWN_RUN, f"no run {run_id}")
+    # The period first, as compute takes it: an approval and a correction of one period
+    # never cross (a run's period never changes, so reading it unlocked is safe).
+    _lock_period(conn, named.period)
+    record = get_run(conn, run_id, for_update=True)
+    assert record is not None, "runs are never deleted"
     if record.status != "computed":
         return Refusal(RefusalCode.RUN_NOT_COMPUTED, f"run {run_id} is {record.status}")
     if approved_by == record.computed_by:
@@ -236,24 +286,23 @@ def approve(co: Coalition, conn: Conn, run_id: str, approved_by: str) -> Recorde
     ]
     for position in run_json["positions"]:
         requests.append(_position_entry(run_id, position))
-    with conn.transaction():
-        results = co.journal.append(conn, requests)
-        refused = [r for r in results if isinstance(r, Rejection)]
-        if refused:
-            raise RuntimeError(f"settlement entries refused: {refused[0]}")  # rolls back all
-        first = results[0]
-        assert isinstance(first, Appended)
+    results = co.journal.append(conn, requests)
+    refused = [r for r in results if isinstance(r, Rejection)]
+    if refused:
+        raise RuntimeError(f"settlement entries refused: {refused[0]}")  # rolls back all
+    first = results[0]
+    assert isinstance(first, Appended)
+    conn.execute(
+        "UPDATE coalition_settlement_run SET status = 'approved', approved_by = %s,"
+        " approved_seq = %s WHERE run_id = %s",
+        (approved_by, first.seq, run_id),
+    )
+    if record.revision > 1:
         conn.execute(
-            "UPDATE coalition_settlement_run SET status = 'approved', approved_by = %s,"
-            " approved_seq = %s WHERE run_id = %s",
-            (approved_by, first.seq, run_id),
+            "UPDATE coalition_settlement_run SET status = 'superseded' WHERE period = %s"
+            " AND revision < %s",
+            (record.period, record.revision),
         )
-        if record.revision > 1:
-            conn.execute(
-                "UPDATE coalition_settlement_run SET status = 'superseded' WHERE period = %s"
-                " AND revision < %s",
-                (record.period, record.revision),
-            )
     return Recorded(first.seq)
 
 
@@ -285,7 +334,14 @@ def _position_entry(run_id: str, position: dict[str, Any]) -> EntryRequest:
 def confirm_payment(
     co: Coalition, conn: Conn, run_id: str, end_to_end_id: str, confirmed_by: str
 ) -> Recorded | Refusal:
-    record = get_run(conn, run_id)
+    with conn.transaction():  # the run's row locked while its status is judged and moved
+        return _confirm_payment(co, conn, run_id, end_to_end_id, confirmed_by)
+
+
+def _confirm_payment(
+    co: Coalition, conn: Conn, run_id: str, end_to_end_id: str, confirmed_by: str
+) -> Recorded | Refusal:
+    record = get_run(conn, run_id, for_update=True)
     if record is None:
         return Refusal(RefusalCode.UNKNOWN_RUN, f"no run {run_id}")
     if record.status not in ("approved", "paid"):
@@ -303,22 +359,21 @@ def confirm_payment(
         meta={"run": run_id, "end_to_end_id": end_to_end_id, "confirmed_by": confirmed_by},
         postings=_payment_postings(payer, payee, currency, amount),
     )
-    with conn.transaction():
-        outcome = co.append(conn, request)
-        if isinstance(outcome, Refusal):
-            return outcome
-        if not outcome.replayed:
-            conn.execute(
-                "INSERT INTO coalition_payment_confirmation VALUES (%s, %s, %s)",
-                (run_id, end_to_end_id, outcome.seq),
-            )
-        (confirmed,) = conn.execute(
-            "SELECT count(*) FROM coalition_payment_confirmation WHERE run_id = %s", (run_id,)
-        ).fetchone() or (0,)
-        if confirmed == len(payments):
-            conn.execute(
-                "UPDATE coalition_settlement_run SET status = 'paid' WHERE run_id = %s", (run_id,)
-            )
+    outcome = co.append(conn, request)
+    if isinstance(outcome, Refusal):
+        return outcome
+    if not outcome.replayed:
+        conn.execute(
+            "INSERT INTO coalition_payment_confirmation VALUES (%s, %s, %s)",
+            (run_id, end_to_end_id, outcome.seq),
+        )
+    (confirmed,) = conn.execute(
+        "SELECT count(*) FROM coalition_payment_confirmation WHERE run_id = %s", (run_id,)
+    ).fetchone() or (0,)
+    if confirmed == len(payments):
+        conn.execute(
+            "UPDATE coalition_settlement_run SET status = 'paid' WHERE run_id = %s", (run_id,)
+        )
     return Recorded(outcome.seq, outcome.replayed)
 
 

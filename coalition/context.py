@@ -39,9 +39,7 @@ _REFUSAL_FOR = {
 class Coalition:
     def __init__(self, clock_us: Callable[[], int] = now_us) -> None:
         self.clock_us = clock_us
-        self.journal = Journal(
-            clock_us=clock_us, after_append=project, before_append=before_append
-        )
+        self.journal = Journal(clock_us=clock_us, after_append=project, before_append=before_append)
 
     def append(self, conn: Conn, request: EntryRequest) -> Appended | Refusal:
         [result] = self.journal.append(conn, [request])

@@ -8,8 +8,9 @@ entries of the same batch that it let through before. What the ledger's own rule
 (a correction within what it corrects, lots, holds, balances) is not repeated here.
 
 - A refund of a purchase stays within the purchase's money, and claws back exactly the
-  points that the cumulative rule gives for the refunds so far (else the caller read a
-  stale total: ``BUSY``, and it recomputes).
+  points that the cumulative rule gives for the refunds so far, from the lots the policy
+  picks as they stand now (else the caller read a stale total or stale lots: ``BUSY``,
+  and it recomputes).
 - A refund of a redemption stays within the points redeemed, and gives back to the lots
   it chose for the points already refunded (else ``BUSY``).
 - Earns, bonuses, redemptions and holds need the partner active and the member active
@@ -22,10 +23,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from coalition import accounts
 from coalition.accounts import OPERATOR
+from coalition.clawback import clawback_postings
 from coalition.outcomes import RefusalCode
 from ledger.rejections import Rejection, RejectionCode
 from ledger.requests import EntryRequest
+from ledger.state import State
 
 Conn = Any  # a psycopg connection, in the batch's transaction
 
@@ -58,7 +62,7 @@ class CoalitionGuard:
     partner_status: dict[str, str] = field(default_factory=dict)
     member_status: dict[str, str] = field(default_factory=dict)
 
-    def judge(self, request: EntryRequest) -> Rejection | None:
+    def judge(self, request: EntryRequest, state: State, time_us: int) -> Rejection | None:
         meta, kind = request.meta, request.kind
         if kind in _NEEDS_ACTIVE_PARTNER or (kind == "bonus" and meta["partner"] != OPERATOR):
             status = self.partner_status.get(meta["partner"])
@@ -74,7 +78,7 @@ class CoalitionGuard:
             earn = self.earns.get(meta["earn_seq"])
             if earn is None:
                 return refused(RefusalCode.UNKNOWN_TRANSACTION, "no such earn")
-            return _judge_purchase_refund(earn, meta)
+            return _judge_purchase_refund(earn, request, state, time_us)
         if kind == "refund_redemption":
             redemption = self.redemptions.get(meta["redemption_seq"])
             if redemption is None:
@@ -92,7 +96,10 @@ class CoalitionGuard:
             self.redemptions[meta["redemption_seq"]].refunded_points += meta["points"]
 
 
-def _judge_purchase_refund(earn: _Earn, meta: dict[str, Any]) -> Rejection | None:
+def _judge_purchase_refund(
+    earn: _Earn, request: EntryRequest, state: State, time_us: int
+) -> Rejection | None:
+    meta = request.meta
     refunded_after = earn.refunded_minor + meta["refund_minor"]
     if refunded_after > earn.purchase_minor:
         left = earn.purchase_minor - earn.refunded_minor
@@ -101,6 +108,14 @@ def _judge_purchase_refund(earn: _Earn, meta: dict[str, Any]) -> Rejection | Non
     due = earn.points * refunded_after // earn.purchase_minor - earn.clawed_back_points
     if meta["points"] != due:
         return refused(RefusalCode.BUSY, "another refund of this purchase came first; retry")
+    # Lots first, debt only for what they lack: judged on the lots as they are now, not
+    # as the refund read them (a concurrent spend or give-back changes the split).
+    lots = state.account_lots(accounts.member(meta["member"]))
+    wanted, _debt = clawback_postings(
+        lots, meta["member"], meta["earn_seq"], meta["partner"], due, time_us
+    )
+    if wanted != request.postings:
+        return refused(RefusalCode.BUSY, "the member's lots changed since the refund read them")
     return None
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from coalition import accounts
+from coalition.clawback import clawback_postings
 from coalition.context import Coalition, Conn, stored_entry
 from coalition.outcomes import Refunded, Refusal, RefusalCode
 from ledger import reads
@@ -93,40 +94,8 @@ def refund_purchase(
 def _clawback_postings(
     conn: Conn, member: str, earn_seq: int, partner_id: str, points: int, now_us: int
 ) -> tuple[tuple[PostingRequest, ...], int]:
-    if points == 0:
-        return (), 0
-    lots = [
-        lot
-        for lot in reads.lots(conn, accounts.member(member))
-        if lot.remaining > 0 and not lot.is_expired(now_us)
-    ]
-    own = [lot for lot in lots if lot.opened_seq == earn_seq]
-    others = sorted(
-        (lot for lot in lots if lot.opened_seq != earn_seq), key=lambda lot: lot.fefo_key()
-    )
-    takes: list[LotTake] = []
-    by_origin: dict[str, int] = {}
-    wanted = points
-    for lot in own + others:
-        if wanted == 0:
-            break
-        take = min(lot.remaining, wanted)
-        takes.append(LotTake(lot.lot_id, take))
-        by_origin[lot.origin] = by_origin.get(lot.origin, 0) + take
-        wanted -= take
-    debt = wanted  # already spent: the refunding partner's points come back as a debt
-    if debt:
-        by_origin[partner_id] = by_origin.get(partner_id, 0) + debt
-    postings = [
-        PostingRequest(
-            accounts.member(member), POINTS_UNIT, -points, lots=tuple(takes), allow_debt=True
-        )
-    ]
-    postings += [
-        PostingRequest(accounts.issued(origin), POINTS_UNIT, amount)
-        for origin, amount in sorted(by_origin.items())
-    ]
-    return tuple(postings), debt
+    lots = reads.lots(conn, accounts.member(member)) if points else []
+    return clawback_postings(lots, member, earn_seq, partner_id, points, now_us)
 
 
 def refund_redemption(

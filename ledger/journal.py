@@ -23,6 +23,7 @@ from ledger.rejections import Rejection
 from ledger.rejections import RejectionCode as Code
 from ledger.requests import EntryRequest
 from ledger.rules import Effects, apply_entry
+from ledger.state import State
 from ledger.timefmt import now_us
 
 ENTRY_BYTES_MAX = 64 * 1024
@@ -52,8 +53,11 @@ class BatchGuard(Protocol):
     """A caller's rules that are not about postings (an amount of money within an
     earlier one, a counterparty still active), judged per entry inside the batch's transaction."""
 
-    def judge(self, request: EntryRequest) -> Rejection | None:
-        """None to let the ledger's rules judge it next; a rejection refuses it alone."""
+    def judge(self, request: EntryRequest, state: State, time_us: int) -> Rejection | None:
+        """None to let the ledger's rules judge it next; a rejection refuses it alone.
+
+        ``state`` is the ledger's view of the accounts the batch touches, as the entries
+        before this one left it (read-only), and ``time_us`` the time the entry will get."""
 
     def accepted(self, request: EntryRequest) -> None:
         """The entry was appended: later entries of the batch must see it."""
@@ -139,7 +143,8 @@ class _Batch:
             if seen is not None:
                 results.append(_replay(seen, request_hash))
                 continue
-            refused = None if guard is None else guard.judge(request)
+            time_us = max(self.clock_us, self.state.last_time_us)
+            refused = None if guard is None else guard.judge(request, self.state, time_us)
             if refused is not None:
                 results.append(refused)
                 continue

@@ -43,7 +43,7 @@ from hypothesis.stateful import (
 )
 
 from coalition import accounts, reports
-from coalition.context import Coalition
+from coalition.context import Coalition, refusal_for
 from coalition.earn import bonus_points, earn_points
 from coalition.earning import EarningRules
 from coalition.expiry import expire_points
@@ -68,6 +68,10 @@ from coalition.policy import add_months_us
 from coalition.redeem import authorise, capture, redeem_points, void
 from coalition.refunds import refund_purchase, refund_redemption
 from ledger import reads
+from ledger.group_commit import GroupCommitter
+from ledger.journal import Appended
+from ledger.rejections import Rejection
+from ledger.requests import EntryRequest
 from ledger.verify_db import verify_database
 from settlement.terms import PartnerTerms
 
@@ -86,6 +90,8 @@ TERMS = PartnerTerms(
 RULES = EarningRules(
     "RUB", 1, STEP_MINOR, {name: Decimal(m) for name, m in CATEGORY_MULTIPLIERS.items()}
 )
+HOW_MUCH = ("full", "part")
+RACERS = ("refund_purchase", "refund_redemption", "redeem", "capture")
 HOLD_SECONDS = (60, 15 * 60, 2 * 24 * 3600, 7 * 24 * 3600)
 THOROUGH_EVERY_STEPS = 10
 
@@ -558,6 +564,80 @@ class CoalitionMachine(RuleBasedStateMachine):
         holds = list(self.model.holds.values())
         return holds[pick % len(holds)]
 
+    # -- concurrent calls --------------------------------------------------------------
+
+    @precondition(lambda self: self.model.earns or self.model.redemptions or self.model.holds)
+    @rule(
+        racers=st.lists(
+            st.tuples(
+                st.sampled_from(RACERS), st.integers(0, 2), st.sampled_from(("full", "part"))
+            ),
+            min_size=2,
+            max_size=6,
+        )
+    )
+    def race(self, racers: list[tuple[str, int, str]]) -> None:
+        """Refunds, redemptions and captures at once, each on its own connection, through
+        one group committer (so they are judged in one batch or in batches racing each
+        other). Whatever order the journal gave them, each success must be what the model
+        predicts at its place in that order, and each refusal one the rules allow then."""
+        calls = [c for c in (self._racer(*r) for r in racers) if c is not None]
+        if len(calls) < 2:
+            return
+        outcomes = self._run_at_once(calls)
+        successes = sorted((o.seq, i) for i, o in enumerate(outcomes) if not isinstance(o, Refusal))
+        for _, i in successes:  # the journal's order: a serial history the model replays
+            assert outcomes[i].seq == self.model.size, (outcomes[i], self.model.size)
+            calls[i].succeeded(outcomes[i])
+        for call, outcome in zip(calls, outcomes, strict=True):
+            if isinstance(outcome, Refusal):
+                call.refused(outcome)
+
+    def _racer(self, kind: str, pick: int, how: str) -> Racer | None:
+        model = self.model
+        if kind == "refund_purchase" and model.earns:
+            earn = model.earns[pick % len(model.earns)]
+            if earn.purchase_minor == 0:
+                return None  # a bonus: nothing to refund
+            left = earn.purchase_minor - earn.refunded_minor
+            amount = max(1, left if how == "full" else left // 2)
+            return _PurchaseRefund(self, earn, amount, self._ref("race-refund"))
+        if kind == "refund_redemption" and model.redemptions:
+            redemption = model.redemptions[pick % len(model.redemptions)]
+            left = redemption.points - redemption.refunded
+            amount = max(1, left if how == "full" else left // 2)
+            return _RedemptionRefund(self, redemption, amount, self._ref("race-refund-r"))
+        if kind == "redeem":
+            member = MEMBERS[pick % len(MEMBERS)]
+            spendable = max(1, model.spendable(member))
+            amount = spendable if how == "full" else max(1, spendable // 2)
+            return _Redemption(self, PARTNERS[pick], member, amount, self._ref("race-redeem"))
+        if kind == "capture" and model.holds:
+            holds = list(model.holds.values())
+            hold = holds[pick % len(holds)]
+            amount = hold.points if how == "full" else max(1, hold.points // 2)
+            return _Capture(self, hold, amount, self._ref("race-capture"))
+        return None
+
+    def _run_at_once(self, calls: list[Racer]) -> list[Any]:
+        url = _with_database(self.server_url, self.database)
+        committer = GroupCommitter(lambda: psycopg.connect(url, autocommit=True), self.co.journal)
+        try:
+            co = _Committed(self.co, committer)
+            connections = [psycopg.connect(url, autocommit=True) for _ in calls]
+            try:
+                with ThreadPoolExecutor(max_workers=len(calls)) as pool:
+                    futures = [
+                        pool.submit(call.function, co, conn, **call.kwargs)
+                        for call, conn in zip(calls, connections, strict=True)
+                    ]
+                    return [f.result(timeout=60) for f in futures]
+            finally:
+                for conn in connections:
+                    conn.close()
+        finally:
+            committer.close()
+
     # -- refunds -----------------------------------------------------------------------
 
     @precondition(lambda self: self.model.earns)
@@ -839,6 +919,157 @@ class CoalitionMachine(RuleBasedStateMachine):
             ), issuer
         debts = sum(m.debt_created_by.values()) - sum(m.debt_repaid_by.values())
         assert debts == sum(m.debt.values())
+
+
+class _Committed(Coalition):
+    """The coalition with its appends group-committed, as the API's tills are."""
+
+    def __init__(self, plain: Coalition, committer: GroupCommitter) -> None:
+        self.clock_us = plain.clock_us
+        self.journal = plain.journal
+        self._committer = committer
+
+    def append(self, conn: psycopg.Connection[Any], request: EntryRequest) -> Appended | Refusal:
+        result = self._committer.submit(request, timeout_seconds=60)
+        return refusal_for(result) if isinstance(result, Rejection) else result
+
+
+@dataclass
+class Racer:
+    machine: CoalitionMachine
+    function: ClassVar[Callable[..., Any]]
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def succeeded(self, outcome: Any) -> None:
+        raise NotImplementedError
+
+    def refused(self, outcome: Refusal) -> None:
+        assert outcome.code is RefusalCode.BUSY, outcome  # lost every retry: wrote nothing
+
+
+@dataclass
+class _PurchaseRefund(Racer):
+    earn: ModelEarn
+    refund_minor: int
+    ref: str
+    function = staticmethod(refund_purchase)
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        return dict(
+            partner_id=self.earn.partner,
+            ref_key=self.ref,
+            earn_ref_key=self.earn.ref,
+            refund_minor=self.refund_minor,
+        )
+
+    def succeeded(self, outcome: Any) -> None:
+        earn, model = self.earn, self.machine.model
+        refunded = earn.refunded_minor + self.refund_minor
+        assert refunded <= earn.purchase_minor, "a refund beyond its purchase was written"
+        due = earn.points * refunded // earn.purchase_minor
+        points, seq = due - earn.clawed_back, model.size
+        debt = model.claw_back(earn, points)
+        earn.refunded_minor, earn.clawed_back = refunded, due
+        assert outcome == Refunded(seq, points, debt), outcome
+
+    def refused(self, outcome: Refusal) -> None:
+        if outcome.code is RefusalCode.REFUND_EXCEEDS_ORIGINAL:  # refunds only ever grow
+            assert self.earn.refunded_minor + self.refund_minor > self.earn.purchase_minor
+        else:
+            super().refused(outcome)
+
+
+@dataclass
+class _RedemptionRefund(Racer):
+    redemption: ModelRedemption
+    points: int
+    ref: str
+    function = staticmethod(refund_redemption)
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        return dict(
+            partner_id=self.redemption.partner,
+            ref_key=self.ref,
+            redemption_ref_key=self.redemption.ref,
+            points=self.points,
+        )
+
+    def succeeded(self, outcome: Any) -> None:
+        redemption, model = self.redemption, self.machine.model
+        assert redemption.refunded + self.points <= redemption.points, "over-refund written"
+        seq = model.size
+        model.give_back(redemption, self.points)
+        assert outcome == Refunded(seq, self.points, 0), outcome
+
+    def refused(self, outcome: Refusal) -> None:
+        if outcome.code is RefusalCode.REFUND_EXCEEDS_ORIGINAL:
+            assert self.redemption.refunded + self.points > self.redemption.points
+        else:
+            super().refused(outcome)
+
+
+@dataclass
+class _Redemption(Racer):
+    partner: str
+    member: str
+    points: int
+    ref: str
+    function = staticmethod(redeem_points)
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        return dict(
+            partner_id=self.partner, ref_key=self.ref, points=self.points, member_id=self.member
+        )
+
+    def succeeded(self, outcome: Any) -> None:
+        assert self.points <= self.machine.model.spendable(self.member), "overspent"
+        assert isinstance(outcome, Redeemed), outcome
+        self.machine._record_spend(outcome, self.partner, self.member, self.points, self.ref)
+
+    def refused(self, outcome: Refusal) -> None:
+        # Judged at its place in the order, which a refusal does not get: only the codes.
+        allowed = (RefusalCode.INSUFFICIENT_POINTS, RefusalCode.POINTS_EXPIRED, RefusalCode.BUSY)
+        assert outcome.code in allowed, outcome
+
+
+@dataclass
+class _Capture(Racer):
+    hold: ModelHold
+    points: int
+    ref: str
+    function = staticmethod(capture)
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        return dict(
+            partner_id=self.hold.partner,
+            ref_key=self.ref,
+            hold_seq=self.hold.seq,
+            points=self.points,
+        )
+
+    def succeeded(self, outcome: Any) -> None:
+        hold, model = self.hold, self.machine.model
+        assert hold.status == "active", "a hold was captured twice"
+        assert hold.expires_us > model.now_us and self.points <= hold.points
+        assert isinstance(outcome, Redeemed), outcome
+        hold.status = "captured"
+        self.machine._record_spend(outcome, hold.partner, hold.member, self.points, self.ref)
+
+    def refused(self, outcome: Refusal) -> None:
+        if outcome.code is RefusalCode.HOLD_NOT_ACTIVE:
+            assert self.hold.status != "active"  # another racer, or an earlier step, took it
+        elif outcome.code is RefusalCode.HOLD_EXPIRED:
+            assert self.hold.expires_us <= self.machine.model.now_us
+        else:
+            allowed = (RefusalCode.INSUFFICIENT_POINTS, RefusalCode.POINTS_EXPIRED)
+            assert outcome.code in (*allowed, RefusalCode.BUSY), outcome
 
 
 def set_up_coalition(co: Coalition, conn: psycopg.Connection[Any], now_us: int) -> None:

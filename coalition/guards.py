@@ -15,6 +15,8 @@ entries of the same batch that it let through before. What the ledger's own rule
   it chose for the points already refunded (else ``BUSY``).
 - Earns, bonuses, redemptions and holds need the partner active and the member active
   at the moment of writing (a suspension or a block that committed first wins).
+- An earn is priced by the earning rules in force when it is written (a publication
+  that committed first wins: ``BUSY``, and the till retries with the same reference).
 """
 
 from __future__ import annotations
@@ -61,6 +63,8 @@ class CoalitionGuard:
     redemptions: dict[int, _Redemption] = field(default_factory=dict)
     partner_status: dict[str, str] = field(default_factory=dict)
     member_status: dict[str, str] = field(default_factory=dict)
+    # partner -> [(effective_from_us, version)] of its earning rules
+    rules_versions: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
 
     def judge(self, request: EntryRequest, state: State, time_us: int) -> Rejection | None:
         meta, kind = request.meta, request.kind
@@ -74,6 +78,13 @@ class CoalitionGuard:
             if status != "active":
                 detail = f"member {meta['member']} is {status or 'unknown'}"
                 return refused(RefusalCode.MEMBER_BLOCKED, detail)
+        if kind == "earn":
+            in_force = max(
+                (v for v in self.rules_versions.get(meta["partner"], ()) if v[0] <= time_us),
+                default=None,
+            )
+            if in_force is None or in_force[1] != meta["rules_version"]:
+                return refused(RefusalCode.BUSY, "the earning rules changed as it was priced")
         if kind == "refund_earn":
             earn = self.earns.get(meta["earn_seq"])
             if earn is None:
@@ -132,7 +143,10 @@ def before_append(conn: Conn, requests: Sequence[EntryRequest]) -> CoalitionGuar
     """Read, under the chain's lock, what this batch's entries are judged against: one
     statement per kind of state, and none for a batch that needs none."""
     earn_seqs, redemption_seqs, partners, members = set(), set(), set(), set()
+    earning = set()
     for r in requests:
+        if r.kind == "earn":
+            earning.add(r.meta["partner"])
         if r.kind == "refund_earn":
             earn_seqs.add(r.meta["earn_seq"])
         elif r.kind == "refund_redemption":
@@ -165,6 +179,16 @@ def before_append(conn: Conn, requests: Sequence[EntryRequest]) -> CoalitionGuar
                 (sorted(partners),),
             ).fetchall()
         )
+    for partner, effective_from_us, version in (
+        conn.execute(
+            "SELECT partner_id, effective_from_us, version FROM coalition_earning_rules"
+            " WHERE partner_id = ANY(%s)",
+            (sorted(earning),),
+        )
+        if earning
+        else ()
+    ):
+        guard.rules_versions.setdefault(partner, []).append((effective_from_us, version))
     if members:
         guard.member_status = dict(
             conn.execute(

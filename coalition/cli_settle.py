@@ -54,12 +54,17 @@ def add_verbs(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     e.add_argument("--run", required=True)
     e.add_argument("--line", type=int, required=True)
     e.set_defaults(handler=line_entries)
-    x = verbs.add_parser("from-export", help="recompute a run from journal.jsonl alone")
+    x = verbs.add_parser(
+        "from-export",
+        help="recompute a run from journal.jsonl alone (an approved run: --run is enough)",
+    )
     x.add_argument("--export", type=Path, required=True)
     x.add_argument("--run", required=True)
-    x.add_argument("--period", required=True)
-    x.add_argument("--start-seq", type=int, required=True)
-    x.add_argument("--end-seq", type=int, required=True)
+    x.add_argument("--period", help="a run not approved: its period …")
+    x.add_argument("--start-seq", type=int, help="… its first entry …")
+    x.add_argument("--end-seq", type=int, help="… the entry after its last …")
+    x.add_argument("--cut", type=int, help="… and its cut (tree size; default --end-seq)")
+    x.add_argument("--supersedes", help="the approved run it corrects, if any")
     x.add_argument("--mode", choices=("multilateral", "bilateral"))
     x.add_argument("--out", type=Path, required=True)
     x.set_defaults(handler=from_export)
@@ -199,32 +204,24 @@ def payment_file(args: argparse.Namespace) -> int:
 
 
 def from_export(args: argparse.Namespace) -> int:
-    from ledger.verify import verify_export
-    from settlement.run import SettlementError, compute_run
+    from coalition.settle import FromExportError, run_from_export
+    from settlement.obligations import MissingTerms
+    from settlement.run import SettlementError
 
     try:
-        verified = verify_export(str(args.export), sizes_wanted=[args.end_seq])
-    except Exception as exc:  # a journal that does not verify is not settled from
-        print(f"the export does not verify: {exc}", file=sys.stderr)
+        run = run_from_export(
+            str(args.export),
+            args.run,
+            period=args.period,
+            start_seq=args.start_seq,
+            end_seq=args.end_seq,
+            cut_size=args.cut,
+            mode=args.mode,
+            supersedes=args.supersedes,
+        )
+    except (FromExportError, SettlementError, MissingTerms) as exc:
+        print(f"refused: {exc}", file=sys.stderr)
         return EXIT_REFUSED
-    if verified.tree_size < args.end_seq:
-        print(f"the export holds {verified.tree_size} entries, fewer than the cut", file=sys.stderr)
-        return EXIT_USAGE
-    checkpoint = {"tree_size": args.end_seq, "root_hex": verified.roots_at[args.end_seq].hex()}
-    with args.export.open("rb") as lines:
-        try:
-            run = compute_run(
-                (line[:-1] for line in lines),
-                run_id=args.run,
-                period=args.period,
-                start_seq=args.start_seq,
-                end_seq=args.end_seq,
-                checkpoint=checkpoint,
-                mode=args.mode,
-            )
-        except SettlementError as exc:
-            print(f"refused: {exc}", file=sys.stderr)
-            return EXIT_REFUSED
     _write(args.out, run.to_bytes())
     print(f"run {args.run} recomputed from {args.export} → {args.out}")
     return EXIT_OK

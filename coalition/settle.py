@@ -3,7 +3,10 @@
 record the facts settlement needs (bank accounts, exchange rates).
 
 The run itself is ``settlement.compute_run`` over the journal's canonical entries up to
-the cut, so it can be recomputed from an export to the same bytes.
+the cut, so it can be recomputed from an export to the same bytes (docs/SETTLEMENT.md).
+A period's entries are those not settled by an earlier run whose time is before the
+period's end in the coalition's time zone; a correction covers the same entries at a
+later cut, and its approval posts (and its payments move) only the difference.
 """
 
 from __future__ import annotations
@@ -30,7 +33,14 @@ from settlement.pain001 import Clearing, MissingBankAccount, NothingToPay, pain0
 from settlement.pdf import statement_pdf
 from settlement.periods import InvalidPeriod, period_bounds
 from settlement.reconcile import Record, parse_records, reconcile
-from settlement.run import Run, SettlementError, compute_run
+from settlement.run import (
+    PeriodBounds,
+    Previous,
+    Run,
+    SettlementError,
+    compute_run,
+    previous_from_json,
+)
 from settlement.statement import statement_bytes_csv, statement_bytes_json, statement_json
 
 FINANCE_SCOPE = "finance"
@@ -48,6 +58,7 @@ class RunRecord:
     computed_by: str
     approved_by: str | None
     run_bytes: bytes
+    approved_seq: int | None = None
 
 
 def timezone() -> str:
@@ -62,20 +73,45 @@ def get_run(conn: Conn, run_id: str, *, for_update: bool = False) -> RunRecord |
     decision on its status holds while the caller writes (approve, confirm a payment)."""
     row = conn.execute(
         "SELECT run_id, period, revision, status, start_seq, end_seq, computed_by, approved_by,"
-        " run_bytes FROM coalition_settlement_run WHERE run_id = %s"
+        " run_bytes, approved_seq FROM coalition_settlement_run WHERE run_id = %s"
         + (" FOR UPDATE" if for_update else ""),
         (run_id,),
     ).fetchone()
     if row is None:
         return None
-    run_id, period, revision, status, start_seq, end_seq, computed_by, approved_by, data = row
+    run_id, period, revision, status, start_seq, end_seq, computed_by, approved_by, data, seq = row
     return RunRecord(
-        run_id, period, revision, status, start_seq, end_seq, computed_by, approved_by, bytes(data)
+        run_id,
+        period,
+        revision,
+        status,
+        start_seq,
+        end_seq,
+        computed_by,
+        approved_by,
+        bytes(data),
+        None if seq is None else int(seq),
     )
+
+
+def is_payable(record: RunRecord) -> bool:
+    """Approved runs are paid, superseded ones included: a correction pays only the
+    difference, so what an earlier revision's payments move stays due."""
+    return record.approved_seq is not None and record.status in ("approved", "paid", "superseded")
 
 
 def entries_until(conn: Conn, end_seq: int) -> Any:
     return (stored.canonical for stored in reads.iter_entries(conn, 0, end_seq))
+
+
+def terms_entries(conn: Conn, cut_size: int) -> list[bytes]:
+    """Every ``partner_terms`` entry before the cut (they price the whole period, so
+    settlement reads them before the period's entries)."""
+    rows = conn.execute(
+        "SELECT canonical FROM ledger_entry WHERE kind = 'partner_terms' AND seq < %s ORDER BY seq",
+        (cut_size,),
+    ).fetchall()
+    return [bytes(row[0]) for row in rows]
 
 
 def compute(
@@ -92,15 +128,17 @@ def compute(
     """Compute (or recompute, unchanged, while unapproved) the run for ``period``."""
     if not period or len(period) > 40 or not period.replace("-", "").isalnum():
         return Refusal(RefusalCode.INVALID_REQUEST, "period: e.g. 2027-01 or 2027-W05")
+    bounds: PeriodBounds | None = None
     if calendar:  # the demo settles its simulated quarter under a free label
         try:
-            _cycle, _start_us, end_us = period_bounds(period, timezone())
+            _cycle, start_us, end_us = period_bounds(period, timezone())
         except InvalidPeriod as exc:
             return Refusal(RefusalCode.INVALID_REQUEST, str(exc))
         if co.clock_us() < end_us:
             return Refusal(
                 RefusalCode.INVALID_REQUEST, f"period {period} has not ended yet in {timezone()}"
             )
+        bounds = PeriodBounds(start_us, end_us, timezone())
     early = _latest_run(conn, period)
     if early is not None and early[1] == "computed":
         return _recompute(conn, early[0])
@@ -118,7 +156,7 @@ def compute(
             return _recompute(conn, latest[0])
         if latest is not None and not correction:
             return Refusal(RefusalCode.PERIOD_SETTLED, f"{period} is {latest[1]} as {latest[0]}")
-        return _compute_new(co, conn, period, latest, cut, computed_by, mode)
+        return _compute_new(co, conn, period, latest, cut, computed_by, mode, bounds)
 
 
 _PERIOD_LOCK = 727_010  # pg_advisory_xact_lock's first key: settlement periods
@@ -145,19 +183,44 @@ def _compute_new(
     cut: Any,
     computed_by: str,
     mode: str | None,
+    bounds: PeriodBounds | None,
 ) -> RunRecord | Refusal:
     revision = 1 if latest is None else latest[2] + 1
-    if latest is not None:
-        start_seq = int(latest[3])
+    previous: Previous | None = None
+    if latest is not None:  # a correction: the same entries, facts up to a later cut
+        superseded = get_run(conn, latest[0])
+        assert superseded is not None and superseded.approved_seq is not None
+        start_seq, end_seq = superseded.start_seq, superseded.end_seq
+        previous = previous_from_json(_json(superseded.run_bytes), superseded.approved_seq)
+        if bounds is None:
+            bounds = _bounds_of(_json(superseded.run_bytes))
     else:
         row = conn.execute(
             "SELECT coalesce(max(end_seq), 0) FROM coalition_settlement_run"
             " WHERE status <> 'superseded'"
         ).fetchone()
         start_seq = int(row[0]) if row else 0
+        end_seq = _period_end_seq(conn, start_seq, cut.tree_size, bounds)
+        if end_seq < start_seq:
+            return Refusal(
+                RefusalCode.INVALID_REQUEST,
+                f"period {period} ends before entry {start_seq}, the first not yet settled",
+            )
     run_id = period if revision == 1 else f"{period}-r{revision}"
     try:
-        run = _run(conn, run_id, period, start_seq, cut.tree_size, cut.root_hash, mode)
+        run = _run(
+            conn,
+            run_id,
+            period,
+            start_seq,
+            end_seq,
+            cut.tree_size,
+            cut.root_hash,
+            mode,
+            bounds=bounds,
+            previous=previous,
+            revision=revision,
+        )
     except (SettlementError, MissingTerms) as exc:
         return Refusal(RefusalCode.SETTLEMENT_INPUT_MISSING, str(exc))
     with conn.transaction():
@@ -171,7 +234,7 @@ def _compute_new(
                 revision,
                 latest[0] if latest else None,
                 start_seq,
-                cut.tree_size,
+                end_seq,
                 cut.checkpoint_id,
                 computed_by,
                 co.clock_us(),
@@ -191,42 +254,63 @@ def _compute_new(
     return found
 
 
+def _period_end_seq(conn: Conn, start_seq: int, cut_size: int, bounds: PeriodBounds | None) -> int:
+    """The first entry from ``start_seq`` on whose time is at or after the period's end
+    (it and all after it belong to later periods); the cut when none is, or without
+    calendar bounds. Times never go backwards along the chain, so this is one search."""
+    if bounds is None:
+        return cut_size
+    row = conn.execute(
+        "SELECT min(seq) FROM ledger_entry WHERE seq < %s AND time_us >= %s",
+        (cut_size, bounds.end_us),
+    ).fetchone()
+    return cut_size if row is None or row[0] is None else int(row[0])
+
+
+def _bounds_of(run_json: dict[str, Any]) -> PeriodBounds | None:
+    stored = run_json.get("period_bounds")
+    if stored is None:
+        return None
+    return PeriodBounds(
+        parse_time_us(stored["start"]), parse_time_us(stored["end"]), stored["timezone"]
+    )
+
+
 def _run(
     conn: Conn,
     run_id: str,
     period: str,
     start_seq: int,
     end_seq: int,
+    cut_size: int,
     root_hash: bytes,
     mode: str | None,
+    *,
+    bounds: PeriodBounds | None = None,
+    previous: Previous | None = None,
+    revision: int = 1,
 ) -> Run:
-    checkpoint = {"tree_size": end_seq, "root_hex": root_hash.hex()}
+    checkpoint = {"tree_size": cut_size, "root_hex": root_hash.hex()}
     return compute_run(
-        entries_until(conn, end_seq),
+        entries_until(conn, cut_size),
         run_id=run_id,
         period=period,
         start_seq=start_seq,
         end_seq=end_seq,
+        cut_size=cut_size,
         checkpoint=checkpoint,
         mode=mode,
+        terms_entries=terms_entries(conn, cut_size),
+        bounds=bounds,
+        previous=previous,
+        revision=revision,
     )
 
 
 def _recompute(conn: Conn, run_id: str) -> RunRecord:
     record = get_run(conn, run_id)
     assert record is not None
-    from ledger.proofs import root_hash_at
-
-    run = _run(
-        conn,
-        run_id,
-        record.period,
-        record.start_seq,
-        record.end_seq,
-        root_hash_at(conn, record.end_seq),
-        _mode_of(record),
-    )
-    assert run.to_bytes() == record.run_bytes, "the journal changed under a computed run"
+    rebuild(conn, record)
     return record
 
 
@@ -272,20 +356,37 @@ def _approve(co: Coalition, conn: Conn, run_id: str, approved_by: str) -> Record
     if approved_by == record.computed_by:
         return Refusal(RefusalCode.SAME_APPROVER, "a second finance user must approve")
     run_json = _json(record.run_bytes)
+    superseded = run_json.get("supersedes")  # runs computed before revisions: absent
+    checkpoint = run_json["cut"]["checkpoint"]
+    bounds = run_json.get("period_bounds")
     requests = [
         EntryRequest(
             "settlement_approved",
             FINANCE_SCOPE,
             f"approve:{run_id}",
+            # Everything needed to recompute the run from an export, with no search.
             meta={
                 "run": run_id,
                 "approved_by": approved_by,
                 "run_sha256": hashlib.sha256(record.run_bytes).hexdigest(),
+                "period": record.period,
+                "revision": record.revision,
+                "mode": run_json["mode"],
+                "start_seq": record.start_seq,
+                "end_seq": record.end_seq,
+                "cut": {"tree_size": checkpoint["tree_size"], "root": checkpoint["root_hex"]},
+                "timezone": None if bounds is None else bounds["timezone"],
+                "supersedes": None if superseded is None else superseded["run"],
             },
+            # A correction names the approval it supersedes (which moved nothing, so
+            # FORMAT.md §3a bounds nothing here; the positions post differences).
+            corrects_seq=None if superseded is None else superseded["approved_seq"],
         )
     ]
-    for position in run_json["positions"]:
-        requests.append(_position_entry(run_id, position))
+    for change in run_json.get("position_changes", run_json["positions"]):
+        requests.append(
+            _position_entry(run_id, change, None if superseded is None else superseded["run"])
+        )
     results = co.journal.append(conn, requests)
     refused = [r for r in results if isinstance(r, Rejection)]
     if refused:
@@ -314,15 +415,21 @@ def settlement_account(party: str, currency: str) -> str:
     )
 
 
-def _position_entry(run_id: str, position: dict[str, Any]) -> EntryRequest:
-    """A party's net position, owed to or by the clearing account, in its currency."""
+def _position_entry(
+    run_id: str, position: dict[str, Any], supersedes: str | None = None
+) -> EntryRequest:
+    """A party's net position (for a correction: its change), owed to or by the clearing
+    account, in its currency."""
     party, currency, net = position["party"], position["currency"], position["net_minor"]
     account, clearing = settlement_account(party, currency), f"coalition:clearing:{currency}"
+    meta: dict[str, Any] = {"run": run_id, "party": party}
+    if supersedes is not None:
+        meta["supersedes"] = supersedes
     return EntryRequest(
         "settlement_position",
         FINANCE_SCOPE,
         f"position:{run_id}:{party}:{currency}",
-        meta={"run": run_id, "party": party},
+        meta=meta,
         open_accounts=(
             AccountSpec(account, currency, overdraft=True),
             AccountSpec(clearing, currency, overdraft=True),
@@ -344,7 +451,7 @@ def _confirm_payment(
     record = get_run(conn, run_id, for_update=True)
     if record is None:
         return Refusal(RefusalCode.UNKNOWN_RUN, f"no run {run_id}")
-    if record.status not in ("approved", "paid"):
+    if not is_payable(record):
         return Refusal(RefusalCode.RUN_NOT_APPROVED, f"run {run_id} is {record.status}")
     payments = {p["end_to_end_id"]: p for p in _json(record.run_bytes)["payments"]}
     payment = payments.get(end_to_end_id)
@@ -370,9 +477,11 @@ def _confirm_payment(
     (confirmed,) = conn.execute(
         "SELECT count(*) FROM coalition_payment_confirmation WHERE run_id = %s", (run_id,)
     ).fetchone() or (0,)
-    if confirmed == len(payments):
+    if confirmed == len(payments):  # a superseded run stays superseded, paid or not
         conn.execute(
-            "UPDATE coalition_settlement_run SET status = 'paid' WHERE run_id = %s", (run_id,)
+            "UPDATE coalition_settlement_run SET status = 'paid' WHERE run_id = %s"
+            " AND status = 'approved'",
+            (run_id,),
         )
     return Recorded(outcome.seq, outcome.replayed)
 
@@ -393,20 +502,9 @@ def payment_file(
     record = get_run(conn, run_id)
     if record is None:
         return Refusal(RefusalCode.UNKNOWN_RUN, f"no run {run_id}")
-    if record.status not in ("approved", "paid"):
+    if not is_payable(record):
         return Refusal(RefusalCode.RUN_NOT_APPROVED, "payment files are for approved runs")
-    from ledger.proofs import root_hash_at
-
-    run = _run(
-        conn,
-        run_id,
-        record.period,
-        record.start_seq,
-        record.end_seq,
-        root_hash_at(conn, record.end_seq),
-        None,
-    )
-    assert run.to_bytes() == record.run_bytes
+    run = rebuild(conn, record)
     try:
         return pain001(run, clearing, created_us, execution_date)
     except (NothingToPay, MissingBankAccount) as exc:
@@ -458,22 +556,26 @@ def rebuild(conn: Conn, record: RunRecord) -> Run:
     """The run object of a stored run (recomputed; the bytes must match what was stored)."""
     from ledger.proofs import root_hash_at
 
+    stored = _json(record.run_bytes)
+    cut_size = int(stored["cut"]["checkpoint"]["tree_size"])
+    superseded = stored.get("supersedes")
     run = _run(
         conn,
         record.run_id,
         record.period,
         record.start_seq,
         record.end_seq,
-        root_hash_at(conn, record.end_seq),
-        _mode_of(record),
+        cut_size,
+        root_hash_at(conn, cut_size),
+        stored["mode"],
+        bounds=_bounds_of(stored),
+        previous=None
+        if superseded is None
+        else previous_from_json(superseded, superseded["approved_seq"]),
+        revision=record.revision,
     )
     assert run.to_bytes() == record.run_bytes, "the journal changed under a stored run"
     return run
-
-
-def _mode_of(record: RunRecord) -> str:
-    mode: str = _json(record.run_bytes)["mode"]
-    return mode
 
 
 def _json(data: bytes) -> dict[str, Any]:
@@ -550,3 +652,139 @@ def submit_reconciliation(
     ).fetchone()
     assert row is not None
     return int(row[0]), result
+
+
+class FromExportError(ValueError):
+    """The export cannot settle the run as asked (it does not verify, lacks the cut …)."""
+
+
+def approvals_in_export(path: str) -> dict[str, tuple[int, dict[str, Any]]]:
+    """Each approved run's approval entry (seq, meta), found by a byte search first."""
+    import orjson
+
+    found: dict[str, tuple[int, dict[str, Any]]] = {}
+    with open(path, "rb") as lines:
+        for line in lines:
+            if b'"settlement_approved"' not in line:
+                continue
+            entry = orjson.loads(line)
+            if entry["kind"] == "settlement_approved":
+                found[entry["meta"]["run"]] = (entry["seq"], entry["meta"])
+    return found
+
+
+def run_from_export(
+    path: str,
+    run_id: str,
+    *,
+    period: str | None = None,
+    start_seq: int | None = None,
+    end_seq: int | None = None,
+    cut_size: int | None = None,
+    mode: str | None = None,
+    supersedes: str | None = None,
+) -> Run:
+    """Recompute a run from ``journal.jsonl`` alone (docs/SETTLEMENT.md §10). An approved
+    run needs only its id: its approval entry records period, entries, cut and mode, and
+    the revision it supersedes; the result must hash to the approval's ``run_sha256``.
+    A run not approved (yet) is named by period, entries and cut instead."""
+    from ledger.verify import verify_export
+
+    approvals = approvals_in_export(path)
+    approved = approvals.get(run_id)
+    if approved is not None and period is None:
+        meta = approved[1]
+        params = _params_of(meta)
+    else:
+        if period is None or start_seq is None or end_seq is None:
+            raise FromExportError(f"run {run_id} is not approved in the export: name its entries")
+        cut = end_seq if cut_size is None else cut_size
+        params = (period, start_seq, end_seq, cut, mode, _calendar_bounds(period), supersedes)
+    chain = [params]
+    while chain[-1][6] is not None:
+        earlier = approvals.get(chain[-1][6])
+        if earlier is None:
+            raise FromExportError(f"the superseded run {chain[-1][6]} is not approved")
+        chain.append(_params_of(earlier[1]))
+    sizes = sorted({p[3] for p in chain})
+    try:
+        verified = verify_export(path, sizes_wanted=sizes)
+    except Exception as exc:  # a journal that does not verify is not settled from
+        raise FromExportError(f"the export does not verify: {exc}") from exc
+    if verified.tree_size < sizes[-1]:
+        raise FromExportError(f"the export holds {verified.tree_size} entries, fewer than the cut")
+
+    def full(params: tuple[Any, ...], name: str, previous: Previous | None, revision: int) -> Run:
+        label, start, end, cut, run_mode, bounds, _ = params
+        with open(path, "rb") as lines:
+            return compute_run(
+                (line[:-1] for line in lines),
+                run_id=name,
+                period=label,
+                start_seq=start,
+                end_seq=end,
+                cut_size=cut,
+                checkpoint={"tree_size": cut, "root_hex": verified.roots_at[cut].hex()},
+                mode=run_mode,
+                terms_entries=_terms_lines(path, cut),
+                bounds=bounds,
+                previous=previous,
+                revision=revision,
+            )
+
+    previous: Previous | None = None
+    if params[6] is not None:
+        prev_id = params[6]
+        prev_seq, prev_meta = approvals[prev_id]
+        prev_params = chain[1]
+        # Its full positions and flows do not depend on what it superseded.
+        prev_run = full(prev_params, prev_id, None, int(prev_meta.get("revision", 1)))
+        previous = Previous(prev_id, prev_seq, dict(prev_run.positions), dict(prev_run.flows))
+    revision = int(approved[1].get("revision", 1)) if approved else len(chain)
+    run = full(params, run_id, previous, revision)
+    if approved is not None and period is None:
+        recorded = approved[1]
+        if recorded.get("cut", {}).get("root") not in (None, verified.roots_at[params[3]].hex()):
+            raise FromExportError(f"the root at {params[3]} is not the approval's")
+        if hashlib.sha256(run.to_bytes()).hexdigest() != recorded["run_sha256"]:
+            raise FromExportError(f"run {run_id} recomputed does not hash to its approval")
+    return run
+
+
+def _params_of(meta: dict[str, Any]) -> tuple[Any, ...]:
+    if "cut" not in meta:
+        raise FromExportError(f"run {meta['run']}'s approval predates recorded cuts")
+    zone = meta.get("timezone")
+    bounds = None
+    if zone is not None:
+        _cycle, start_us, end_us = period_bounds(meta["period"], zone)
+        bounds = PeriodBounds(start_us, end_us, zone)
+    return (
+        meta["period"],
+        int(meta["start_seq"]),
+        int(meta["end_seq"]),
+        int(meta["cut"]["tree_size"]),
+        meta["mode"],
+        bounds,
+        meta.get("supersedes"),
+    )
+
+
+def _calendar_bounds(period: str) -> PeriodBounds | None:
+    """A calendar label's bounds in the coalition's time zone; none for a free label."""
+    try:
+        _cycle, start_us, end_us = period_bounds(period, timezone())
+    except InvalidPeriod:
+        return None
+    return PeriodBounds(start_us, end_us, timezone())
+
+
+def _terms_lines(path: str, cut_size: int) -> list[bytes]:
+    out = []
+    with open(path, "rb") as lines:
+        for seq, line in enumerate(lines):
+            if seq >= cut_size:
+                break
+            if b'"partner_terms"' in line:
+                out.append(line[:-1])
+    return out

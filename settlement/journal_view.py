@@ -14,6 +14,13 @@ effective_from, terms}; ``partner_bank_account`` {partner, iban, bic, name};
 ``redeem``/``capture``/``refund_redemption`` {partner} with the member posting's lots;
 ``refund_earn`` with credits to ``…:issued`` accounts; ``expire`` with its expired lots;
 ``settlement_approved`` / ``settlement_paid`` {run}.
+
+Which terms price an entry (docs/SETTLEMENT.md §4): among **all** versions recorded
+before the run's cut, the one with the latest ``effective_from`` not after the entry's
+time (ties: the higher version). A version published late but back-dated therefore
+prices every entry of its range, those recorded before it included — which needs the
+versions before the entries, so they are read first (``read_terms``: a byte search
+over the stream, or a query by kind from the database).
 """
 
 from __future__ import annotations
@@ -44,6 +51,11 @@ class Event(NamedTuple):
     points: int  # negative for reversals (refunded redemptions, clawbacks)
 
 
+TERMS_KIND = "partner_terms"
+_TERMS_MARK = b'"partner_terms"'
+TermsTable = dict[str, list[tuple[int, int, PartnerTerms]]]
+
+
 @dataclass(slots=True)
 class Facts:
     currencies: dict[str, str] = field(default_factory=dict)
@@ -56,6 +68,8 @@ class Facts:
     entry_times_us: array[int] = field(default_factory=lambda: array("q"))
 
     def terms_at(self, partner: str, time_us: int) -> tuple[int, PartnerTerms] | None:
+        """The version in force at ``time_us``: the latest (effective_from, version) not
+        after it, among every version recorded before the cut."""
         best: tuple[int, int, PartnerTerms] | None = None
         for effective_us, version, terms in self.terms.get(partner, ()):
             if effective_us <= time_us and (best is None or (effective_us, version) >= best[:2]):
@@ -63,15 +77,49 @@ class Facts:
         return None if best is None else (best[1], best[2])
 
 
+def read_terms(terms_entries: Iterable[bytes], cut_size: int) -> TermsTable:
+    """Every terms version recorded before the cut, from canonical entries (any subset
+    of the journal that holds all its ``partner_terms`` entries: the rest is skipped
+    by a byte search before anything is parsed)."""
+    table: TermsTable = {}
+    for canonical in terms_entries:
+        if _TERMS_MARK not in canonical:
+            continue
+        entry = orjson.loads(canonical)
+        if entry["kind"] != TERMS_KIND or entry["seq"] >= cut_size:
+            continue
+        meta = entry["meta"]
+        table.setdefault(meta["partner"], []).append(
+            (
+                parse_time_us(meta["effective_from"]),
+                int(meta["version"]),
+                PartnerTerms.from_json(meta["terms"]),
+            )
+        )
+    for versions in table.values():
+        versions.sort(key=lambda v: (v[0], v[1]))
+    return table
+
+
 def read(
-    entries: Iterable[bytes], start_seq: int, end_seq: int, sink: Callable[[Facts, Event], None]
+    entries: Iterable[bytes],
+    start_seq: int,
+    end_seq: int,
+    sink: Callable[[Facts, Event], None],
+    *,
+    cut_size: int | None = None,
+    terms: TermsTable | None = None,
 ) -> Facts:
-    """Stream canonical entries 0 … end_seq−1, handing each event of start_seq on to
-    ``sink`` as it comes (with the facts in force then): nothing is held per entry."""
-    facts = Facts()
-    for seq, entry in _parsed(entries, end_seq):
+    """Stream canonical entries 0 … cut_size−1 (default end_seq), handing each event of
+    start_seq … end_seq−1 on to ``sink`` as it comes: nothing is held per entry. Facts
+    (currencies, bank accounts, rates) are read up to the cut; ``terms`` are every
+    version before the cut (``read_terms``), known before the first event is priced."""
+    cut = end_seq if cut_size is None else cut_size
+    assert end_seq <= cut, "the period's entries end at or before the cut"
+    facts = Facts(terms={} if terms is None else terms)
+    for seq, entry in _parsed(entries, cut):
         _remember(facts, seq, entry)
-        if seq >= start_seq:
+        if start_seq <= seq < end_seq:
             for event in _events(facts, seq, entry):
                 sink(facts, event)
     return facts
@@ -97,11 +145,6 @@ def _remember(facts: Facts, seq: int, entry: dict[str, Any]) -> None:
     kind, meta = entry["kind"], entry["meta"]
     if kind == "partner_onboarded":
         facts.currencies[meta["partner"]] = meta["settlement_currency"]
-    elif kind == "partner_terms":
-        terms = PartnerTerms.from_json(meta["terms"])
-        facts.terms.setdefault(meta["partner"], []).append(
-            (parse_time_us(meta["effective_from"]), int(meta["version"]), terms)
-        )
     elif kind == "partner_bank_account":
         facts.bank_accounts[meta["partner"]] = {k: str(meta[k]) for k in ("iban", "bic", "name")}
     elif kind == "fx_rate":

@@ -12,6 +12,7 @@ import io
 from typing import Any
 
 from ledger.canonical import canonical_bytes
+from ledger.timefmt import format_time_us
 from settlement.journal_view import OPERATOR
 from settlement.money import decimal_text, format_minor
 from settlement.run import Run
@@ -20,8 +21,12 @@ REVISION_FIRST = 1
 
 
 def statement_json(
-    run: Run, party: str, revision: int = REVISION_FIRST, previous_run_id: str | None = None
+    run: Run, party: str, revision: int | None = None, previous_run_id: str | None = None
 ) -> dict[str, Any]:
+    if revision is None:
+        revision = run.revision
+    if previous_run_id is None and run.previous is not None:
+        previous_run_id = run.previous.run_id
     lines = []
     totals: dict[str, dict[str, int]] = {}
     for index, line in enumerate(run.lines):
@@ -77,6 +82,14 @@ def statement_json(
             if party in (c.party, OPERATOR)
         ],
         "net": net,
+        # What this revision posts: the whole net for a first revision, the difference
+        # from the superseded one for a correction (docs/SETTLEMENT.md §9).
+        "position_changes": [
+            {"currency": c, "net_minor": v, "direction": _direction(v)}
+            for (p, c), v in sorted(run.changes.items())
+            if p == party
+        ],
+        "notes": period_notes(run),
         "payments": [
             {
                 "end_to_end_id": p.end_to_end_id,
@@ -89,6 +102,36 @@ def statement_json(
             if party in (p.payer, p.payee)
         ],
     }
+
+
+def period_notes(run: Run) -> list[str]:
+    """What the period holds, said in words (docs/SETTLEMENT.md §3, §9)."""
+    notes = []
+    cut = run.end_seq if run.cut_size < 0 else run.cut_size
+    if run.bounds is not None:
+        start, end = format_time_us(run.bounds.start_us), format_time_us(run.bounds.end_us)
+        notes.append(
+            f"Period {run.period}: entries recorded from {start} to before {end}"
+            f" (the period's bounds in {run.bounds.timezone}), entries {run.start_seq}"
+            f" to {run.end_seq - 1}."
+        )
+        if run.end_seq < cut:
+            notes.append(
+                f"Entries {run.end_seq} to {cut - 1}, recorded at or after {end} but before"
+                f" this run's cut ({cut}), belong to the next period, not to this one."
+            )
+        if run.entries_before_start:
+            notes.append(
+                f"{run.entries_before_start} entries recorded before {start} that no earlier"
+                " run settled are included."
+            )
+    if run.previous is not None:
+        notes.append(
+            f"Revision {run.revision} supersedes run {run.previous.run_id}: the lines and"
+            " net positions are the period's in full; this revision posts and pays only the"
+            " difference (position changes and payments)."
+        )
+    return notes
 
 
 def _direction(net_minor: int) -> str:
@@ -161,4 +204,6 @@ def statement_bytes_csv(statement: dict[str, Any]) -> bytes:
                 "",
             ]
         )
+    for note in statement.get("notes", ()):
+        writer.writerow(["note", note, "", "", "", "", "", "", "", "", ""])
     return out.getvalue().encode("utf-8")

@@ -308,6 +308,18 @@ def _alter_amount(lines: list[bytes]) -> int:
     return at
 
 
+def _over_correct(lines: list[bytes]) -> int:
+    """The reversal of d-1 (70 points) made to give back 71, still balanced."""
+    at = _find(lines, b'"ref":{"key":"d-1-refund",')
+    lines[at] = (
+        lines[at]
+        .replace(b'"amount":-70,', b'"amount":-71,', 1)
+        .replace(b'"amount":70,', b'"amount":71,', 1)
+        .replace(b'"amount":50,', b'"amount":51,', 1)
+    )
+    return at
+
+
 def _alter_reference(lines: list[bytes]) -> int:
     at = _find(lines, b'"ref":{"key":"c-2",')
     lines[at] = lines[at].replace(b'"key":"c-2"', b'"key":"c-3"', 1)
@@ -346,6 +358,7 @@ def _drop_last_newline(lines: list[bytes]) -> int:
     "tamper",
     [
         _alter_amount,
+        _over_correct,
         _alter_reference,
         _alter_prev,
         _remove_line,

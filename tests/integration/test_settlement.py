@@ -29,10 +29,12 @@ from coalition.redeem import redeem_points
 from ledger import checkpoint_log
 from ledger.export import export_journal
 from ledger.signed_note import Signer
+from ledger.timefmt import parse_time_us
 from settlement.terms import PartnerTerms
 
 ROOT = Path(__file__).resolve().parents[2]
-T0 = 1_800_000_000_000_000
+T0 = 1_800_000_000_000_000  # 2027-01-15T08:00:00Z: the fixture's entries are January's
+FEB_MOSCOW_US = parse_time_us("2027-01-31T21:00:00.000000Z")  # 2027-02-01 00:00 Moscow
 XSD = Path(sepaxml.__file__).parent / "schemas" / "pain.001.001.09.xsd"
 BANKS = {"grocer": "DE89370400440532013000", "airline": "DE02120300000000202051"}
 
@@ -92,13 +94,19 @@ def conn(db_url: str, co: Coalition) -> Iterator[psycopg.Connection[Any]]:
         yield c
 
 
+def january(co: Coalition, conn: Any, signer: Signer, **kwargs: Any) -> Any:
+    """Compute 2027-01 once it has ended in the coalition's time zone."""
+    co.clock_us.now_us = max(co.clock_us.now_us, FEB_MOSCOW_US)  # type: ignore[attr-defined]
+    return settle.compute(co, conn, signer, period="2027-01", computed_by="alice", **kwargs)
+
+
 def ok(outcome: Any) -> Any:
     assert not isinstance(outcome, Refusal), outcome
     return outcome
 
 
 def test_a_run_prices_lines_nets_to_zero_and_is_stable(co, conn, signer):
-    run = ok(settle.compute(co, conn, signer, period="2026-11", computed_by="alice"))
+    run = ok(january(co, conn, signer))
     body = json.loads(run.run_bytes)
     lines = {(x["payer"], x["payee"], x["reason"]): x["amount_minor"] for x in body["lines"]}
     # 300 points of grocer's redeemed at airline at 0.95 EUR: grocer owes airline 285.00;
@@ -110,17 +118,18 @@ def test_a_run_prices_lines_nets_to_zero_and_is_stable(co, conn, signer):
     }
     assert sum(p["net_minor"] for p in body["positions"]) == 0
     cut = checkpoint_log.latest(conn)
-    assert cut is not None and body["cut"]["end_seq"] == cut.tree_size  # cut at a signature
-    again = ok(settle.compute(co, conn, signer, period="2026-11", computed_by="alice"))
+    assert cut is not None and body["cut"]["checkpoint"]["tree_size"] == cut.tree_size
+    assert body["cut"]["end_seq"] == cut.tree_size  # every entry is January's
+    again = ok(january(co, conn, signer))
     assert again.run_bytes == run.run_bytes  # unapproved: recomputed, same bytes
 
 
 def test_approval_needs_a_second_person_and_a_period_settles_once(co, conn, signer):
-    run = ok(settle.compute(co, conn, signer, period="2026-11", computed_by="alice"))
+    run = ok(january(co, conn, signer))
     refused = settle.approve(co, conn, run.run_id, "alice")
     assert isinstance(refused, Refusal) and refused.code is RefusalCode.SAME_APPROVER
     ok(settle.approve(co, conn, run.run_id, "bob"))
-    twice = settle.compute(co, conn, signer, period="2026-11", computed_by="alice")
+    twice = january(co, conn, signer)
     assert isinstance(twice, Refusal) and twice.code is RefusalCode.PERIOD_SETTLED
     balance = conn.execute(
         "SELECT balance FROM ledger_balance WHERE account = 'partner:airline:settlement:EUR'"
@@ -139,15 +148,20 @@ def test_a_period_not_yet_over_is_refused(co, conn, signer):
     early = settle.compute(co, conn, signer, period="2027-01", computed_by="alice")
     assert isinstance(early, Refusal) and early.code is RefusalCode.INVALID_REQUEST
     assert "not ended" in early.detail
+    co.clock_us.now_us = FEB_MOSCOW_US - 10_000_000  # 23:59:50 on 31 January in Moscow
+    early = settle.compute(co, conn, signer, period="2027-01", computed_by="alice")
+    assert isinstance(early, Refusal) and early.code is RefusalCode.INVALID_REQUEST
+    assert "not ended" in early.detail
     bad = settle.compute(co, conn, signer, period="January", computed_by="alice")
     assert isinstance(bad, Refusal) and bad.code is RefusalCode.INVALID_REQUEST
 
 
 def test_a_late_entry_falls_into_the_next_period(co, conn, signer):
-    first = ok(settle.compute(co, conn, signer, period="2026-11", computed_by="alice"))
+    first = ok(january(co, conn, signer))
     ok(settle.approve(co, conn, first.run_id, "bob"))
     ok(redeem_points(co, conn, partner_id="airline", ref_key="a-late", points=100, member_id="M1"))
-    second = ok(settle.compute(co, conn, signer, period="2026-12", computed_by="alice"))
+    co.clock_us.now_us = parse_time_us("2027-02-28T21:00:00.000000Z")  # March in Moscow
+    second = ok(settle.compute(co, conn, signer, period="2027-02", computed_by="alice"))
     assert second.start_seq == first.end_seq
     lines = json.loads(second.run_bytes)["lines"]
     redemption = [x for x in lines if x["reason"] == "redemption"]
@@ -155,11 +169,12 @@ def test_a_late_entry_falls_into_the_next_period(co, conn, signer):
 
 
 def test_payment_file_validates_against_the_official_xsd(co, conn, signer):
-    run = ok(settle.compute(co, conn, signer, period="2026-11", computed_by="alice"))
-    not_yet = settle.payment_file(conn, run.run_id, settle.clearing_account(), T0, "2027-02-01")
+    run = ok(january(co, conn, signer))
+    clearing = settle.clearing_account()
+    not_yet = settle.payment_file(conn, run.run_id, clearing, T0, "2027-02-01")
     assert isinstance(not_yet, Refusal) and not_yet.code is RefusalCode.RUN_NOT_APPROVED
     ok(settle.approve(co, conn, run.run_id, "bob"))
-    xml = settle.payment_file(conn, run.run_id, settle.clearing_account(), T0, "2027-02-01")
+    xml = settle.payment_file(conn, run.run_id, clearing, T0, "2027-02-01")
     assert isinstance(xml, bytes)
     xmlschema.XMLSchema(str(XSD)).validate(xml.decode())
     assert b"<NbOfTxs>1</NbOfTxs>" in xml and b"<CtrlSum>282.15</CtrlSum>" in xml
@@ -167,7 +182,7 @@ def test_payment_file_validates_against_the_official_xsd(co, conn, signer):
 
 
 def test_statements_in_three_formats(co, conn, signer):
-    run = ok(settle.compute(co, conn, signer, period="2026-11", computed_by="alice"))
+    run = ok(january(co, conn, signer))
     as_json = json.loads(settle.statement(conn, run.run_id, "airline", "json"))
     assert as_json["net"] == [{"currency": "EUR", "direction": "to receive", "net_minor": 28_215}]
     as_csv = settle.statement(conn, run.run_id, "airline", "csv").decode()
@@ -177,7 +192,7 @@ def test_statements_in_three_formats(co, conn, signer):
 
 
 def test_a_run_recomputed_from_an_export_gives_the_same_bytes(co, conn, signer, tmp_path):
-    run = ok(settle.compute(co, conn, signer, period="2026-11", computed_by="alice"))
+    run = ok(january(co, conn, signer))
     export = tmp_path / "journal.jsonl"
     export_journal(conn, export)
     out = tmp_path / "run.json"
@@ -194,7 +209,7 @@ def test_a_run_recomputed_from_an_export_gives_the_same_bytes(co, conn, signer, 
             "--run",
             run.run_id,
             "--period",
-            "2026-11",
+            "2027-01",
             "--start-seq",
             str(run.start_seq),
             "--end-seq",
@@ -210,6 +225,112 @@ def test_a_run_recomputed_from_an_export_gives_the_same_bytes(co, conn, signer, 
     )
     assert done.returncode == 0, done.stderr
     assert out.read_bytes() == run.run_bytes
+
+
+def test_a_period_means_its_label_in_the_coalitions_time_zone(co, conn, signer):
+    """Entries after the period's end but before the cut roll into the next period, and
+    the statement says so (2027-02-01 begins at 21:00 UTC on 31 January in Moscow)."""
+    co.clock_us.now_us = FEB_MOSCOW_US - 5_000_000
+    ok(redeem_points(co, conn, partner_id="airline", ref_key="a-in", points=50, member_id="M1"))
+    co.clock_us.now_us = FEB_MOSCOW_US
+    late = ok(
+        redeem_points(co, conn, partner_id="airline", ref_key="a-out", points=70, member_id="M1")
+    )
+    run = ok(january(co, conn, signer))
+    body = json.loads(run.run_bytes)
+    assert run.end_seq == late.seq < body["cut"]["checkpoint"]["tree_size"]
+    [redemption] = [x for x in body["lines"] if x["reason"] == "redemption"]
+    assert redemption["points"] == 300 + 50  # not the 70 of 1 February
+    assert body["period_bounds"]["end"] == "2027-01-31T21:00:00.000000Z"
+    notes = json.loads(settle.statement(conn, run.run_id, "airline", "json"))["notes"]
+    assert any("belong to the next period" in note for note in notes), notes
+    ok(settle.approve(co, conn, run.run_id, "bob"))
+    co.clock_us.now_us = parse_time_us("2027-02-28T21:00:00.000000Z")
+    february = ok(settle.compute(co, conn, signer, period="2027-02", computed_by="alice"))
+    [later] = [x for x in json.loads(february.run_bytes)["lines"] if x["reason"] == "redemption"]
+    assert february.start_seq == run.end_seq and later["points"] == 70
+
+
+def _balance(conn: Any, account: str) -> int:
+    row = conn.execute("SELECT balance FROM ledger_balance WHERE account = %s", (account,))
+    found = row.fetchone()
+    return 0 if found is None else int(found[0])
+
+
+def _pay_all(co: Coalition, conn: Any, run_id: str) -> None:
+    for payment in json.loads(settle.get_run(conn, run_id).run_bytes)["payments"]:
+        ok(settle.confirm_payment(co, conn, run_id, payment["end_to_end_id"], "bob"))
+
+
+@pytest.mark.parametrize("paid_first", [True, False], ids=["paid", "approved-not-paid"])
+def test_a_correction_posts_and_pays_only_the_difference(co, conn, signer, tmp_path, paid_first):
+    airline = "partner:airline:settlement:EUR"
+    first = ok(january(co, conn, signer))
+    ok(settle.approve(co, conn, first.run_id, "bob"))
+    if paid_first:
+        _pay_all(co, conn, first.run_id)
+    # Back-dated terms (effective from the epoch): airline now gets 1.00 a point.
+    dearer = PartnerTerms(Decimal(50), Decimal(100), 100, Decimal("0.5"), "monthly", "multilateral")
+    ok(publish_terms(co, conn, "airline", dearer, 0, "terms-airline-2"))
+    second = ok(january(co, conn, signer, correction=True))
+    body = json.loads(second.run_bytes)
+    assert second.run_id == "2027-01-r2" and body["supersedes"]["run"] == "2027-01"
+    lines = {(x["payer"], x["payee"], x["reason"]): x["amount_minor"] for x in body["lines"]}
+    assert lines[("grocer", "airline", "redemption")] == 30_000  # 300 × 1.00, in full
+    # airline: receives 30,000 − fee 300 = 29,700 in all; 28,215 settled before: +1,485.
+    changes = {(x["party"], x["currency"]): x["net_minor"] for x in body["position_changes"]}
+    assert changes == {
+        ("airline", "EUR"): 1_485,
+        ("grocer", "EUR"): -1_500,
+        ("coalition", "EUR"): 15,
+    }
+    assert [(p["payer"], p["payee"], p["amount_minor"]) for p in body["payments"]] == [
+        ("coalition", "airline", 1_485),
+        ("grocer", "coalition", 1_500),
+    ]
+    ok(settle.approve(co, conn, second.run_id, "bob"))
+    approval = conn.execute(
+        "SELECT canonical FROM ledger_entry WHERE kind = 'settlement_approved' ORDER BY seq DESC"
+    ).fetchone()
+    entry = json.loads(bytes(approval[0]))
+    assert entry["corrects"] == settle.get_run(conn, first.run_id).approved_seq
+    assert entry["meta"]["supersedes"] == "2027-01" and entry["meta"]["cut"]["tree_size"] > 0
+    expected_due = 29_700 if not paid_first else 1_485
+    assert _balance(conn, airline) == expected_due
+    # A correction of the correction: the old rate again (v3, back-dated too).
+    ok(
+        publish_terms(
+            co,
+            conn,
+            "airline",
+            PartnerTerms(Decimal(50), Decimal(95), 100, Decimal("0.5"), "monthly", "multilateral"),
+            0,
+            "terms-airline-3",
+        )
+    )
+    third = ok(january(co, conn, signer, correction=True))
+    body3 = json.loads(third.run_bytes)
+    assert body3["supersedes"]["run"] == "2027-01-r2"
+    assert {(x["party"], x["net_minor"]) for x in body3["position_changes"]} == {
+        ("airline", -1_485),
+        ("grocer", 1_500),
+        ("coalition", -15),
+    }
+    ok(settle.approve(co, conn, third.run_id, "carol"))
+    for run_id in (first.run_id, second.run_id, third.run_id):
+        if not (paid_first and run_id == first.run_id):
+            _pay_all(co, conn, run_id)
+    # Over all revisions, every party has been owed and paid what the latest says.
+    for account in (airline, "partner:grocer:settlement:EUR", "coalition:revenue:EUR"):
+        assert _balance(conn, account) == 0, account
+    statuses = [settle.get_run(conn, r).status for r in (first.run_id, second.run_id, third.run_id)]
+    assert statuses == ["superseded", "superseded", "paid"]
+    # Each revision recomputes from the export with its id alone.
+    export = tmp_path / "journal.jsonl"
+    export_journal(conn, export)
+    for run_id in (first.run_id, second.run_id, third.run_id):
+        run = settle.run_from_export(str(export), run_id)
+        assert run.to_bytes() == settle.get_run(conn, run_id).run_bytes
 
 
 def test_reconciliation_finds_matches_gaps_and_differences(co, conn):

@@ -2,8 +2,9 @@
 
 It checks the structure an auditor can check with SHA-256 alone (docs/FORMAT.md): every
 line is the RFC 8785 form of a JSON object, ``v`` is 1, ``seq`` counts from 0, every
-``prev`` is the previous line's leaf hash, and each unit's postings sum to zero. It does
-not replay lots, holds or balances; ``coalition verify`` does that.
+``prev`` is the previous line's leaf hash, each unit's postings sum to zero, and
+corrections stay within what they correct (FORMAT.md §3a). It does not replay lots,
+holds or balances; ``coalition verify`` does that.
 
 It is written apart from ledger/verify.py on purpose, so that one mistake is unlikely to
 hide in both: its own JCS serialiser (keys ordered by UTF-16 code units, as RFC 8785
@@ -120,7 +121,7 @@ def _leaf_hash(line: bytes) -> bytes:
     return hashlib.sha256(b"\x00" + line).digest()
 
 
-def _check_line(line_number: int, line: bytes, prev_hex: str) -> None:
+def _check_line(line_number: int, line: bytes, prev_hex: str) -> dict[str, Any]:
     fail = functools.partial(Failed, line_number)
     try:
         text = line.decode("utf-8")
@@ -141,6 +142,40 @@ def _check_line(line_number: int, line: bytes, prev_hex: str) -> None:
     if entry.get("prev") != prev_hex:
         raise fail("prev", f"expected {prev_hex}, got {entry.get('prev')!r}")
     _check_balanced(entry.get("postings"), fail)
+    return entry
+
+
+class _Corrections:
+    """FORMAT.md §3a, from its text: per account the corrected entry moved, the corrections
+    together give back at most what it took and take back at most what it gave."""
+
+    def __init__(self) -> None:
+        self.moved: list[dict[str, int]] = []  # per seq: net per account
+        self.given: dict[tuple[int, str], int] = {}
+        self.taken: dict[tuple[int, str], int] = {}
+
+    def check(self, line_number: int, entry: dict[str, Any]) -> None:
+        net: dict[str, int] = {}
+        for posting in entry["postings"]:
+            net[posting["account"]] = net.get(posting["account"], 0) + posting["amount"]
+        target = entry.get("corrects")
+        if type(target) is int and 0 <= target < len(self.moved):
+            original = self.moved[target]
+            for account in sorted(net):
+                if account not in original or net[account] == 0:
+                    continue
+                key = (target, account)
+                if net[account] > 0:
+                    self.given[key] = self.given.get(key, 0) + net[account]
+                    if self.given[key] > max(0, -original[account]):
+                        raise Failed(line_number, "correction", f"gives back too much to {account}")
+                else:
+                    self.taken[key] = self.taken.get(key, 0) - net[account]
+                    if self.taken[key] > max(0, original[account]):
+                        raise Failed(
+                            line_number, "correction", f"takes back too much from {account}"
+                        )
+        self.moved.append({account: n for account, n in net.items() if n})
 
 
 def _check_balanced(postings: Any, fail: Callable[[str, str], Failed]) -> None:
@@ -170,8 +205,9 @@ def leaf_hashes_of(path: str) -> bytearray:
     """Check every line; return the leaf hashes, 32 bytes each, back to back."""
     leaves = bytearray()
     prev_hex = ZERO_HEX
+    corrections = _Corrections()
     for line_number, line in _lines(path):
-        _check_line(line_number, line, prev_hex)
+        corrections.check(line_number, _check_line(line_number, line, prev_hex))
         leaf = _leaf_hash(line)
         leaves += leaf
         prev_hex = leaf.hex()

@@ -75,12 +75,14 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_verify)
 
     from coalition.cli_coalition import add_verbs as add_coalition_verbs
+    from coalition.cli_settle import add_partner_verbs
     from coalition.cli_settle import add_verbs as add_settle_verbs
     from coalition.cli_transparency import add_verbs as add_transparency_verbs
 
     add_transparency_verbs(sub)
     add_coalition_verbs(sub)
     add_settle_verbs(sub)
+    add_partner_verbs(sub)
     return parser
 
 

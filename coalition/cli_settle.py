@@ -10,15 +10,17 @@ from pathlib import Path
 
 import psycopg
 
+from coalition import payable
 from coalition.context import Coalition
 from coalition.database import database_url
 from coalition.keys import load_signer
 from coalition.migrate import upgrade_to_head
-from coalition.outcomes import Refusal
+from coalition.outcomes import Refusal, RefusalCode
 from coalition.settings import Settings
 from ledger.timefmt import format_time_us, now_us, parse_time_us
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
+_BY_HELP = "a finance principal: the key id of a finance API key not revoked (apikey list)"
 
 
 def add_verbs(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -26,18 +28,18 @@ def add_verbs(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     verbs = p.add_subparsers(required=True, metavar="ACTION")
     c = verbs.add_parser("compute", help="compute the run for a period at a new signed cut")
     c.add_argument("--period", required=True, help="e.g. 2027-01")
-    c.add_argument("--by", required=True, help="the finance user computing it")
+    c.add_argument("--by", required=True, help=_BY_HELP)
     c.add_argument("--correction", action="store_true", help="a new revision of a settled one")
     c.add_argument("--mode", choices=("multilateral", "bilateral"))
     c.set_defaults(handler=compute)
     a = verbs.add_parser("approve", help="approve a computed run (not by who computed it)")
     a.add_argument("--run", required=True)
-    a.add_argument("--by", required=True)
+    a.add_argument("--by", required=True, help=_BY_HELP + "; not the one who computed it")
     a.set_defaults(handler=approve)
     d = verbs.add_parser("paid", help="confirm payments of an approved run")
     d.add_argument("--run", required=True)
     d.add_argument("--payment", help="an EndToEndId; default: every payment of the run")
-    d.add_argument("--by", required=True)
+    d.add_argument("--by", required=True, help=_BY_HELP)
     d.set_defaults(handler=paid)
     s = verbs.add_parser("statement", help="write a party's statement")
     s.add_argument("--run", required=True)
@@ -68,6 +70,7 @@ def add_verbs(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     x.add_argument("--mode", choices=("multilateral", "bilateral"))
     x.add_argument("--out", type=Path, required=True)
     x.set_defaults(handler=from_export)
+    _add_payable_verbs(verbs)
 
     r = sub.add_parser("reconcile", help="compare a partner's records with the journal")
     r.add_argument("--partner", required=True)
@@ -99,23 +102,30 @@ def compute(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     with database_url() as url, psycopg.connect(url, autocommit=True) as conn:
         upgrade_to_head(url)
+        by = _finance_principal(conn, args.by)
+        if by is None:
+            return EXIT_USAGE
         outcome = run_compute(
             Coalition(),
             conn,
             load_signer(settings),
             period=args.period,
-            computed_by=args.by,
+            computed_by=by,
             correction=args.correction,
             mode=args.mode,
         )
-    if _refused(outcome):
-        return EXIT_REFUSED
-    assert not isinstance(outcome, Refusal)
+        if isinstance(outcome, Refusal):
+            _refused(outcome)
+            if outcome.code is RefusalCode.SETTLEMENT_INPUT_MISSING:
+                _print_problems(payable.pending_fx_rates(conn, args.period))
+            return EXIT_REFUSED
+        problems = payable.run_problems(conn, outcome.run_id) or []
     print(
         f"run {outcome.run_id} ({outcome.status}): entries {outcome.start_seq:,}–"
         f"{outcome.end_seq - 1:,}, computed by {outcome.computed_by}"
     )
     _summary(outcome.run_bytes)
+    _print_problems(problems)
     return EXIT_OK
 
 
@@ -141,10 +151,18 @@ def approve(args: argparse.Namespace) -> int:
 
     with database_url() as url, psycopg.connect(url, autocommit=True) as conn:
         upgrade_to_head(url)
-        outcome = run_approve(Coalition(), conn, args.run, args.by)
+        by = _finance_principal(conn, args.by)
+        if by is None:
+            return EXIT_USAGE
+        problems = payable.approval_problems(conn, args.run)
+        if problems:
+            print(f"refused: party_not_payable: run {args.run} cannot be paid", file=sys.stderr)
+            _print_problems(problems)
+            return EXIT_REFUSED
+        outcome = run_approve(Coalition(), conn, args.run, by)
     if _refused(outcome):
         return EXIT_REFUSED
-    print(f"run {args.run} approved by {args.by}; settlement entries posted")
+    print(f"run {args.run} approved by {by}; settlement entries posted")
     return EXIT_OK
 
 
@@ -155,6 +173,9 @@ def paid(args: argparse.Namespace) -> int:
 
     with database_url() as url, psycopg.connect(url, autocommit=True) as conn:
         upgrade_to_head(url)
+        by = _finance_principal(conn, args.by)
+        if by is None:
+            return EXIT_USAGE
         record = get_run(conn, args.run)
         if record is None:
             print(f"no run {args.run}", file=sys.stderr)
@@ -165,7 +186,7 @@ def paid(args: argparse.Namespace) -> int:
             else [p["end_to_end_id"] for p in json.loads(record.run_bytes)["payments"]]
         )
         for end_to_end_id in ids:
-            if _refused(confirm_payment(Coalition(), conn, args.run, end_to_end_id, args.by)):
+            if _refused(confirm_payment(Coalition(), conn, args.run, end_to_end_id, by)):
                 return EXIT_REFUSED
         status = get_run(conn, args.run)
     print(f"{len(ids)} payment(s) confirmed; run {args.run} is {status.status if status else '?'}")
@@ -287,4 +308,122 @@ def line_entries(args: argparse.Namespace) -> int:
             return EXIT_USAGE
         for seq in entries_behind(entries_until(conn, record.end_seq), run, args.line):
             print(seq)
+    return EXIT_OK
+
+
+# --- making partners payable, finance principals, runs by party ----------------------
+
+
+def _add_payable_verbs(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    fx = verbs.add_parser(
+        "fx-rate", help="record the rate a run converts with (before the run is computed)"
+    )
+    fx.add_argument("--run", required=True, help="the run id, e.g. 2027-01 (or 2027-01-r2)")
+    fx.add_argument("--base", required=True, help="the currency converted from, e.g. RUB")
+    fx.add_argument("--quote", required=True, help="the currency converted into, e.g. EUR")
+    fx.add_argument("--rate", required=True, help="1 base = RATE quote, e.g. 0.0105")
+    fx.add_argument("--source", required=True, help="who published it, e.g. ECB")
+    fx.add_argument("--date", required=True, help="the rate's date, YYYY-MM-DD")
+    fx.add_argument("--reference", required=True, help="yours, for idempotency")
+    fx.set_defaults(handler=fx_rate)
+    r = verbs.add_parser("runs", help="list settlement runs (with --party, that party's only)")
+    r.add_argument("--party", help="a partner id: only the runs it is a party to")
+    r.add_argument("--limit", type=int, default=50)
+    r.set_defaults(handler=runs)
+
+
+def add_partner_verbs(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("partner", help="partner facts settlement depends on")
+    verbs = p.add_subparsers(required=True, metavar="ACTION")
+    b = verbs.add_parser(
+        "bank-account", help="record the account a partner is paid to (the latest counts)"
+    )
+    b.add_argument("--partner", required=True)
+    b.add_argument("--legal-name", required=True, help="the account holder, as the bank has it")
+    b.add_argument("--iban", required=True, help="electronic form: capitals, no spaces")
+    b.add_argument("--bic", required=True, help="8 or 11 characters")
+    b.add_argument("--reference", required=True, help="yours, for idempotency")
+    b.set_defaults(handler=bank_account)
+
+
+def _finance_principal(conn: psycopg.Connection[object], by: str) -> str | None:
+    """``key:<id>`` when ``by`` names a finance API key that is not revoked (as ``<id>``
+    or ``key:<id>``), the identity the API records for that key; else None, said why."""
+    from coalition.api_keys import list_keys
+
+    key_id = by.removeprefix("key:")
+    for info in list_keys(conn):
+        if info.key_id == key_id and info.role == "finance" and info.revoked_at_us is None:
+            return f"key:{key_id}"
+    print(
+        f"--by {by}: not a registered finance principal; name the key id of a finance API"
+        " key that is not revoked (coalition apikey list)",
+        file=sys.stderr,
+    )
+    return None
+
+
+def _print_problems(problems: list[payable.Problem]) -> None:
+    for problem in problems:
+        print(f"  {problem.code}: {problem}", file=sys.stderr)
+
+
+def fx_rate(args: argparse.Namespace) -> int:
+    from coalition.settle import record_fx_rate
+
+    with database_url() as url, psycopg.connect(url, autocommit=True) as conn:
+        upgrade_to_head(url)
+        outcome = record_fx_rate(
+            Coalition(),
+            conn,
+            run_id=args.run,
+            base=args.base,
+            quote=args.quote,
+            rate=args.rate,
+            source=args.source,
+            rate_date=args.date,
+            ref_key=args.reference,
+        )
+    if _refused(outcome):
+        return EXIT_REFUSED
+    print(f"run {args.run}: 1 {args.base} = {args.rate} {args.quote} ({args.source}, {args.date})")
+    return EXIT_OK
+
+
+def bank_account(args: argparse.Namespace) -> int:
+    from coalition.settle import set_bank_account
+
+    with database_url() as url, psycopg.connect(url, autocommit=True) as conn:
+        upgrade_to_head(url)
+        outcome = set_bank_account(
+            Coalition(),
+            conn,
+            args.partner,
+            iban=args.iban,
+            bic=args.bic,
+            name=args.legal_name,
+            ref_key=args.reference,
+        )
+    if _refused(outcome):
+        return EXIT_REFUSED
+    print(f"{args.partner} is paid to {args.iban} ({args.bic}), {args.legal_name}")
+    return EXIT_OK
+
+
+def runs(args: argparse.Namespace) -> int:
+    with database_url() as url, psycopg.connect(url, autocommit=True) as conn:
+        upgrade_to_head(url)
+        rows = conn.execute(
+            "SELECT r.run_id, r.period, r.revision, r.status, r.computed_by, r.approved_by"
+            " FROM coalition_settlement_run r WHERE %(party)s::text IS NULL OR EXISTS"
+            " (SELECT 1 FROM coalition_statement s WHERE s.run_id = r.run_id"
+            " AND s.party = %(party)s) ORDER BY r.computed_at_us DESC, r.run_id DESC"
+            " LIMIT %(limit)s",
+            {"party": args.party, "limit": args.limit},
+        ).fetchall()
+    for run_id, period, revision, status, computed_by, approved_by in rows:
+        approved = f", approved by {approved_by}" if approved_by else ""
+        print(f"{run_id}\t{period}\tr{revision}\t{status}\tcomputed by {computed_by}{approved}")
+    if not rows:
+        print("no runs" + (f" with {args.party} as a party" if args.party else ""), file=sys.stderr)
     return EXIT_OK

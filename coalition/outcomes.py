@@ -39,6 +39,7 @@ class RefusalCode(enum.StrEnum):
     SAME_APPROVER = "same_approver"
     UNKNOWN_PAYMENT = "unknown_payment"
     SETTLEMENT_INPUT_MISSING = "settlement_input_missing"
+    PARTY_NOT_PAYABLE = "party_not_payable"  # no bank account, or a rate missing
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,7 @@ from ledger.rejections import Rejection
 from ledger.requests import AccountSpec, EntryRequest, PostingRequest
 from ledger.signed_note import Signer
 from ledger.timefmt import now_us, parse_time_us
+from ledger.units import is_valid_unit
 from settlement.journal_view import OPERATOR
 from settlement.money import InvalidRate, parse_rate
 from settlement.obligations import MissingTerms
@@ -545,17 +546,54 @@ def record_fx_rate(
     base: str,
     quote: str,
     rate: str,
+    source: str,
+    rate_date: str,
     ref_key: str,
 ) -> Recorded | Refusal:
-    """Record the rate a run converts ``base`` amounts into ``quote`` with (a journal fact)."""
+    """Record the rate a run converts ``base`` amounts into ``quote`` with (a journal fact):
+    1 ``base`` = ``rate`` ``quote``, as published by ``source`` (e.g. ECB) for
+    ``rate_date`` (YYYY-MM-DD). A run reads the rates recorded before its cut."""
     try:
         value = parse_rate(rate, "rate")
     except InvalidRate as exc:
         return Refusal(RefusalCode.INVALID_REQUEST, str(exc))
     if value == Decimal(0) or base == quote:
         return Refusal(RefusalCode.INVALID_REQUEST, "a positive rate between two currencies")
-    meta = {"run": run_id, "base": base, "quote": quote, "rate": rate}
+    for what, unit in (("base", base), ("quote", quote)):
+        if unit == "PTS" or not is_valid_unit(unit):
+            return Refusal(RefusalCode.INVALID_REQUEST, f"{what}: an ISO 4217 currency code")
+    if not 0 < len(source.strip()) <= 128:
+        return Refusal(RefusalCode.INVALID_REQUEST, "source: who published the rate")
+    if not _is_date(rate_date):
+        return Refusal(RefusalCode.INVALID_REQUEST, "date: the rate's date, YYYY-MM-DD")
+    existing = get_run(conn, run_id)
+    if existing is not None:  # its cut is taken: a rate recorded now would not be read
+        return Refusal(
+            RefusalCode.PERIOD_SETTLED,
+            f"run {run_id} is {existing.status}: record rates before a run is computed",
+        )
+    meta = {
+        "run": run_id,
+        "base": base,
+        "quote": quote,
+        "rate": rate,
+        "source": source,
+        "date": rate_date,
+    }
     return _recorded(co.append(conn, EntryRequest("fx_rate", FINANCE_SCOPE, ref_key, meta=meta)))
+
+
+def _is_date(text: str) -> bool:
+    import datetime
+    import re
+
+    if not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", text, re.ASCII):
+        return False
+    try:
+        datetime.date.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
 
 
 def rebuild(conn: Conn, record: RunRecord) -> Run:

@@ -136,6 +136,13 @@ RULES: Mapping[str, Rule] = {
     "stepMinor": _AMOUNT,
     "capPoints": _AMOUNT,
     "toleranceSeconds": Integer(0, TOLERANCE_SECONDS_MAX),
+    "iban": Text(34),  # checked in full by coalition.banking
+    "bic": Text(11),
+    "baseCurrency": Text(3),
+    "quoteCurrency": Text(3),
+    "rate": Rate(),
+    "source": Text(128),
+    "rateDate": Text(10),  # YYYY-MM-DD, checked by the use case
 }
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import strawberry
 from strawberry.types import Info
 
-from coalition import earn, members, partners, redeem, refunds, settle
+from coalition import earn, members, partners, payable, redeem, refunds, settle
 from coalition.api import convert
 from coalition.api.context import ApiContext
 from coalition.api.errors import BadInput
@@ -22,6 +22,7 @@ from coalition.api.results import (
     Earned,
     EarnResult,
     IssuerPoints,
+    PartyNotPayable,
     Recorded,
     RecordResult,
     Redeemed,
@@ -32,7 +33,14 @@ from coalition.api.results import (
     VoidResult,
     refusal,
 )
-from coalition.api.types import CreatedApiKey, Long, Reconciliation, Role, SettlementRun
+from coalition.api.types import (
+    CreatedApiKey,
+    Long,
+    Reconciliation,
+    Role,
+    SettlementRun,
+    settlement_warning,
+)
 from coalition.api_keys import create_key, revoke_key
 from coalition.earning import EarningRules
 from coalition.outcomes import Refusal, RefusalCode
@@ -355,13 +363,25 @@ class Mutation:
             )
         )
         if isinstance(outcome, Refusal):
-            raise BadInput(str(outcome))
+            raise await _compute_refused(info, period, outcome)
         [run] = [r for r in await info.context.db(convert.runs, 100) if r.run_id == outcome.run_id]
         return run
 
-    @strawberry.mutation(graphql_type=RecordResult, description="Finance: approve (4 eyes).")
+    @strawberry.mutation(
+        graphql_type=RecordResult,
+        description="Finance: approve (4 eyes). The approver is this key: a run computed"
+        " with one key is approved with another (SAME_APPROVER otherwise); a run with a"
+        " party that cannot be paid or a rate missing is refused (PARTY_NOT_PAYABLE).",
+    )
     async def approve_settlement(self, info: Ctx, run_id: str) -> Any:
         who = info.context.who("finance")
+        problems = await info.context.db(payable.approval_problems, run_id)
+        if problems:
+            return PartyNotPayable(
+                code=RefusalCode.PARTY_NOT_PAYABLE,
+                message=f"run {run_id} cannot be paid: {payable.describe(problems)}",
+                problems=[settlement_warning(p) for p in problems],
+            )
         return _recorded(
             await info.context.job(
                 lambda conn: settle.approve(
@@ -377,6 +397,62 @@ class Mutation:
             await info.context.db(
                 lambda conn: settle.confirm_payment(
                     info.context.coalition, conn, run_id, end_to_end_id, f"key:{who.key_id}"
+                )
+            )
+        )
+
+    @strawberry.mutation(
+        graphql_type=RecordResult,
+        description="Operator: the bank account a partner is paid to (IBAN and BIC in"
+        " electronic form, checked); a journal fact, the latest before a run's cut counts.",
+    )
+    async def set_bank_account(
+        self, info: Ctx, reference: str, partner_id: str, legal_name: str, iban: str, bic: str
+    ) -> Any:
+        info.context.who("operator")
+        return _recorded(
+            await info.context.db(
+                lambda conn: settle.set_bank_account(
+                    info.context.coalition,
+                    conn,
+                    partner_id,
+                    iban=iban,
+                    bic=bic,
+                    name=legal_name,
+                    ref_key=reference,
+                )
+            )
+        )
+
+    @strawberry.mutation(
+        graphql_type=RecordResult,
+        description="Finance: the rate run `runId` converts with (1 base = rate quote), its"
+        " source and date; a journal fact, recorded before the run is computed.",
+    )
+    async def record_fx_rate(
+        self,
+        info: Ctx,
+        reference: str,
+        run_id: str,
+        base_currency: str,
+        quote_currency: str,
+        rate: str,
+        source: str,
+        rate_date: str,
+    ) -> Any:
+        info.context.who("finance")
+        return _recorded(
+            await info.context.db(
+                lambda conn: settle.record_fx_rate(
+                    info.context.coalition,
+                    conn,
+                    run_id=run_id,
+                    base=base_currency,
+                    quote=quote_currency,
+                    rate=rate,
+                    source=source,
+                    rate_date=rate_date,
+                    ref_key=reference,
                 )
             )
         )
@@ -407,6 +483,26 @@ class Mutation:
         except (ValueError, InvalidRecords) as exc:
             raise BadInput(str(exc)) from None
         return convert.reconciliation(partner_id, reconciliation_id, result)
+
+
+async def _compute_refused(info: Ctx, period: str, outcome: Refusal) -> BadInput:
+    """The error a refused compute raises; when inputs are missing, every rate missing is
+    named (the run stops at the first), in the message and in ``extensions.problems``."""
+    error = BadInput(str(outcome))
+    if outcome.code is RefusalCode.SETTLEMENT_INPUT_MISSING:
+        missing = await info.context.job(payable.pending_fx_rates, period)
+        if missing:
+            error = BadInput(f"{outcome}; every rate missing: {payable.describe(missing)}")
+            error.extensions["problems"] = [  # type: ignore[assignment]
+                {
+                    "code": p.code,
+                    "party": p.party,
+                    "currency": p.currency,
+                    "quoteCurrency": p.quote_currency,
+                }
+                for p in missing
+            ]
+    return error
 
 
 def _refunded(r: Any) -> Refunded:

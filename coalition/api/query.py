@@ -24,6 +24,7 @@ from coalition.api.types import (
     Me,
     Member,
     PartnerReport,
+    PartnerRun,
     Reconciliation,
     Role,
     SettlementRun,
@@ -125,6 +126,14 @@ class Query:
     async def settlement_runs(self, info: Ctx, first: int = 20) -> list[SettlementRun]:
         info.context.who(*READERS)
         return await info.context.db(convert.runs, _page(first))
+
+    @strawberry.field(
+        description="Partner: the settlement runs this partner is a party to (newest first),"
+        " with the statement formats it may fetch; never another partner's."
+    )
+    async def my_runs(self, info: Ctx, first: int = 20) -> list[PartnerRun]:
+        who = info.context.who("partner")
+        return await info.context.db(convert.partner_runs, who.partner_id or "", _page(first))
 
     @strawberry.field(description="A party's statement of a run (own statements, for partners).")
     async def statement(

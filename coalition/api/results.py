@@ -11,7 +11,7 @@ from typing import Annotated, Any, Union
 import strawberry
 
 from coalition import outcomes
-from coalition.api.types import Long
+from coalition.api.types import Long, SettlementWarning
 
 RefusalCode = strawberry.enum(outcomes.RefusalCode, name="RefusalCode")
 
@@ -31,6 +31,14 @@ def _refusal_type(code: outcomes.RefusalCode) -> Any:
 
 
 REFUSALS: dict[outcomes.RefusalCode, Any] = {c: _refusal_type(c) for c in outcomes.RefusalCode}
+
+
+@strawberry.type(description="Refused: party_not_payable (each problem named).")
+class PartyNotPayable(RefusalInterface):
+    problems: list[SettlementWarning] = strawberry.field(default_factory=list)
+
+
+REFUSALS[outcomes.RefusalCode.PARTY_NOT_PAYABLE] = PartyNotPayable
 
 
 def refusal(value: outcomes.Refusal) -> Any:

@@ -15,6 +15,8 @@ from coalition.api.errors import BadInput
 from ledger.timefmt import format_time_us
 
 if TYPE_CHECKING:
+    from coalition.payable import Problem
+
     Long = int  # to mypy, a plain int
 else:
     Long = NewType("Long", int)  # to strawberry, the Long scalar (scalar_overrides)
@@ -220,6 +222,24 @@ class Kpis:
     flow: list[FlowCell]
 
 
+@strawberry.enum
+class SettlementWarningCode(enum.Enum):
+    NO_BANK_ACCOUNT = "NO_BANK_ACCOUNT"  # a party to be paid has no bank account on record
+    FX_RATE_MISSING = "FX_RATE_MISSING"  # a rate the run needs was not recorded for it
+
+
+@strawberry.type(
+    description="What stands between a run and its payment: a party that cannot be paid"
+    " (no bank account before the cut) or an exchange rate the run lacks."
+)
+class SettlementWarning:
+    code: SettlementWarningCode
+    party: str
+    currency: str  # the payment's currency; for a rate, the one converted from
+    quote_currency: str | None  # for a rate: the currency converted into
+    message: str
+
+
 @strawberry.type
 class SettlementRun:
     run_id: str
@@ -231,6 +251,37 @@ class SettlementRun:
     computed_by: str
     approved_by: str | None
     run_json: str
+
+    @strawberry.field(
+        description="Parties that cannot be paid and rates missing, judged at the run's cut"
+        " (empty: payable). Approval is refused while any remain."
+    )
+    async def warnings(self, info: Info[ApiContext, None]) -> list[SettlementWarning]:
+        import json
+
+        from coalition import payable
+
+        facts = await info.context.db(payable.facts_at, self.end_seq)
+        return [settlement_warning(p) for p in payable.problems(json.loads(self.run_json), facts)]
+
+
+def settlement_warning(problem: Problem) -> SettlementWarning:
+    return SettlementWarning(
+        code=SettlementWarningCode(problem.code),
+        party=problem.party,
+        currency=problem.currency,
+        quote_currency=problem.quote_currency,
+        message=str(problem),
+    )
+
+
+@strawberry.type(description="A run this partner is a party to, and its statements.")
+class PartnerRun:
+    run_id: str
+    period: str
+    revision: int
+    status: str
+    statement_formats: list[str]  # json, csv, pdf: fetch one with statement(runId, party)
 
 
 @strawberry.type

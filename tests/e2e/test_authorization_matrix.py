@@ -103,6 +103,7 @@ EXPECTED: dict[str, dict[str, str]] = {
     "Query.consistencyProof": EVERYONE,
     "Query.kpis": READERS_ONLY,
     "Query.settlementRuns": READERS_ONLY,
+    "Query.myRuns": _roles(A, F, F, F),
     "Query.statement": _roles(OWN_ONLY, A, A, A),
     "Query.reconciliations": _roles(OWN_ONLY, A, A, A),
     "Mutation.earn": TILL,
@@ -123,6 +124,8 @@ EXPECTED: dict[str, dict[str, str]] = {
     "Mutation.computeSettlement": FINANCE_ONLY,
     "Mutation.approveSettlement": FINANCE_ONLY,
     "Mutation.confirmPayment": FINANCE_ONLY,
+    "Mutation.setBankAccount": OPERATOR_ONLY,
+    "Mutation.recordFxRate": FINANCE_ONLY,
     "Mutation.submitReconciliation": TILL,
 }
 
@@ -264,6 +267,9 @@ REQUESTS: dict[str, Build] = {
         **{"from": ALL_TIME[0], "to": ALL_TIME[1]},
     ),
     "Query.settlementRuns": _query(f"query {{ settlementRuns(first: 5) {RUN} }}"),
+    "Query.myRuns": _query(
+        "query { myRuns(first: 10) { runId period revision status statementFormats } }"
+    ),
     "Query.statement": lambda w, s: Call(
         "query($run: String!, $party: String!) { statement(runId: $run, party: $party) {"
         " runId party format content } }",
@@ -375,6 +381,18 @@ REQUESTS: dict[str, Build] = {
         "mutation($run: String!, $e2e: String!) {"
         f" confirmPayment(runId: $run, endToEndId: $e2e) {RECORDED} }}",
         {"run": w.run_id, "e2e": f"{w.run_id}-00001"},
+    ),
+    "Mutation.setBankAccount": lambda w, s: Call(
+        "mutation($ref: String!, $id: String!) { setBankAccount(reference: $ref,"
+        ' partnerId: $id, legalName: "Spare LLC", iban: "DE89370400440532013000",'
+        f' bic: "COBADEFFXXX") {RECORDED} }}',
+        {"ref": _fresh(), "id": w.spare_partner},
+    ),
+    "Mutation.recordFxRate": lambda w, s: Call(
+        "mutation($ref: String!, $run: String!) { recordFxRate(reference: $ref, runId: $run,"
+        ' baseCurrency: "EUR", quoteCurrency: "RUB", rate: "100.5", source: "CBR",'
+        f' rateDate: "2027-01-31") {RECORDED} }}',
+        {"ref": _fresh(), "run": _fresh("run")},
     ),
     # A partner's records naming another partner's transaction: like one nobody made.
     "Mutation.submitReconciliation": lambda w, s: Call(

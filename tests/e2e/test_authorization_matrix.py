@@ -556,7 +556,12 @@ def _populate(db_url: str, signer: Signer) -> dict[str, Any]:
         _ok(onboard_partner(co, conn, spare, "Spare LLC", "RUB"))
         for partner in (ME, OTHER):
             settle.submit_reconciliation(conn, partner, b"[]", "json", 0, 2**62, 300_000_000)
-        run = _ok(settle.compute(co, conn, signer, period="2000-01", computed_by="key:setup"))
+        # A free label (no calendar bounds): the run holds every entry made so far.
+        run = _ok(
+            settle.compute(
+                co, conn, signer, period="matrix-run", computed_by="key:setup", calendar=False
+            )
+        )
         statements = conn.execute(
             "SELECT DISTINCT party FROM coalition_statement WHERE run_id = %s", (run.run_id,)
         ).fetchall()

@@ -31,6 +31,7 @@ from ledger.export import export_journal
 from ledger.signed_note import Signer
 from ledger.timefmt import parse_time_us
 from settlement.terms import PartnerTerms
+from tests.tools.independent_settlement import recompute
 
 ROOT = Path(__file__).resolve().parents[2]
 T0 = 1_800_000_000_000_000  # 2027-01-15T08:00:00Z: the fixture's entries are January's
@@ -331,6 +332,8 @@ def test_a_correction_posts_and_pays_only_the_difference(co, conn, signer, tmp_p
     for run_id in (first.run_id, second.run_id, third.run_id):
         run = settle.run_from_export(str(export), run_id)
         assert run.to_bytes() == settle.get_run(conn, run_id).run_bytes
+        # … and through docs/SETTLEMENT.md alone (tests/tools/independent_settlement.py).
+        assert recompute(str(export), run_id) == run.to_bytes()
 
 
 def test_reconciliation_finds_matches_gaps_and_differences(co, conn):

@@ -11,24 +11,25 @@ from coalition._progress import Progress
 from coalition.context import Coalition
 from coalition.database import database_url
 from coalition.migrate import upgrade_to_head
-from ledger.timefmt import format_time_us, now_us, parse_time_us
+from coalition.time_input import parse_instant
+from ledger.timefmt import format_time_us, now_us
 
 DAY_US = 86_400_000_000
 
 
 def add_verbs(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("expire", help="move points past their expiry to breakage")
-    p.add_argument("--as-of", help="RFC 3339 instant (…Z); default now; never in the future")
+    p.add_argument("--as-of", help="RFC 3339 or a date; default now; never in the future")
     p.set_defaults(handler=expire)
 
     p = sub.add_parser("kpis", help="coalition KPIs and the cross-partner flow for a period")
-    p.add_argument("--from", dest="start", help="RFC 3339 instant (…Z); default 30 days ago")
-    p.add_argument("--to", dest="end", help="RFC 3339 instant (…Z), exclusive; default now")
+    p.add_argument("--from", dest="start", help="RFC 3339 or a date; default 30 days ago")
+    p.add_argument("--to", dest="end", help="RFC 3339 or a date, exclusive; default now")
     p.set_defaults(handler=kpis)
 
 
 def _instant(text: str | None, default_us: int) -> int:
-    return default_us if text is None else parse_time_us(text)
+    return default_us if text is None else parse_instant(text)
 
 
 def expire(args: argparse.Namespace) -> int:

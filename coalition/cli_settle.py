@@ -17,10 +17,12 @@ from coalition.keys import load_signer
 from coalition.migrate import upgrade_to_head
 from coalition.outcomes import Refusal, RefusalCode
 from coalition.settings import Settings
-from ledger.timefmt import format_time_us, now_us, parse_time_us
+from coalition.time_input import INSTANT_HELP, InvalidTime, parse_instant
+from ledger.timefmt import format_time_us, now_us
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
 _BY_HELP = "a finance principal: the key id of a finance API key not revoked (apikey list)"
+EXIT_RECORDS_DIFFER = 3  # reconcile: something missing or mismatched on either side
 
 
 def add_verbs(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -50,7 +52,10 @@ def add_verbs(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     f = verbs.add_parser("pain001", help="write the ISO 20022 pain.001.001.09 payment file")
     f.add_argument("--run", required=True)
     f.add_argument("--out", type=Path, required=True)
-    f.add_argument("--execution-date", help="YYYY-MM-DD (default: tomorrow)")
+    f.add_argument(
+        "--execution-date",
+        help="YYYY-MM-DD, today or later in the coalition's time zone (default: the next day)",
+    )
     f.set_defaults(handler=payment_file)
     e = verbs.add_parser("entries", help="list the journal entries behind one line of a run")
     e.add_argument("--run", required=True)
@@ -72,12 +77,17 @@ def add_verbs(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     x.set_defaults(handler=from_export)
     _add_payable_verbs(verbs)
 
-    r = sub.add_parser("reconcile", help="compare a partner's records with the journal")
+    r = sub.add_parser(
+        "reconcile",
+        help="compare a partner's records with the journal",
+        description="Exit 0 when every record matched; 3 when any is missing on either side"
+        " or differs; 1 when refused; 2 on bad usage.",
+    )
     r.add_argument("--partner", required=True)
     r.add_argument("--file", type=Path, required=True)
     r.add_argument("--format", choices=("csv", "json"), required=True)
-    r.add_argument("--from", dest="start", required=True, help="RFC 3339 (…Z)")
-    r.add_argument("--to", dest="end", required=True, help="RFC 3339 (…Z), exclusive")
+    r.add_argument("--from", dest="start", required=True, help=INSTANT_HELP)
+    r.add_argument("--to", dest="end", required=True, help=f"{INSTANT_HELP}; exclusive")
     r.add_argument("--tolerance-seconds", type=int, default=300)
     r.add_argument("--out", type=Path, help="write the full result as JSON here")
     r.set_defaults(handler=reconcile)
@@ -208,19 +218,38 @@ def statement(args: argparse.Namespace) -> int:
 
 
 def payment_file(args: argparse.Namespace) -> int:
-    from coalition.settle import clearing_account
+    import xml.etree.ElementTree as ET
+
+    from coalition.banking import ClearingAccountNotConfigured
+    from coalition.settle import clearing_account, timezone
     from coalition.settle import payment_file as build
+    from coalition.time_input import execution_date
+    from settlement.pain001 import NAMESPACE, InvalidPaymentFile
 
     now = now_us()
-    execution_date = args.execution_date or format_time_us(now + 86_400_000_000)[:10]
+    try:
+        day = execution_date(args.execution_date, now, timezone()).isoformat()
+    except InvalidTime as exc:
+        print(f"--execution-date: {exc} (leave it out for the next day)", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        clearing = clearing_account()
+    except ClearingAccountNotConfigured as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
     with database_url() as url, psycopg.connect(url, autocommit=True) as conn:
         upgrade_to_head(url)
-        outcome = build(conn, args.run, clearing_account(), now, execution_date)
+        try:
+            outcome = build(conn, args.run, clearing, now, day)
+        except InvalidPaymentFile as exc:
+            print(f"refused: {exc}", file=sys.stderr)
+            return EXIT_REFUSED
     if _refused(outcome):
         return EXIT_REFUSED
     assert isinstance(outcome, bytes)
     _write(args.out, outcome)
-    print(f"pain.001.001.09 for {args.run} → {args.out}")
+    message_id = ET.fromstring(outcome).findtext(f".//{{{NAMESPACE}}}MsgId")
+    print(f"pain.001.001.09 for {args.run} (MsgId {message_id}, execution {day}) → {args.out}")
     return EXIT_OK
 
 
@@ -255,7 +284,7 @@ def reconcile(args: argparse.Namespace) -> int:
     from settlement.reconcile import InvalidRecords
 
     try:
-        start, end = parse_time_us(args.start), parse_time_us(args.end)
+        start, end = _instant("--from", args.start), _instant("--to", args.end)
         data = args.file.read_bytes()
     except (ValueError, OSError) as exc:
         print(str(exc), file=sys.stderr)
@@ -276,11 +305,15 @@ def reconcile(args: argparse.Namespace) -> int:
             print(f"refused: {exc}", file=sys.stderr)
             return EXIT_REFUSED
     print(
-        f"reconciliation {reconciliation_id} for {args.partner}: "
+        f"reconciliation {reconciliation_id} for {args.partner}, "
+        f"{format_time_us(start)} to {format_time_us(end)}: "
         f"{len(result['matched'])} matched, {len(result['missing_ours'])} missing on our "
         f"side, {len(result['missing_theirs'])} missing on theirs, "
         f"{len(result['mismatched'])} mismatched fields"
     )
+    for side, label in (("missing_ours", "only in theirs"), ("missing_theirs", "only in ours")):
+        for ref in result[side][:20]:
+            print(f"  {ref}: {label}")
     for mismatch in result["mismatched"][:20]:
         print(
             f"  {mismatch['ref']}: {mismatch['field']} ours={mismatch['ours']} "
@@ -288,7 +321,15 @@ def reconcile(args: argparse.Namespace) -> int:
         )
     if args.out:
         _write(args.out, json.dumps(result, indent=2, sort_keys=True).encode() + b"\n")
-    return EXIT_OK
+    differ = result["missing_ours"] or result["missing_theirs"] or result["mismatched"]
+    return EXIT_RECORDS_DIFFER if differ else EXIT_OK
+
+
+def _instant(option: str, text: str) -> int:
+    try:
+        return parse_instant(text)
+    except InvalidTime as exc:
+        raise ValueError(f"{option}: {exc}") from None
 
 
 def line_entries(args: argparse.Namespace) -> int:

@@ -205,7 +205,7 @@ def _settle(
             path.write_bytes(content)
             written.append(path.name)
     pain = payment_file(
-        conn, run.run_id, clearing_account(), now_us(), format_time_us(now_us())[:10]
+        conn, run.run_id, clearing_account(demo=True), now_us(), format_time_us(now_us())[:10]
     )
     if isinstance(pain, bytes):  # a run where the coalition pays nobody has no file
         (out_dir / "pain001.xml").write_bytes(pain)

@@ -629,15 +629,15 @@ def _json(data: bytes) -> dict[str, Any]:
     return parsed
 
 
-def clearing_account() -> Clearing:
-    """The coalition's clearing account, from the environment (demo defaults)."""
+def clearing_account(*, demo: bool = False) -> Clearing:
+    """The coalition's clearing account, from COALITION_CLEARING_NAME, _IBAN and _BIC,
+    checked; raises banking.ClearingAccountNotConfigured when it is not configured —
+    unless ``demo`` (``coalition demo`` only), which then gets the demo account."""
     import os
 
-    return Clearing(
-        name=os.environ.get("COALITION_CLEARING_NAME", "Coalition Clearing"),
-        iban=os.environ.get("COALITION_CLEARING_IBAN", "DE89370400440532013000"),
-        bic=os.environ.get("COALITION_CLEARING_BIC", "COBADEFFXXX"),
-    )
+    from coalition.banking import clearing_from_env
+
+    return clearing_from_env(os.environ, demo=demo)
 
 
 _RECONCILED_KINDS = {

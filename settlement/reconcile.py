@@ -2,7 +2,8 @@
 
 Both sides are lists of records keyed by the partner's transaction reference. The answer
 is matched, missing on our side, missing on theirs, and mismatched field by field (times
-within a configurable tolerance count as equal), with totals per side.
+within a configurable tolerance count as equal), with totals per side. Times in the
+answer are RFC 3339 (``2027-01-15T08:00:05.000000Z``), never raw microseconds.
 """
 
 from __future__ import annotations
@@ -10,10 +11,11 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ledger.timefmt import parse_time_us
+from ledger.timefmt import format_time_us, parse_time_us
 
 FIELDS = ("kind", "member", "points", "amount_minor")
 RECORDS_MAX = 1_000_000
@@ -39,7 +41,7 @@ class Record:
             "member": self.member,
             "points": self.points,
             "amount_minor": self.amount_minor,
-            "time_us": self.time_us,
+            "time": format_time_us(self.time_us),
         }
 
 
@@ -89,7 +91,8 @@ def reconcile(ours: list[Record], theirs: list[Record], time_tolerance_us: int) 
                 if getattr(mine, f) != getattr(yours, f)
             ]
             if abs(mine.time_us - yours.time_us) > time_tolerance_us:
-                differences.append(Mismatch(ref, "time_us", mine.time_us, yours.time_us))
+                ours_time, theirs_time = format_time_us(mine.time_us), format_time_us(yours.time_us)
+                differences.append(Mismatch(ref, "time", ours_time, theirs_time))
             if differences:
                 result.mismatched.extend(differences)
             else:
@@ -101,9 +104,12 @@ def reconcile(ours: list[Record], theirs: list[Record], time_tolerance_us: int) 
     return result
 
 
-def parse_records(data: bytes, fmt: str) -> list[Record]:
+def parse_records(
+    data: bytes, fmt: str, parse_time: Callable[[str], int] = parse_time_us
+) -> list[Record]:
     """Read a partner's file: JSON (a list of objects) or CSV with a header row, fields
-    ref, kind, member, points, amount_minor (may be empty), time (RFC 3339, …Z)."""
+    ref, kind, member, points, amount_minor (may be empty), time (read by ``parse_time``:
+    by default the journal's form ``…SS.ffffffZ``; a caller may pass a laxer reader)."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
@@ -121,14 +127,14 @@ def parse_records(data: bytes, fmt: str) -> list[Record]:
         raise InvalidRecords("format is json or csv")
     if len(rows) > RECORDS_MAX:
         raise InvalidRecords(f"at most {RECORDS_MAX:,} records per file")
-    return [_record(i + 1, row) for i, row in enumerate(rows)]
+    return [_record(i + 1, row, parse_time) for i, row in enumerate(rows)]
 
 
 def _no_float(text: str) -> None:
     raise ValueError(f"{text} is not an integer")
 
 
-def _record(number: int, row: Any) -> Record:
+def _record(number: int, row: Any, parse_time: Callable[[str], int]) -> Record:
     if not isinstance(row, dict):
         raise InvalidRecords(f"record {number}: not an object")
     try:
@@ -139,7 +145,7 @@ def _record(number: int, row: Any) -> Record:
             member=_text(row["member"]),
             points=_integer(row["points"]),
             amount_minor=None if amount in (None, "") else _integer(amount),
-            time_us=parse_time_us(str(row["time"])),
+            time_us=parse_time(str(row["time"])),
         )
     except KeyError as exc:
         raise InvalidRecords(f"record {number}: missing field {exc}") from None

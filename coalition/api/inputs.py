@@ -12,7 +12,9 @@ GraphQL name against ``RULES`` (free text not named there gets ``DEFAULT_TEXT``)
 - rates and prices: a plain ASCII decimal (``95``, ``0.5``), from 0 to ``RATE_MAX`` (or
   the rate's own maximum), at most ``RATE_PLACES_MAX`` decimal places: no exponent, sign,
   NaN, Infinity, spaces, underscores or non-ASCII digits;
-- times: the journal's fixed form ``YYYY-MM-DDTHH:MM:SS.ffffffZ``, 1970 to 9999;
+- times: what coalition.time_input reads — RFC 3339 with an offset, fractional seconds
+  optional (``2026-12-01T00:00:00Z``, ``2026-12-01T03:00:00+03:00``), or a plain date
+  (``2026-12-01``: midnight in the coalition's time zone); 1970 to 9999, ASCII digits;
 - amounts (minor units, points): at most ``AMOUNT_MAX`` either way.
 
 A failed check names the field (``reference: must be …``, ``member.memberId: …``).
@@ -26,7 +28,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from ledger.timefmt import TIME_MAX_US, TIME_MIN_US, parse_time_us
+from coalition.time_input import INSTANT_HELP, InvalidTime, parse_instant
 from ledger.units import AMOUNT_MAX
 
 TEXT_LENGTH_MAX = 128
@@ -91,11 +93,10 @@ class Time:
         if not isinstance(value, str):
             return None
         try:
-            if TIME_MIN_US <= parse_time_us(value) <= TIME_MAX_US:
-                return None
-        except ValueError:
-            pass
-        return "must be a time YYYY-MM-DDTHH:MM:SS.ffffffZ from 1970 to 9999"
+            parse_instant(value)
+        except InvalidTime:
+            return f"must be a time from 1970 to 9999: {INSTANT_HELP}"
+        return None
 
 
 @dataclass(frozen=True, slots=True)

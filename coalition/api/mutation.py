@@ -44,7 +44,8 @@ from coalition.api.types import (
 from coalition.api_keys import create_key, revoke_key
 from coalition.earning import EarningRules
 from coalition.outcomes import Refusal, RefusalCode
-from ledger.timefmt import format_time_us, now_us, parse_time_us
+from coalition.time_input import parse_instant
+from ledger.timefmt import format_time_us, now_us
 from settlement.reconcile import InvalidRecords
 from settlement.terms import PartnerTerms
 
@@ -287,7 +288,7 @@ class Mutation:
                     "mode": mode,
                 }
             )
-            effective_us = parse_time_us(effective_from)
+            effective_us = parse_instant(effective_from)
         except ValueError as exc:
             return _invalid(str(exc))
         return _recorded(
@@ -320,7 +321,7 @@ class Mutation:
                     "cap_points": cap_points,
                 }
             )
-            effective_us = parse_time_us(effective_from)
+            effective_us = parse_instant(effective_from)
         except ValueError as exc:
             return _invalid(str(exc))
         return _recorded(
@@ -469,7 +470,7 @@ class Mutation:
     ) -> Reconciliation:
         who = info.context.who("partner")
         try:
-            start, end = parse_time_us(from_time), parse_time_us(to_time)
+            start, end = parse_instant(from_time), parse_instant(to_time)
             partner_id = who.partner_id or ""
             reconciliation_id, result = await info.context.job(
                 settle.submit_reconciliation,

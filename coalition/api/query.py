@@ -31,8 +31,8 @@ from coalition.api.types import (
     Statement,
 )
 from coalition.api_keys import Principal
+from coalition.time_input import parse_instant
 from ledger import checkpoint_log, proofs
-from ledger.timefmt import parse_time_us
 
 PAGE_SIZE_MAX = 100
 READERS = ("auditor", "finance", "operator")
@@ -117,7 +117,7 @@ class Query:
     async def kpis(self, info: Ctx, from_time: str, to_time: str) -> Kpis:
         info.context.who(*READERS)
         try:
-            start, end = parse_time_us(from_time), parse_time_us(to_time)
+            start, end = parse_instant(from_time), parse_instant(to_time)
         except ValueError as exc:
             raise BadInput(str(exc)) from None
         return convert.kpis(await info.context.job(reports.kpis, start, end))

@@ -277,7 +277,7 @@ def _terms(**changes: Any) -> dict[str, Any]:
     [
         ("effectiveFrom", "1969-12-31T23:59:59.999999Z"),
         ("effectiveFrom", "0001-01-01T00:00:00.000000Z"),
-        ("effectiveFrom", "2000-01-01"),
+        ("effectiveFrom", "2000-01-01T00:00:00"),  # no offset: no instant
         ("issuancePricePerPoint", "1e400"),
         ("issuancePricePerPoint", "NaN"),
         ("issuancePricePerPoint", "Infinity"),

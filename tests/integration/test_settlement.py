@@ -171,7 +171,7 @@ def test_a_late_entry_falls_into_the_next_period(co, conn, signer):
 
 def test_payment_file_validates_against_the_official_xsd(co, conn, signer):
     run = ok(january(co, conn, signer))
-    clearing = settle.clearing_account()
+    clearing = settle.clearing_account(demo=True)
     not_yet = settle.payment_file(conn, run.run_id, clearing, T0, "2027-02-01")
     assert isinstance(not_yet, Refusal) and not_yet.code is RefusalCode.RUN_NOT_APPROVED
     ok(settle.approve(co, conn, run.run_id, "bob"))

@@ -118,11 +118,15 @@ def test_a_share_is_at_most_one() -> None:
         ("1969-12-31T23:59:59.999999Z", False),
         ("0001-01-01T00:00:00.000000Z", False),
         ("2026-02-30T00:00:00.000000Z", False),
-        ("2026-01-01T00:00:00Z", False),
+        ("2026-01-01T00:00:00Z", True),
+        ("2026-01-01T03:00:00+03:00", True),
+        ("2026-01-01T00:00:00.5Z", True),
+        ("2026-09-01", True),
+        ("2026-01-01T00:00:00", False),
         ("２０２６-01-01T00:00:00.000000Z", False),
     ],
 )
-def test_times_are_the_fixed_form_from_1970(value: str, ok: bool) -> None:
+def test_times_are_rfc_3339_or_dates_from_1970(value: str, ok: bool) -> None:
     assert (inputs.problem({"effectiveFrom": value}) is None) is ok
 
 

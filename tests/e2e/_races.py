@@ -1,7 +1,9 @@
-"""Helpers for the races in test_races.py: one httpx.AsyncClient firing the published
-partner operations at the real server at once, answers kept as data (an HTTP or GraphQL
-error becomes an answer of type ``ERROR``, so a round's tally shows everything), and the
-database-side checks (lowest running balance, the journal's own verifier)."""
+"""Helpers for the races in test_races.py and test_races_settlement.py: one
+httpx.AsyncClient firing the published operations (graphql/operations/<role>/) at the real
+server at once, answers kept as data (an HTTP or GraphQL error becomes an answer of type
+``ERROR`` holding the errors' codes, so a round's tally shows everything), and the
+database-side checks (lowest running balance, journal entries, the journal's own
+verifier)."""
 
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from ledger.verify_db import verify_database
 T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parents[2]
-PARTNER_OPERATIONS = ROOT / "graphql" / "operations" / "partner"
+OPERATIONS = ROOT / "graphql" / "operations"
 REQUEST_TIMEOUT_SECONDS = 60.0
 SCENARIO_TIMEOUT_SECONDS = 240.0
 CONNECTIONS = 128  # ≥ the most requests any race has in flight at once
@@ -41,8 +43,17 @@ FIELDS = {
     "RefundRedemption": "refundRedemption",
     "EnrollMember": "enrollMember",
     "MemberBalance": "member",
+    "WhoAmI": "me",
+    "ComputeSettlement": "computeSettlement",
+    "ApproveSettlement": "approveSettlement",
+    "ConfirmPayment": "confirmPayment",
+    "SuspendPartner": "setPartnerStatus",
+    "CreateApiKey": "createApiKey",
+    "RevokeApiKey": "revokeApiKey",
 }
-DOCUMENTS = {name: (PARTNER_OPERATIONS / f"{name}.graphql").read_text() for name in FIELDS}
+# Each document by its name, whichever role's folder holds it (names are unique).
+DOCUMENTS = {path.stem: path.read_text() for path in sorted(OPERATIONS.glob("*/*.graphql"))}
+assert set(FIELDS) <= set(DOCUMENTS), set(FIELDS) - set(DOCUMENTS)
 
 Answer = dict[str, Any]
 
@@ -78,7 +89,7 @@ class Tills:
 
     def __init__(self, client: httpx.AsyncClient, keys: dict[str, str]) -> None:
         self.client = client
-        self.keys = keys
+        self.keys = dict(keys)  # a race may add keys of its own (created over the API)
         self.busy_retries = 0
 
     async def post_raw(self, who: str, body: bytes) -> httpx.Response:
@@ -89,10 +100,27 @@ class Tills:
         return await self.client.post("/graphql", content=body, headers=headers)
 
     async def call(self, who: str, operation: str, **variables: Any) -> Answer:
+        return answer_of(await self.send(who, operation, **variables), FIELDS[operation])
+
+    async def send(self, who: str, operation: str, **variables: Any) -> httpx.Response:
         body = {"query": DOCUMENTS[operation], "variables": variables}
         # ensure_ascii: the body is plain ASCII whatever the variables hold.
-        response = await self.post_raw(who, json.dumps(body, ensure_ascii=True).encode())
-        return answer_of(response, FIELDS[operation])
+        return await self.post_raw(who, json.dumps(body, ensure_ascii=True).encode())
+
+    async def key_id(self, who: str) -> str:
+        me = await self.call(who, "WhoAmI")
+        assert me.get("__typename") != ERROR, me
+        return str(me["keyId"])
+
+    async def create_key(self, who: str, role: str, label: str, partner: str | None) -> str:
+        """A new key (made by the operator over the API), kept under ``who``; its id."""
+        response = await self.send(
+            "operator", "CreateApiKey", role=role, label=label, partnerId=partner
+        )
+        created = answer_of(response, "createApiKey")
+        assert created.get("__typename") != ERROR, created
+        self.keys[who] = str(created["key"])
+        return str(created["info"]["keyId"])
 
     async def settled(self, who: str, operation: str, **variables: Any) -> Answer:
         """``call``, retried with the same reference while the answer is BUSY (what a till
@@ -136,16 +164,28 @@ class Tills:
 
 
 def answer_of(response: httpx.Response, field: str) -> Answer:
+    """The object under ``field``; else an ``ERROR`` answer with the HTTP status, the
+    GraphQL errors' ``extensions.code`` values (``codes``) and the start of the body."""
     try:
         body = response.json()
     except ValueError:
         body = None
-    if response.status_code != 200 or not isinstance(body, dict) or body.get("errors"):
-        return {"__typename": ERROR, "status": response.status_code, "body": response.text[:500]}
-    answer = (body.get("data") or {}).get(field)
-    if not isinstance(answer, dict):
-        return {"__typename": ERROR, "status": response.status_code, "body": response.text[:500]}
-    return answer
+    answer = (body.get("data") or {}).get(field) if isinstance(body, dict) else None
+    if response.status_code == 200 and isinstance(answer, dict) and not body.get("errors"):
+        return answer
+    errors = (body.get("errors") or []) if isinstance(body, dict) else []
+    return {
+        "__typename": ERROR,
+        "status": response.status_code,
+        "codes": [(e.get("extensions") or {}).get("code") for e in errors],
+        "messages": [str(e.get("message"))[:300] for e in errors],
+        "body": response.text[:500],
+    }
+
+
+def is_error(answer: Answer, code: str) -> bool:
+    """A GraphQL error answer whose only error carries ``code`` (and no data)."""
+    return answer.get("__typename") == ERROR and answer.get("codes") == [code]
 
 
 def run(api: str, keys: dict[str, str], scenario: Callable[[Tills], Awaitable[T]]) -> T:
@@ -191,6 +231,18 @@ def verify(db_url: str) -> None:
     with psycopg.connect(db_url, autocommit=True) as conn:
         verified = verify_database(conn)
         assert verified.tree_size == reads.head(conn).tree_size
+
+
+def entries(db_url: str, *kinds: str) -> list[dict[str, Any]]:
+    """The journal's entries of ``kinds``, in seq order, each as its canonical JSON."""
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT canonical FROM ledger_entry WHERE kind = ANY(%s) ORDER BY seq",
+            (list(kinds),),
+        ).fetchall()
+    parsed = [json.loads(bytes(canonical)) for (canonical,) in rows]
+    assert all(isinstance(entry, dict) for entry in parsed)
+    return parsed
 
 
 def balance_of(db_url: str, member_id: str) -> int:

@@ -2,7 +2,8 @@
 file: a party to be paid with no bank account on record, and an exchange rate the run
 needs but nobody recorded.
 
-Both are judged on the journal's facts *at the run's cut* (entries ``0 … end_seq−1``),
+Both are judged on the journal's facts *at the run's cut* (entries before the signed
+checkpoint the run was computed at),
 because that is what the run and its payment file are computed from: a bank account
 recorded after the cut does not make an already computed run payable.
 
@@ -166,8 +167,15 @@ def run_problems(conn: Conn, run_id: str) -> list[Problem] | None:
     ).fetchone()
     if row is None:
         return None
-    end_seq, run_bytes = int(row[0]), bytes(row[1])
-    return problems(json.loads(run_bytes), facts_at(conn, end_seq))
+    run = json.loads(bytes(row[1]))
+    return problems(run, facts_at(conn, cut_size(run)))
+
+
+def cut_size(run: Mapping[str, Any]) -> int:
+    """The tree size of a run document's signed cut: facts count up to it, which may lie
+    past the run's last entry (a period's entries end at its label's end; the cut is
+    when it was computed)."""
+    return int(run["cut"]["checkpoint"]["tree_size"])
 
 
 def approval_problems(conn: Conn, run_id: str) -> list[Problem]:

@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from coalition.banking import bic_is_valid, iban_is_valid
+from coalition.banking import bank_account_problem
 from coalition.context import Coalition, Conn, stored_entry
 from coalition.outcomes import Recorded, Refusal, RefusalCode
 from coalition.partners import OPERATOR_SCOPE, _recorded, get_partner
+from coalition.time_input import parse_instant
 from ledger import checkpoint_log, reads
 from ledger.journal import Appended
 from ledger.rejections import Rejection
@@ -141,9 +142,9 @@ def compute(
             )
         bounds = PeriodBounds(start_us, end_us, timezone())
     early = _latest_run(conn, period)
-    if early is not None and early[1] == "computed":
+    if early is not None and early[1] == "computed" and not correction:
         return _recompute(conn, early[0])
-    if early is not None and not correction:
+    if early is not None and early[1] != "computed" and not correction:
         return Refusal(RefusalCode.PERIOD_SETTLED, f"{period} is {early[1]} as {early[0]}")
     # Signed before the period is locked: signing holds appends back for a moment, and
     # must not for as long as a run takes to compute.
@@ -153,11 +154,39 @@ def compute(
         # that lock, so two computes at once make one revision, not two or an error.
         _lock_period(conn, period)
         latest = _latest_run(conn, period)
+        revision = None
         if latest is not None and latest[1] == "computed":
-            return _recompute(conn, latest[0])
-        if latest is not None and not correction:
+            if not correction:
+                return _recompute(conn, latest[0])
+            # Not approved yet, so nothing of it is in the journal: withdraw it and compute
+            # again at the new cut (facts recorded since, a bank account say, now count),
+            # against the approved revision it would have superseded, if any.
+            revision = int(latest[2]) + 1
+            latest = _withdraw(conn, latest[0])
+        elif latest is not None and not correction:
             return Refusal(RefusalCode.PERIOD_SETTLED, f"{period} is {latest[1]} as {latest[0]}")
-        return _compute_new(co, conn, period, latest, cut, computed_by, mode, bounds)
+        return _compute_new(
+            co, conn, period, latest, cut, computed_by, mode, bounds, revision=revision
+        )
+
+
+def _withdraw(conn: Conn, run_id: str) -> tuple[Any, ...] | None:
+    """Mark a computed run superseded; the approved run it replaced (if any), as
+    ``_latest_run`` gives it."""
+    row = conn.execute(
+        "UPDATE coalition_settlement_run SET status = 'superseded'"
+        " WHERE run_id = %s AND status = 'computed' RETURNING replaces_run_id",
+        (run_id,),
+    ).fetchone()
+    assert row is not None, "the period is locked: its computed run cannot change"
+    if row[0] is None:
+        return None
+    replaced: tuple[Any, ...] | None = conn.execute(
+        "SELECT run_id, status, revision, start_seq FROM coalition_settlement_run"
+        " WHERE run_id = %s",
+        (row[0],),
+    ).fetchone()
+    return replaced
 
 
 def _period_over(co: Coalition, end_us: int) -> bool:
@@ -191,8 +220,11 @@ def _compute_new(
     computed_by: str,
     mode: str | None,
     bounds: PeriodBounds | None,
+    *,
+    revision: int | None = None,  # after a withdrawn revision: the number after it
 ) -> RunRecord | Refusal:
-    revision = 1 if latest is None else latest[2] + 1
+    if revision is None:
+        revision = 1 if latest is None else latest[2] + 1
     previous: Previous | None = None
     if latest is not None:  # a correction: the same entries, facts up to a later cut
         superseded = get_run(conn, latest[0])
@@ -513,7 +545,7 @@ def payment_file(
         return Refusal(RefusalCode.RUN_NOT_APPROVED, "payment files are for approved runs")
     run = rebuild(conn, record)
     try:
-        return pain001(run, clearing, created_us, execution_date)
+        return pain001(run, clearing, created_us, execution_date, timezone=timezone())
     except (NothingToPay, MissingBankAccount) as exc:
         return Refusal(RefusalCode.SETTLEMENT_INPUT_MISSING, str(exc))
 
@@ -528,10 +560,12 @@ def set_bank_account(
     name: str,
     ref_key: str,
 ) -> Recorded | Refusal:
+    """Record the account a partner is paid to (a journal fact: the latest one counts)."""
     if get_partner(conn, partner_id) is None:
         return Refusal(RefusalCode.UNKNOWN_PARTNER, f"no partner {partner_id}")
-    if not iban_is_valid(iban) or not bic_is_valid(bic) or not 0 < len(name) <= 140:
-        return Refusal(RefusalCode.INVALID_REQUEST, "a valid IBAN, BIC and account name")
+    problem = bank_account_problem(iban, bic, name)  # schwifty, electronic form only
+    if problem is not None:
+        return Refusal(RefusalCode.INVALID_REQUEST, problem)
     meta = {"partner": partner_id, "iban": iban, "bic": bic, "name": name}
     return _recorded(
         co.append(conn, EntryRequest("partner_bank_account", OPERATOR_SCOPE, ref_key, meta=meta))
@@ -685,7 +719,7 @@ def submit_reconciliation(
     """Compare, store and return the result (raises InvalidRecords on a bad file)."""
     from psycopg.types.json import Jsonb
 
-    theirs = parse_records(data, fmt)
+    theirs = parse_records(data, fmt, parse_instant)  # RFC 3339, as every time input
     result = reconcile(
         our_records(conn, partner_id, from_us, to_us), theirs, tolerance_us
     ).to_json()

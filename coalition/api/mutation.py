@@ -352,7 +352,9 @@ class Mutation:
         return revoked
 
     @strawberry.mutation(description="Finance: compute a period's run at a new signed cut.")
-    async def compute_settlement(self, info: Ctx, period: str) -> SettlementRun:
+    async def compute_settlement(
+        self, info: Ctx, period: str, correction: bool = False
+    ) -> SettlementRun:
         who = info.context.who("finance")
         outcome = await info.context.job(
             lambda conn: settle.compute(
@@ -361,6 +363,7 @@ class Mutation:
                 info.context.signer,
                 period=period,
                 computed_by=f"key:{who.key_id}",
+                correction=correction,
             )
         )
         if isinstance(outcome, Refusal):

@@ -261,8 +261,9 @@ class SettlementRun:
 
         from coalition import payable
 
-        facts = await info.context.db(payable.facts_at, self.end_seq)
-        return [settlement_warning(p) for p in payable.problems(json.loads(self.run_json), facts)]
+        run = json.loads(self.run_json)
+        facts = await info.context.db(payable.facts_at, payable.cut_size(run))
+        return [settlement_warning(p) for p in payable.problems(run, facts)]
 
 
 def settlement_warning(problem: Problem) -> SettlementWarning:

@@ -14,6 +14,7 @@ process, where the server runs) just before each compute.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import date, timedelta
 from pathlib import Path
@@ -280,6 +281,37 @@ def test_a_party_without_a_bank_account_is_named_and_approval_refused(
         if r["runId"] == run["runId"]
     ]
     assert stored["status"] == "computed"
+
+    # Recorded now, the account is after the run's cut: a plain recompute keeps the cut,
+    # a correction withdraws the unapproved run and computes it again at a new one.
+    answer(
+        call(
+            "operator",
+            "operator/SetBankAccount",
+            reference="bank:bakery",
+            partnerId="bakery",
+            legalName="Bakery LLC",
+            iban="DE89370400440532013000",
+            bic="COBADEFFXXX",
+        ),
+        "setBankAccount",
+        "Recorded",
+    )
+    assert compute(call, period)["warnings"], "the same cut: still without the account"
+    recut: dict[str, Any] = call(
+        "finance", "finance/ComputeSettlement", period=period, correction=True
+    )["computeSettlement"]
+    assert (recut["runId"], recut["revision"], recut["warnings"]) == (f"{period}-r2", 2, [])
+    assert json.loads(recut["runJson"])["positions"] == json.loads(run["runJson"])["positions"]
+    answer(
+        call("finance2", "finance/ApproveSettlement", runId=recut["runId"]),
+        "approveSettlement",
+        "Recorded",
+    )
+    statuses = {
+        r["runId"]: r["status"] for r in call("finance", "finance/SettlementRuns")["settlementRuns"]
+    }
+    assert (statuses[run["runId"]], statuses[recut["runId"]]) == ("superseded", "approved")
 
 
 def test_partners_list_only_their_own_runs_and_statements(

@@ -43,7 +43,13 @@ from settlement.run import (
     compute_run,
     previous_from_json,
 )
-from settlement.statement import statement_bytes_csv, statement_bytes_json, statement_json
+from settlement.statement import (
+    StatementFacts,
+    read_statement_facts,
+    statement_bytes_csv,
+    statement_bytes_json,
+    statement_json,
+)
 
 FINANCE_SCOPE = "finance"
 FORMATS = ("json", "csv", "pdf")
@@ -280,9 +286,10 @@ def _compute_new(
                 run.to_bytes(),
             ),
         )
+        facts = statement_facts(conn, run)
         for party in parties(run):
             for fmt, content in render_statement(
-                run, party, revision, latest[0] if latest else None
+                run, party, revision, latest[0] if latest else None, facts
             ).items():
                 conn.execute(
                     "INSERT INTO coalition_statement VALUES (%s, %s, %s, %s)",
@@ -357,8 +364,35 @@ def parties(run: Run) -> list[str]:
     return sorted({p for line in run.lines for p in (line.payer, line.payee)})
 
 
-def render_statement(run: Run, party: str, revision: int, replaces: str | None) -> dict[str, bytes]:
-    statement = statement_json(run, party, revision, replaces)
+def statement_facts(conn: Conn, run: Run) -> StatementFacts:
+    """What statements show beyond the run document: the gross flows each way and the
+    legal names (the run's journal prefix read again), and the clearing account when one
+    is configured (the payee of a partner paying the coalition)."""
+    from coalition.banking import ClearingAccountNotConfigured
+
+    try:
+        found = clearing_account()
+        clearing: dict[str, str] | None = {
+            "iban": found.iban,
+            "bic": found.bic,
+            "name": found.name,
+        }
+    except ClearingAccountNotConfigured:
+        clearing = None
+    cut = run.end_seq if run.cut_size < 0 else run.cut_size
+    return read_statement_facts(
+        entries_until(conn, cut), run, terms_entries(conn, cut), clearing_account=clearing
+    )
+
+
+def render_statement(
+    run: Run,
+    party: str,
+    revision: int,
+    replaces: str | None,
+    facts: StatementFacts | None = None,
+) -> dict[str, bytes]:
+    statement = statement_json(run, party, facts, revision=revision, previous_run_id=replaces)
     return {
         "json": statement_bytes_json(statement),
         "csv": statement_bytes_csv(statement),

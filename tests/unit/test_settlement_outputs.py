@@ -93,7 +93,15 @@ def test_alpha_statement_lists_its_lines_totals_conversion_net_and_payment(run: 
         {"currency": "GBP", "receivable": 0, "payable": 167},
     ]
     assert statement["conversions"] == [
-        {"line": 11, "from": "GBP", "to": "EUR", "rate": "1.17", "from_minor": 167, "to_minor": 195}
+        {
+            "line": 11,
+            "party": "alpha",
+            "from": "GBP",
+            "to": "EUR",
+            "rate": "1.17",
+            "from_minor": 167,
+            "to_minor": 195,
+        }
     ]
     # 587 − 352 − 195 = 40 to receive.
     assert statement["net"] == [{"currency": "EUR", "net_minor": 40, "direction": "to receive"}]
@@ -152,28 +160,70 @@ def test_statements_are_the_same_bytes_when_the_run_is_computed_again(story: Sto
         assert json.loads(statement_bytes_json(a)) == a
 
 
-def test_csv_statement_reads_back_in_major_units(run: Run) -> None:
+def test_csv_statement_reads_back_in_minor_units(run: Run) -> None:
     data = statement_bytes_csv(statement_json(run, "gamma"))
     rows = list(csv.reader(io.StringIO(data.decode("utf-8"), newline="")))
-    assert rows[0] == ["statement", "2027-01/gamma/r1", "period", "2027-01", "entries", "16-39"]
-    assert rows[1][:8] == [
-        "line",
+    assert rows[0][:6] == [
+        "statement",
+        "2027-01/gamma/r1",
+        "period",
+        "2027-01",
+        "entries",
+        "16 <= seq < 39",
+    ]
+    assert rows[2][:10] == [
+        "record",
         "counterparty",
         "reason",
         "direction",
         "points",
-        "rate_per_point",
+        "price_per_point_minor",
         "currency",
-        "amount",
+        "amount_minor",
+        "payer",
+        "payee",
     ]
-    body = [row[:8] for row in rows[2:]]
+    body = [row[:10] for row in rows[3:] if row[0] in ("gross", "net_position")]
     assert body == [
-        ["3", OPERATOR, "issuance", "payable", "1050", "0.02", "GBP", "0.21"],
-        ["6", OPERATOR, "operator_fee", "payable", "1050", "0.00333", "GBP", "0.03"],
-        ["10", "alpha", "redemption", "payable", "750", "0.45", "EUR", "3.37"],
-        ["11", "alpha", "redemption", "receivable", "500", "0.333", "GBP", "1.67"],
-        ["12", "beta", "redemption", "receivable", "550", "0.333", "GBP", "1.83"],
-        ["net", "", "", "to receive", "", "", "GBP", "0.40"],
+        ["gross", OPERATOR, "issuance", "payable", "1050", "0.02", "GBP", "21", "gamma", OPERATOR],
+        [
+            "gross",
+            OPERATOR,
+            "operator_fee",
+            "payable",
+            "1050",
+            "0.00333",
+            "GBP",
+            "3",
+            "gamma",
+            OPERATOR,
+        ],
+        ["gross", "alpha", "redemption", "payable", "750", "0.45", "EUR", "337", "gamma", "alpha"],
+        [
+            "gross",
+            "alpha",
+            "redemption",
+            "receivable",
+            "500",
+            "0.333",
+            "GBP",
+            "167",
+            "alpha",
+            "gamma",
+        ],
+        [
+            "gross",
+            "beta",
+            "redemption",
+            "receivable",
+            "550",
+            "0.333",
+            "GBP",
+            "183",
+            "beta",
+            "gamma",
+        ],
+        ["net_position", "", "", "to receive", "", "", "GBP", "40", OPERATOR, "gamma"],
     ]
     assert data.endswith(b"\r\n")
 
@@ -204,8 +254,8 @@ def test_statement_pdf_renders_the_same_bytes_twice(story: Story) -> None:
 
 def test_statement_pdf_says_who_owes_what(run: Run) -> None:
     text = pdf_text(statement_pdf(run, statement_json(run, "alpha")))
-    assert "Net to receive: 0.40 EUR" in text
-    assert "2027-01-00002: coalition pays alpha 0.40 EUR" in text
+    assert "Net position: coalition pays alpha 0.40 EUR" in text
+    assert "2027-01-00002" in text and "Alpha Ltd (alpha)" not in text  # no facts: ids
     for counterparty in ("beta", "gamma", OPERATOR):
         assert counterparty in text
     assert "1.67 GBP" in text and "1.95 EUR" in text  # the conversion, both sides

@@ -187,7 +187,7 @@ def test_statements_in_three_formats(co, conn, signer):
     as_json = json.loads(settle.statement(conn, run.run_id, "airline", "json"))
     assert as_json["net"] == [{"currency": "EUR", "direction": "to receive", "net_minor": 28_215}]
     as_csv = settle.statement(conn, run.run_id, "airline", "csv").decode()
-    assert "grocer,redemption,receivable,300,95,EUR,285.00" in as_csv
+    assert "gross,grocer,redemption,receivable,300,95,EUR,28500," in as_csv  # minor units
     pdf = settle.statement(conn, run.run_id, "airline", "pdf")
     assert pdf.startswith(b"%PDF")
 

@@ -33,8 +33,9 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import psycopg
@@ -176,10 +177,19 @@ def _fresh(prefix: str = "authz") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
 
-def _past_day() -> str:
-    # A period must have ended before it is settled; a random day keeps names fresh.
-    day = date(1971, 1, 1) + timedelta(days=uuid.uuid4().int % 10_000)
-    return day.isoformat()
+def _today() -> str:
+    # A period holds the entries of its label, and the world's are today's: today's run
+    # (taken as ended, see _periods_end_now) has the entries and statements to check.
+    return datetime.now(ZoneInfo(settle.timezone())).date().isoformat()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _periods_end_now() -> Iterator[None]:
+    """The server runs in this process and keeps real time: only its check that a
+    period is over is moved on."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(settle, "_period_over", lambda co, end_us: True)
+        yield
 
 
 def _seq(world: World, subject: str) -> str:
@@ -371,7 +381,7 @@ REQUESTS: dict[str, Build] = {
     ),
     "Mutation.computeSettlement": lambda w, s: Call(
         f"mutation($period: String!) {{ computeSettlement(period: $period) {RUN} }}",
-        {"period": _past_day()},
+        {"period": _today()},
     ),
     "Mutation.approveSettlement": lambda w, s: Call(
         f"mutation($run: String!) {{ approveSettlement(runId: $run) {RECORDED} }}",

@@ -122,21 +122,6 @@ def refused(result: dict[str, Any], field: str, code: str) -> dict[str, Any]:
     return answer
 
 
-@pytest.fixture()
-def period(monkeypatch: pytest.MonkeyPatch) -> str:
-    """This month in the coalition's time zone, taken as ended: a period holds the
-    entries of its label (docs/SETTLEMENT.md §3), and the day's are this month's. The
-    server keeps real time, so only its check that the period is over is moved on."""
-    from datetime import datetime
-    from zoneinfo import ZoneInfo
-
-    from coalition import settle
-
-    monkeypatch.setattr(settle, "_period_over", lambda co, end_us: True)
-    today = datetime.now(ZoneInfo(settle.timezone())).date()
-    return f"{today.year:04d}-{today.month:02d}"
-
-
 def test_a_full_day_of_the_coalition(day: Day, signer: Signer, period: str) -> None:
     with psycopg.connect(day.db_url, autocommit=True) as conn:
         # The checkpointer signs the seeded journal overnight: the day's first checkpoint.

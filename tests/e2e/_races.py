@@ -48,6 +48,7 @@ FIELDS = {
     "ApproveSettlement": "approveSettlement",
     "ConfirmPayment": "confirmPayment",
     "SuspendPartner": "setPartnerStatus",
+    "PublishEarningRules": "publishEarningRules",
     "CreateApiKey": "createApiKey",
     "RevokeApiKey": "revokeApiKey",
 }

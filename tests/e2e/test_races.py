@@ -15,6 +15,13 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+import psycopg
+
+from coalition.context import Coalition
+from coalition.earning import EarningRules, points_for_purchase
+from coalition.members import set_member_status
+from coalition.outcomes import Refusal
+from ledger.timefmt import format_time_us, now_us, parse_time_us
 from tests.e2e._races import (
     DOCUMENTS,
     ERROR,
@@ -31,6 +38,7 @@ from tests.e2e._races import (
     run,
     tag,
     tally,
+    typename_for,
     verify,
 )
 
@@ -548,6 +556,19 @@ async def _earns_until(
     """One fuel till per member earns 10 points in a loop (references ``prefix-i-j``) while
     ``stop`` waits for ``EARNED_BEFORE_SUSPENDING`` answers and then acts; a till sends no
     earn once ``stop``'s answer is back. Every earn sent, and ``stop``'s answer."""
+
+    def send(i: int, j: int) -> Awaitable[Sent]:
+        return _earn(tills, who, members[i], f"{prefix}-{i}-{j}")
+
+    return await _sends_until(len(members), send, stop)
+
+
+async def _sends_until(
+    count: int, send: Callable[[int, int], Awaitable[Sent]], stop: Callable[[], Awaitable[Answer]]
+) -> tuple[list[Sent], Answer]:
+    """``count`` tills each send ``send(i, j)`` for j = 0, 1, … in a loop while ``stop``
+    waits for ``EARNED_BEFORE_SUSPENDING`` answers and then acts; a till sends nothing
+    once ``stop``'s answer is back. Everything sent, and ``stop``'s answer."""
     stopped = asyncio.Event()
     answered = 0
 
@@ -557,7 +578,7 @@ async def _earns_until(
         for j in range(TILL_LOOP_MAX):
             if stopped.is_set():
                 break
-            sent.append(await _earn(tills, who, members[i], f"{prefix}-{i}-{j}"))
+            sent.append(await send(i, j))
             answered += 1
         return sent
 
@@ -569,7 +590,7 @@ async def _earns_until(
         return answer
 
     tilled, answer = await asyncio.gather(
-        asyncio.gather(*(till(i) for i in range(len(members)))), stopper()
+        asyncio.gather(*(till(i) for i in range(count))), stopper()
     )
     return [x for sent in tilled for x in sent], answer
 
@@ -750,4 +771,247 @@ def test_a_revoked_key_is_refused_from_the_revocations_answer_on(api: str, seede
         if e["ref"]["key"].startswith(f"rk-{t}-")
     ]
     assert sorted(written) == sorted(earned), "the journal's earns are exactly those Earned"
+    verify(seeded.db_url)
+
+
+# -- earning rules published while tills earn ------------------------------------------------
+
+RULES_ROUNDS = 4
+RULES_EARNS_AFTER = 2  # per till, each sent after the publication's answer came back
+PURCHASE_MINOR = 10 * STEP_MINOR  # what each till's purchase spends
+
+
+def _points_per_step(n: int) -> int:
+    """Round ``n``'s new rules for fuel: a different price each round (the seed's is 1)."""
+    return n + 2
+
+
+async def _earn_settled(
+    tills: Tills, member: str, reference: str, member_of: dict[str, str]
+) -> Sent:
+    """A fuel purchase, BUSY retried with the same reference (as a till would); noted in
+    ``member_of``."""
+    member_of[reference] = member
+    return reference, await tills.settled(
+        "fuel",
+        "PostPurchase",
+        reference=reference,
+        member={"memberId": member},
+        purchaseMinor=PURCHASE_MINOR,
+        currency="RUB",
+    )
+
+
+def test_earning_rules_published_while_tills_earn_price_each_earn_by_the_version_in_force(
+    api: str, seeded: Seeded
+) -> None:
+    """Eight fuel tills earn in a loop while the operator publishes new earning rules for
+    fuel (PublishEarningRules, effective from now, a different pointsPerStep each round);
+    then each till sends two more earns. Four rounds. Every answer is Earned once BUSY is
+    retried (a publication that commits between an earn's pricing and its append makes it
+    BUSY, a typed refusal); those sent after the publication's answer earn by the new
+    rules. In the journal's order every fuel earn carries the version in force at its time
+    among the versions written before it, and exactly the points that version gives; the
+    journal's earns are exactly those Earned, and each member holds their points."""
+
+    async def scenario(tills: Tills) -> tuple[str, dict[str, tuple[str, int]], list[int]]:
+        t = tag()
+        members = [f"er-{t}-{i}" for i in range(EARNING_TILLS)]
+        for member in members:
+            await tills.enroll(member)
+        earned: dict[str, tuple[str, int]] = {}  # reference -> (member, points)
+        member_of: dict[str, str] = {}  # reference -> member
+        published: list[int] = []
+        for n in range(RULES_ROUNDS):
+            old, new = 10 * (_points_per_step(n) - 1), 10 * _points_per_step(n)
+
+            async def publish(n: int = n) -> Answer:
+                return await tills.call(
+                    "operator",
+                    "PublishEarningRules",
+                    reference=f"er-rules-{t}-{n}",
+                    partnerId="fuel",
+                    effectiveFrom=format_time_us(now_us()),
+                    currency="RUB",
+                    pointsPerStep=_points_per_step(n),
+                    stepMinor=STEP_MINOR,
+                )
+
+            def send(i: int, j: int, n: int = n) -> Awaitable[Sent]:
+                return _earn_settled(tills, members[i], f"er-{t}-{n}-{i}-{j}", member_of)
+
+            during, publication = await _sends_until(EARNING_TILLS, send, publish)
+            assert publication.get("__typename") == "Recorded", publication
+            published.append(int(publication["seq"]))
+            after = await asyncio.gather(
+                *(
+                    _earn_settled(tills, member, f"er-{t}-{n}-after-{i}-{k}", member_of)
+                    for i, member in enumerate(members)
+                    for k in range(RULES_EARNS_AFTER)
+                )
+            )
+            for reference, a in during + after:
+                if a.get("__typename") == "Earned":
+                    earned[reference] = (member_of[reference], int(a["points"]))
+            odd = [a for _, a in during + after if a.get("__typename") != "Earned"]
+            got = {
+                "round": n,
+                "answers": tally(a for _, a in during + after),
+                "points while publishing": {
+                    int(a["points"]) for _, a in during if a.get("__typename") == "Earned"
+                }
+                <= {old, new},
+                "points after the publication": [int(a["points"]) for _, a in after],
+            }
+            assert got == {
+                "round": n,
+                "answers": {"Earned": len(during) + len(after)},
+                "points while publishing": True,
+                "points after the publication": [new] * len(after),
+            }, odd[:4]
+        return t, earned, published
+
+    t, earned, published = run(api, seeded.keys, scenario)
+    versions: list[tuple[int, int, EarningRules]] = []  # (effective from, version, rules)
+    mispriced, written, publications = [], {}, []
+    for entry in entries(seeded.db_url, "earning_rules", "earn"):
+        meta = entry["meta"]
+        if meta["partner"] != "fuel":
+            continue
+        if entry["kind"] == "earning_rules":
+            rules = EarningRules.from_json(meta["rules"])
+            versions.append((parse_time_us(meta["effective_from"]), meta["version"], rules))
+            publications.append(entry["seq"])
+            continue
+        time_us = parse_time_us(entry["time"])
+        _, version, rules = max(
+            (v for v in versions if v[0] <= time_us), key=lambda v: (v[0], v[1])
+        )
+        due = points_for_purchase(rules, meta["purchase_minor"], time_us=time_us)
+        if (meta["rules_version"], meta["points"]) != (version, due):
+            mispriced.append((entry["seq"], meta["rules_version"], meta["points"], version, due))
+        if entry["ref"]["key"].startswith(f"er-{t}-"):
+            written[entry["ref"]["key"]] = (meta["member"], meta["points"])
+    assert publications[1:] == published, "the seed's version, then one per round"
+    assert [v for _, v, _ in versions] == list(range(1, RULES_ROUNDS + 2))
+    assert mispriced == [], "(seq, version, points, version in force, its points)"
+    assert written == earned, "the journal's earns are exactly those Earned, at their points"
+    held = Counter[str]()
+    for member, pts in earned.values():
+        held[member] += pts
+    assert [balance_of(seeded.db_url, m) for m in sorted(held)] == [held[m] for m in sorted(held)]
+    assert len(held) == EARNING_TILLS
+    verify(seeded.db_url)
+
+
+# -- a member blocked while tills spend ------------------------------------------------------
+
+BLOCK_ROUNDS = 4
+SPENDS_AFTER = 2  # per till, each sent after the block's answer came back
+SPENDER_POINTS = 20_000  # more than the tills can spend in every round (1 point each)
+
+
+def _set_member_status(db_url: str, member: str, status: str, ref_key: str) -> Answer:
+    """The operator's use case, in this process on a connection of its own (there is no
+    GraphQL operation for it): what the journal answered, as an answer."""
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        outcome = set_member_status(Coalition(), conn, member, status, ref_key)
+    if isinstance(outcome, Refusal):
+        return {"__typename": typename_for(outcome.code.value), "code": outcome.code.value}
+    return {"__typename": "Recorded", "seq": outcome.seq, "replayed": outcome.replayed}
+
+
+def test_a_member_blocked_while_tills_spend_refuses_every_spend_after_it(
+    api: str, seeded: Seeded
+) -> None:
+    """Eight fuel tills redeem one point of one member in a loop while the operator blocks
+    that member (set_member_status in this process, on its own connection, in a thread);
+    then each till sends two more redemptions; four rounds, the member unblocked before
+    each. Every answer (BUSY retried) is Redeemed or refused MEMBER_BLOCKED (typed); those
+    sent after the block's answer are all refused; every Redeemed one is in the journal
+    before the block (seq); in the journal's order no redemption of the member lies between
+    a block and its unblock; the journal's redemptions are exactly those Redeemed, and the
+    member holds what they earned less what was redeemed."""
+
+    async def scenario(tills: Tills) -> tuple[str, dict[str, Answer]]:
+        t = tag()
+        member = f"mb-{t}"
+        await tills.enroll(member)
+        await tills.earn(member, SPENDER_POINTS, f"mb-earn-{t}")
+        redeemed: dict[str, Answer] = {}
+
+        async def spend(reference: str) -> Sent:
+            return reference, await tills.settled(
+                "fuel", "RedeemAtTill", reference=reference, member={"memberId": member}, points=1
+            )
+
+        for n in range(BLOCK_ROUNDS):
+            if n:
+                unblocked = await asyncio.to_thread(
+                    _set_member_status, seeded.db_url, member, "active", f"mb-unblock-{t}-{n}"
+                )
+                assert unblocked.get("__typename") == "Recorded", unblocked
+            block = functools.partial(
+                asyncio.to_thread,
+                _set_member_status,
+                seeded.db_url,
+                member,
+                "blocked",
+                f"mb-block-{t}-{n}",
+            )
+
+            def send(i: int, j: int, n: int = n) -> Awaitable[Sent]:
+                return spend(f"mb-{t}-{n}-{i}-{j}")
+
+            during, blocked = await _sends_until(EARNING_TILLS, send, block)
+            assert blocked.get("__typename") == "Recorded", blocked
+            after = await asyncio.gather(
+                *(
+                    spend(f"mb-{t}-{n}-after-{i}-{k}")
+                    for i in range(EARNING_TILLS)
+                    for k in range(SPENDS_AFTER)
+                )
+            )
+            won = {reference: a for reference, a in during if a.get("__typename") == "Redeemed"}
+            redeemed.update(won)
+            refused = [a for _, a in during + after if a.get("__typename") != "Redeemed"]
+            got = {
+                "round": n,
+                "Redeemed at least those answered before": len(won) >= EARNED_BEFORE_SUSPENDING,
+                "Redeemed: one point each": {int(a["points"]) for a in won.values()},
+                "Redeemed after the block's seq": [
+                    a for a in won.values() if int(a["seq"]) > int(blocked["seq"])
+                ],
+                "the others refused MEMBER_BLOCKED": all(
+                    is_refusal(a, "MEMBER_BLOCKED") for a in refused
+                ),
+                "answers after the block": tally(a for _, a in after),
+            }
+            assert got == {
+                "round": n,
+                "Redeemed at least those answered before": True,
+                "Redeemed: one point each": {1},
+                "Redeemed after the block's seq": [],
+                "the others refused MEMBER_BLOCKED": True,
+                "answers after the block": {"MemberBlocked": len(after)},
+            }, [a for a in refused if not is_refusal(a, "MEMBER_BLOCKED")][:4]
+        return member, redeemed
+
+    member, redeemed = run(api, seeded.keys, scenario)
+    status, written, misplaced, blocks = "active", [], [], 0
+    for entry in entries(seeded.db_url, "redeem", "member_status"):
+        if entry["meta"].get("member") != member:
+            continue
+        if entry["kind"] == "member_status":
+            status = entry["meta"]["status"]
+            blocks += status == "blocked"
+        else:
+            written.append(entry["ref"]["key"])
+            if status != "active":
+                misplaced.append(entry["seq"])
+    assert blocks == BLOCK_ROUNDS
+    assert misplaced == [], "redemptions written while the member was blocked"
+    assert sorted(written) == sorted(redeemed), "the journal's redemptions are those Redeemed"
+    assert balance_of(seeded.db_url, member) == SPENDER_POINTS - len(redeemed)
+    assert lowest_balance(seeded.db_url, member) >= 0
     verify(seeded.db_url)

@@ -65,6 +65,9 @@ def partner_refusal(partner_id: str, status: str | None) -> Refusal | None:
     return None
 
 
+RACE_RETRIES_MAX = 3
+
+
 def earn_points(
     co: Coalition,
     conn: Conn,
@@ -76,6 +79,38 @@ def earn_points(
     member_id: str | None = None,
     card_number: str | None = None,
     category: str | None = None,
+) -> Earned | Refusal:
+    """Price the purchase and append the earn; priced again if the rules changed between
+    the reading and the append (the guard's BUSY), at most ``RACE_RETRIES_MAX`` times."""
+    outcome: Earned | Refusal = Refusal(RefusalCode.BUSY, "not tried")
+    for _ in range(RACE_RETRIES_MAX):
+        outcome = _earn_points(
+            co,
+            conn,
+            partner_id=partner_id,
+            ref_key=ref_key,
+            purchase_minor=purchase_minor,
+            currency=currency,
+            member_id=member_id,
+            card_number=card_number,
+            category=category,
+        )
+        if not (isinstance(outcome, Refusal) and outcome.code is RefusalCode.BUSY):
+            return outcome
+    return outcome
+
+
+def _earn_points(
+    co: Coalition,
+    conn: Conn,
+    *,
+    partner_id: str,
+    ref_key: str,
+    purchase_minor: int,
+    currency: str,
+    member_id: str | None,
+    card_number: str | None,
+    category: str | None,
 ) -> Earned | Refusal:
     if type(purchase_minor) is not int or not 0 < purchase_minor <= AMOUNT_MAX:
         return Refusal(RefusalCode.INVALID_REQUEST, "purchase amount: a positive integer")

@@ -109,12 +109,14 @@ _TILL = (
     C.UNKNOWN_MEMBER,
     C.MEMBER_BLOCKED,
 )
-EarnResult = union("EarnResult", Earned, *_TILL, C.NO_EARNING_RULES, C.CURRENCY_NOT_ACCEPTED)
+EarnResult = union(
+    "EarnResult", Earned, *_TILL, C.NO_EARNING_RULES, C.CURRENCY_NOT_ACCEPTED, C.BUSY
+)
 RedeemResult = union(
     "RedeemResult", Redeemed, *_TILL, C.INSUFFICIENT_POINTS, C.POINTS_EXPIRED, C.BUSY
 )
 AuthoriseResult = union(
-    "AuthoriseResult", Authorised, *_TILL, C.INSUFFICIENT_POINTS, C.POINTS_EXPIRED
+    "AuthoriseResult", Authorised, *_TILL, C.INSUFFICIENT_POINTS, C.POINTS_EXPIRED, C.BUSY
 )
 CaptureResult = union(
     "CaptureResult",

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from coalition import accounts
+from coalition.clawback import clawback_postings
 from coalition.expiry import _expiry
 from coalition.redeem import _spend
 from ledger.build import build_entry
@@ -402,40 +403,10 @@ class CoalitionWriter:
     def _clawback_postings(
         self, earn: _Earn, earn_seq: int, points: int
     ) -> tuple[tuple[PostingRequest, ...], int]:
-        if points == 0:
-            return (), 0
-        state, account = self.journal.state, accounts.member(earn.member)
+        state = self.journal.state
         now_us = max(self.journal.now_us, state.last_time_us)
-        lots = [
-            lot
-            for lot in state.account_lots(account)
-            if lot.remaining > 0 and not lot.is_expired(now_us)
-        ]
-        own = [lot for lot in lots if lot.opened_seq == earn_seq]
-        others = sorted(
-            (lot for lot in lots if lot.opened_seq != earn_seq), key=lambda lot: lot.fefo_key()
-        )
-        takes: list[LotTake] = []
-        by_origin: dict[str, int] = {}
-        wanted = points
-        for lot in own + others:
-            if wanted == 0:
-                break
-            take = min(lot.remaining, wanted)
-            takes.append(LotTake(lot.lot_id, take))
-            by_origin[lot.origin] = by_origin.get(lot.origin, 0) + take
-            wanted -= take
-        debt = wanted
-        if debt:
-            by_origin[earn.partner] = by_origin.get(earn.partner, 0) + debt
-        postings = [
-            PostingRequest(account, POINTS_UNIT, -points, lots=tuple(takes), allow_debt=True)
-        ]
-        postings += [
-            PostingRequest(accounts.issued(origin), POINTS_UNIT, amount)
-            for origin, amount in sorted(by_origin.items())
-        ]
-        return tuple(postings), debt
+        lots = state.account_lots(accounts.member(earn.member))
+        return clawback_postings(lots, earn.member, earn_seq, earn.partner, points, now_us)
 
     # --- expiry (coalition/expiry.py) --------------------------------------------------
 

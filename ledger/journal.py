@@ -22,7 +22,7 @@ from ledger.canonical import NotCanonicalizable, canonical_bytes
 from ledger.rejections import Rejection
 from ledger.rejections import RejectionCode as Code
 from ledger.requests import EntryRequest
-from ledger.rules import Effects, apply_entry
+from ledger.rules import Effects, apply_entry, moved_by
 from ledger.state import State
 from ledger.timefmt import now_us
 
@@ -143,12 +143,12 @@ class _Batch:
             if seen is not None:
                 results.append(_replay(seen, request_hash))
                 continue
-            time_us = max(self.clock_us, self.state.last_time_us)
+            time_us = max(self.clock_us, self.state.last_time_us)  # never backwards
             refused = None if guard is None else guard.judge(request, self.state, time_us)
             if refused is not None:
                 results.append(refused)
                 continue
-            result = self._append_one(request, request_hash)
+            result = self._append_one(request, request_hash, time_us)
             if isinstance(result, Appended):
                 batch_refs[ref] = (request_hash, result)
                 if guard is not None:
@@ -159,16 +159,14 @@ class _Batch:
         return results
 
     def _moves_in_batch(self, seq: int) -> dict[str, int]:
-        """What an entry appended earlier in this batch moved (one it corrects)."""
-        [fx] = [fx for fx in self.effects if fx.seq == seq]
-        moved: dict[str, int] = {}
-        for p in fx.postings:
-            moved[p.account] = moved.get(p.account, 0) + p.amount
-        return {account: net for account, net in moved.items() if net}
+        """What an entry appended earlier in this batch moved (one it corrects): the
+        batch's accepted entries have consecutive seqs."""
+        fx = self.effects[seq - self.effects[0].seq]
+        assert fx.seq == seq
+        return moved_by(fx)
 
-    def _append_one(self, request: EntryRequest, request_hash: bytes) -> AppendResult:
+    def _append_one(self, request: EntryRequest, request_hash: bytes, time_us: int) -> AppendResult:
         state = self.state
-        time_us = max(self.clock_us, state.last_time_us)
         try:
             canonical_bytes(request.meta)
         except NotCanonicalizable as exc:

@@ -153,18 +153,25 @@ def _apply(entry: Any, state: State) -> Effects:
     return fx
 
 
+def moved_by(fx: Effects) -> dict[str, int]:
+    """The net an entry's postings moved on each account (zero nets left out): what
+    ``ledger.state.moves_of_entry`` reads from the entry's JSON, from its effects."""
+    moved: dict[str, int] = {}
+    for p in fx.postings:
+        moved[p.account] = moved.get(p.account, 0) + p.amount
+    return {account: net for account, net in moved.items() if net}
+
+
 def _bounded_correction(corrected_seq: int, fx: Effects, state: State) -> Corrected:
     """On every account the corrected entry moved, its corrections together give back at
     most what it took and take back at most what it gave (partial corrections are fine
     until that is used up). Accounts it did not move are not bounded by this rule."""
     before = state.correction_bounds(corrected_seq)
     after = Corrected(before.moved, dict(before.given_back), dict(before.taken_back))
-    moved_here: dict[str, int] = {}
-    for p in fx.postings:
-        moved_here[p.account] = moved_here.get(p.account, 0) + p.amount
+    moved_here = moved_by(fx)
     for account in sorted(moved_here):
         net, original = moved_here[account], before.moved.get(account)
-        if original is None or net == 0:
+        if original is None:
             continue
         if net > 0:
             total = after.given_back.get(account, 0) + net

@@ -149,3 +149,20 @@ def test_a_forged_correction_with_every_hash_recomputed_is_named_by_verify(
         verify_export(str(export))
     assert (offline.value.seq, offline.value.check) == (forged_seq, RULE)
     assert "corrections of entry" in str(offline.value)
+
+
+def test_a_correction_of_an_entry_in_the_same_batch_is_bounded_by_it(conn: Conn) -> None:
+    """The corrected entry is not in the database yet: its moves come from the batch."""
+    journal = Journal(clock_us=Clock())
+    seqs = _story(conn, journal, Clock())
+    spend_seq = seqs["clawback"] + 1  # the next entry: a spend of 10, refunded at once
+    lot = f"{seqs['earn1']}:1"
+    spend = transfer("member:1", "sink", "PTS", 10, "s-same")
+    [spent, within, over] = journal.append(
+        conn,
+        [spend, _refund(spend_seq, "r-same-1", 10, lot), _refund(spend_seq, "r-same-2", 1, lot)],
+    )
+    assert expect_appended(spent).seq == spend_seq
+    expect_appended(within)
+    assert isinstance(over, Rejection) and over.code is RejectionCode.CORRECTION_EXCEEDS_ORIGINAL
+    verify_database(conn)

@@ -16,6 +16,7 @@ from coalition.database import database_url
 from coalition.keys import load_signer
 from coalition.migrate import upgrade_to_head
 from coalition.outcomes import Refusal, RefusalCode
+from coalition.reports import runs_listed
 from coalition.settings import Settings
 from coalition.time_input import INSTANT_HELP, InvalidTime, parse_instant
 from ledger.timefmt import format_time_us, now_us
@@ -454,17 +455,11 @@ def bank_account(args: argparse.Namespace) -> int:
 def runs(args: argparse.Namespace) -> int:
     with database_url() as url, psycopg.connect(url, autocommit=True) as conn:
         upgrade_to_head(url)
-        rows = conn.execute(
-            "SELECT r.run_id, r.period, r.revision, r.status, r.computed_by, r.approved_by"
-            " FROM coalition_settlement_run r WHERE %(party)s::text IS NULL OR EXISTS"
-            " (SELECT 1 FROM coalition_statement s WHERE s.run_id = r.run_id"
-            " AND s.party = %(party)s) ORDER BY r.computed_at_us DESC, r.run_id DESC"
-            " LIMIT %(limit)s",
-            {"party": args.party, "limit": args.limit},
-        ).fetchall()
-    for run_id, period, revision, status, computed_by, approved_by in rows:
-        approved = f", approved by {approved_by}" if approved_by else ""
-        print(f"{run_id}\t{period}\tr{revision}\t{status}\tcomputed by {computed_by}{approved}")
+        rows = runs_listed(conn, args.party, args.limit)
+    for r in rows:
+        approved = f", approved by {r.approved_by}" if r.approved_by else ""
+        head = f"{r.run_id}\t{r.period}\tr{r.revision}\t{r.status}"
+        print(f"{head}\tcomputed by {r.computed_by}{approved}")
     if not rows:
         print("no runs" + (f" with {args.party} as a party" if args.party else ""), file=sys.stderr)
     return EXIT_OK

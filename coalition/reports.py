@@ -264,3 +264,42 @@ def _half_even(total: int, count: int) -> int:
     from settlement.money import half_even_to_int
 
     return half_even_to_int(Decimal(total) / Decimal(count)) if count else 0
+
+
+@dataclass(frozen=True, slots=True)
+class RunListed:
+    run_id: str
+    period: str
+    revision: int
+    status: str
+    computed_by: str
+    approved_by: str | None
+    statement_formats: tuple[str, ...]
+
+
+def runs_listed(conn: Conn, party: str | None, first: int) -> list[RunListed]:
+    """Settlement runs, newest first; with ``party``, only those it has statements in
+    (every party to a run has): what a partner may see of the runs."""
+    rows = conn.execute(
+        "SELECT r.run_id, r.period, r.revision, r.status, r.computed_by, r.approved_by,"
+        " array_remove(array_agg(DISTINCT s.format ORDER BY s.format), NULL)"
+        " FROM coalition_settlement_run r"
+        " LEFT JOIN coalition_statement s ON s.run_id = r.run_id"
+        " AND (%(party)s::text IS NULL OR s.party = %(party)s)"
+        " GROUP BY r.run_id"
+        " HAVING %(party)s::text IS NULL OR count(s.party) > 0"
+        " ORDER BY max(r.computed_at_us) DESC, r.run_id DESC LIMIT %(first)s",
+        {"party": party, "first": first},
+    ).fetchall()
+    return [
+        RunListed(
+            run_id=row[0],
+            period=row[1],
+            revision=row[2],
+            status=row[3],
+            computed_by=row[4],
+            approved_by=row[5],
+            statement_formats=tuple(row[6]),
+        )
+        for row in rows
+    ]

@@ -178,18 +178,15 @@ def runs(conn: Conn, first: int) -> list[SettlementRun]:
 
 def partner_runs(conn: Conn, party: str, first: int) -> list[PartnerRun]:
     """The runs ``party`` has statements in (every party to a run has), newest first."""
-    rows = conn.execute(
-        "SELECT r.run_id, r.period, r.revision, r.status, array_agg(s.format ORDER BY s.format)"
-        " FROM coalition_settlement_run r JOIN coalition_statement s ON s.run_id = r.run_id"
-        " WHERE s.party = %s GROUP BY r.run_id"
-        " ORDER BY r.computed_at_us DESC, r.run_id DESC LIMIT %s",
-        (party, first),
-    ).fetchall()
     return [
         PartnerRun(
-            run_id=r[0], period=r[1], revision=r[2], status=r[3], statement_formats=list(r[4])
+            run_id=r.run_id,
+            period=r.period,
+            revision=r.revision,
+            status=r.status,
+            statement_formats=list(r.statement_formats),
         )
-        for r in rows
+        for r in reports.runs_listed(conn, party, first)
     ]
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from coalition import payable
 from coalition.banking import bank_account_problem
 from coalition.context import Coalition, Conn, stored_entry
 from coalition.outcomes import Recorded, Refusal, RefusalCode
@@ -428,6 +429,12 @@ def _approve(co: Coalition, conn: Conn, run_id: str, approved_by: str) -> Record
         return Refusal(RefusalCode.RUN_NOT_COMPUTED, f"run {run_id} is {record.status}")
     if approved_by == record.computed_by:
         return Refusal(RefusalCode.SAME_APPROVER, "a second finance user must approve")
+    # Here, not only in the entry points that ask first (to name the problems): no way
+    # into approval passes a run that cannot be paid. Judged on the run's cut, fixed.
+    problems = payable.run_problems(conn, run_id) or []
+    if problems:
+        detail = f"run {run_id} cannot be paid: {payable.describe(problems)}"
+        return Refusal(RefusalCode.PARTY_NOT_PAYABLE, detail)
     run_json = _json(record.run_bytes)
     superseded = run_json.get("supersedes")  # runs computed before revisions: absent
     checkpoint = run_json["cut"]["checkpoint"]

@@ -25,6 +25,8 @@ import psycopg
 import pytest
 
 from coalition import settle
+from coalition.context import Coalition
+from coalition.outcomes import Refusal, RefusalCode
 from ledger.timefmt import format_time_us, now_us
 from settlement import periods
 from settlement.pain001 import Clearing
@@ -257,7 +259,7 @@ def test_a_new_partner_is_paid_from_api_calls_alone(
 
 
 def test_a_party_without_a_bank_account_is_named_and_approval_refused(
-    call: Api, period_ends_now: Any
+    call: Api, seeded: Seeded, period_ends_now: Any
 ) -> None:
     onboard(call, "bakery", "Bakery LLC", "RUB")
     redeem(call, "bakery", "bk-1", "M002", 30)  # the coalition owes the bakery: to be paid
@@ -281,6 +283,10 @@ def test_a_party_without_a_bank_account_is_named_and_approval_refused(
         if r["runId"] == run["runId"]
     ]
     assert stored["status"] == "computed"
+    # The use case itself refuses, not only the mutation that asks first.
+    with psycopg.connect(seeded.db_url, autocommit=True) as conn:
+        direct = settle.approve(Coalition(), conn, run["runId"], "key:someone-else")
+    assert isinstance(direct, Refusal) and direct.code is RefusalCode.PARTY_NOT_PAYABLE, direct
 
     # Recorded now, the account is after the run's cut: a plain recompute keeps the cut,
     # a correction withdraws the unapproved run and computes it again at a new one.

@@ -21,6 +21,7 @@ from coalition.api.types import (
     PageInfo,
     PartnerReport,
     PartnerRun,
+    PaymentFile,
     Reconciliation,
     Role,
     SettlementRun,
@@ -198,6 +199,45 @@ def statement(conn: Conn, run_id: str, party: str, fmt: str) -> Statement | None
         return None
     text = base64.b64encode(content).decode() if fmt == "pdf" else content.decode()
     return Statement(run_id=run_id, party=party, format=fmt, content=text)
+
+
+def payment_file(conn: Conn, run_id: str, execution_date_text: str | None) -> Any:
+    """A new pain.001 file for an approved run, or the refusal (as the CLI's verb does):
+    the date a real one not in the past (None: tomorrow), the clearing account configured,
+    the file valid against the XSD."""
+    import xml.etree.ElementTree as ET
+
+    from coalition import settle
+    from coalition.banking import ClearingAccountNotConfigured
+    from coalition.outcomes import Refusal, RefusalCode
+    from coalition.time_input import InvalidTime, execution_date
+    from ledger.timefmt import now_us
+    from settlement.pain001 import NAMESPACE, InvalidPaymentFile
+
+    now = now_us()
+    try:
+        day = execution_date(execution_date_text, now, settle.timezone()).isoformat()
+    except InvalidTime as exc:
+        return Refusal(RefusalCode.INVALID_REQUEST, f"executionDate: {exc}")
+    try:
+        clearing = settle.clearing_account()
+    except ClearingAccountNotConfigured as exc:
+        return Refusal(RefusalCode.SETTLEMENT_INPUT_MISSING, str(exc))
+    try:
+        outcome = settle.payment_file(conn, run_id, clearing, now, day)
+    except InvalidPaymentFile as exc:
+        return Refusal(RefusalCode.INVALID_REQUEST, str(exc))
+    if isinstance(outcome, Refusal):
+        return outcome
+    document = ET.fromstring(outcome)
+    ns = {"p": NAMESPACE}
+    return PaymentFile(
+        run_id=run_id,
+        message_id=document.findtext(".//p:GrpHdr/p:MsgId", namespaces=ns) or "",
+        execution_date=day,
+        end_to_end_ids=[e.text or "" for e in document.iterfind(".//p:EndToEndId", ns)],
+        content=outcome.decode(),
+    )
 
 
 def reconciliations(conn: Conn, partner_id: str, first: int) -> list[Reconciliation]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+from typing import Any
 
 import strawberry
 from strawberry.types import Info
@@ -14,6 +15,7 @@ from coalition import reports
 from coalition.api import convert
 from coalition.api.context import ApiContext
 from coalition.api.errors import BadInput
+from coalition.api.results import PaymentFileResult, refusal
 from coalition.api.types import (
     Checkpoint,
     InclusionProof,
@@ -31,6 +33,7 @@ from coalition.api.types import (
     Statement,
 )
 from coalition.api_keys import Principal
+from coalition.outcomes import Refusal
 from coalition.time_input import parse_instant
 from ledger import checkpoint_log, proofs
 
@@ -145,6 +148,17 @@ class Query:
         if format not in ("json", "csv", "pdf"):
             raise BadInput("format is json, csv or pdf")
         return await info.context.job(convert.statement, run_id, party, format)
+
+    @strawberry.field(
+        graphql_type=PaymentFileResult,
+        description="Finance: a pain.001.001.09 file paying an approved run's payees"
+        " (executionDate YYYY-MM-DD, not in the past; left out, tomorrow). A new message id"
+        " every time; the end-to-end ids stay the run's, for confirmPayment.",
+    )
+    async def payment_file(self, info: Ctx, run_id: str, execution_date: str | None = None) -> Any:
+        info.context.who("finance")
+        outcome = await info.context.job(convert.payment_file, run_id, execution_date)
+        return refusal(outcome) if isinstance(outcome, Refusal) else outcome
 
     @strawberry.field(description="Reconciliation results (own, for partners).")
     async def reconciliations(

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Union
 import strawberry
 
 from coalition import outcomes
-from coalition.api.types import Long, SettlementWarning
+from coalition.api.types import Long, PaymentFile, SettlementWarning
 
 RefusalCode = strawberry.enum(outcomes.RefusalCode, name="RefusalCode")
 
@@ -147,3 +147,11 @@ RefundResult = union(
     C.BUSY,
 )
 RecordResult = union("RecordResult", Recorded, *tuple(outcomes.RefusalCode))
+PaymentFileResult = union(
+    "PaymentFileResult",
+    PaymentFile,
+    C.INVALID_REQUEST,
+    C.UNKNOWN_RUN,
+    C.RUN_NOT_APPROVED,
+    C.SETTLEMENT_INPUT_MISSING,
+)

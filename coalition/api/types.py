@@ -293,6 +293,18 @@ class Statement:
     content: str  # JSON or CSV as text; PDF as base64
 
 
+@strawberry.type(
+    description="A pain.001.001.09 credit-transfer file for an approved run: the payments"
+    " the coalition makes from its clearing account; confirm each by its end-to-end id."
+)
+class PaymentFile:
+    run_id: str
+    message_id: str  # new for every file made: banks refuse a repeated one
+    execution_date: str  # YYYY-MM-DD
+    end_to_end_ids: list[str]
+    content: str  # the XML document, UTF-8
+
+
 @strawberry.type
 class Reconciliation:
     reconciliation_id: Long

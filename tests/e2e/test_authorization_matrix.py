@@ -107,6 +107,7 @@ EXPECTED: dict[str, dict[str, str]] = {
     "Query.myRuns": _roles(A, F, F, F),
     "Query.statement": _roles(OWN_ONLY, A, A, A),
     "Query.reconciliations": _roles(OWN_ONLY, A, A, A),
+    "Query.paymentFile": FINANCE_ONLY,
     "Mutation.earn": TILL,
     "Mutation.redeem": TILL,
     "Mutation.authorise": TILL,
@@ -285,6 +286,11 @@ REQUESTS: dict[str, Build] = {
         " runId party format content } }",
         {"run": w.run_id, "party": PARTNERS[s]},
         PARTNERS[s],
+    ),
+    "Query.paymentFile": lambda w, s: Call(
+        "query($run: String!) { paymentFile(runId: $run) { __typename"
+        " ... on PaymentFile { runId messageId } ... on Refusal { code message } } }",
+        {"run": w.run_id},
     ),
     "Query.reconciliations": lambda w, s: Call(
         "query($id: String!) { reconciliations(partnerId: $id) { reconciliationId partnerId"

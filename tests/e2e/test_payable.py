@@ -170,7 +170,7 @@ def compute(call: Api, period: str) -> dict[str, Any]:
 
 
 def test_a_new_partner_is_paid_from_api_calls_alone(
-    call: Api, seeded: Seeded, period_ends_now: Any
+    call: Api, seeded: Seeded, period_ends_now: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     onboard(call, "pharmacy", "Pharmacy GmbH", "EUR")
     bank = {"partnerId": "pharmacy", "legalName": "Pharmacy GmbH", "bic": PHARMACY_BIC}
@@ -246,15 +246,51 @@ def test_a_new_partner_is_paid_from_api_calls_alone(
     [stored] = [r for r in runs if r["runId"] == run["runId"]]
     assert stored["approvedBy"].startswith("key:") and stored["approvedBy"] != run["computedBy"]
 
-    with psycopg.connect(seeded.db_url, autocommit=True) as conn:
-        tomorrow = (date.today() + timedelta(days=1)).isoformat()
-        document = settle.payment_file(conn, run["runId"], CLEARING, now_us(), tomorrow)
-    assert isinstance(document, bytes), document
+    # The payment file, from the API too: refused until the clearing account is set, and
+    # for a past date; then valid, holding the pharmacy, a new message id each time.
+    tomorrow = (date.today() + timedelta(days=1)).isoformat()
+    for name in ("NAME", "IBAN", "BIC"):
+        monkeypatch.delenv(f"COALITION_CLEARING_{name}", raising=False)
+    unset = call("finance", "finance/PaymentFile", runId=run["runId"], executionDate=tomorrow)
+    assert "COALITION_CLEARING" in answer(unset, "paymentFile", "SettlementInputMissing")["message"]
+    monkeypatch.setenv("COALITION_CLEARING_NAME", CLEARING.name)
+    monkeypatch.setenv("COALITION_CLEARING_IBAN", CLEARING.iban)
+    monkeypatch.setenv("COALITION_CLEARING_BIC", CLEARING.bic)
+    past = call("finance", "finance/PaymentFile", runId=run["runId"], executionDate="2020-01-01")
+    assert "in the past" in answer(past, "paymentFile", "InvalidRequest")["message"]
+    foreign = call.raw("pharmacy", "finance/PaymentFile", runId=run["runId"])
+    assert foreign["errors"] and not (foreign.get("data") or {}).get("paymentFile"), foreign
+    first = answer(
+        call("finance", "finance/PaymentFile", runId=run["runId"], executionDate=tomorrow),
+        "paymentFile",
+        "PaymentFile",
+    )
+    again = answer(
+        call("finance", "finance/PaymentFile", runId=run["runId"]), "paymentFile", "PaymentFile"
+    )
+    assert first["messageId"] != again["messageId"]
+    assert first["endToEndIds"] == again["endToEndIds"] and first["endToEndIds"]
+    assert first["executionDate"] == tomorrow == again["executionDate"]
+    document = first["content"].encode()
     assert PHARMACY_IBAN.encode() in document and b"Pharmacy GmbH" in document
     assert b"<Ccy>EUR</Ccy>" in document or b'Ccy="EUR"' in document
 
+    # Each payment confirmed by its end-to-end id (the file's and the payers' own): paid.
+    payments = json.loads(run["runJson"])["payments"]
+    assert set(first["endToEndIds"]) <= {p["end_to_end_id"] for p in payments}
+    for payment in payments:
+        confirmed = call(
+            "finance",
+            "finance/ConfirmPayment",
+            runId=run["runId"],
+            endToEndId=payment["end_to_end_id"],
+        )
+        answer(confirmed, "confirmPayment", "Recorded")
+    runs = call("finance", "finance/SettlementRuns")["settlementRuns"]
+    assert {r["runId"]: r["status"] for r in runs}[run["runId"]] == "paid"
+
     mine = call("pharmacy", "partner/MyRuns")["myRuns"]
-    assert [(r["runId"], r["status"]) for r in mine] == [(run["runId"], "approved")]
+    assert [(r["runId"], r["status"]) for r in mine] == [(run["runId"], "paid")]
     assert sorted(mine[0]["statementFormats"]) == ["csv", "json", "pdf"]
 
 

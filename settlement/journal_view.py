@@ -70,11 +70,16 @@ class Facts:
     def terms_at(self, partner: str, time_us: int) -> tuple[int, PartnerTerms] | None:
         """The version in force at ``time_us``: the latest (effective_from, version) not
         after it, among every version recorded before the cut."""
-        best: tuple[int, int, PartnerTerms] | None = None
-        for effective_us, version, terms in self.terms.get(partner, ()):
-            if effective_us <= time_us and (best is None or (effective_us, version) >= best[:2]):
-                best = (effective_us, version, terms)
-        return None if best is None else (best[1], best[2])
+        # Versions are sorted by (effective_from, version) (read_terms): the last one
+        # in force is the answer.
+        for effective_us, version, terms in reversed(self.terms.get(partner, ())):
+            if effective_us <= time_us:
+                return version, terms
+        return None
+
+
+# Obligations.spend(facts, seq, time_us, party, origin, points): a redemption event's fields.
+Spend = Callable[[Facts, int, int, str, str, int], None]
 
 
 def read_terms(terms_entries: Iterable[bytes], cut_size: int) -> TermsTable:
@@ -117,32 +122,61 @@ def read(
     cut = end_seq if cut_size is None else cut_size
     assert end_seq <= cut, "the period's entries end at or before the cut"
     facts = Facts(terms={} if terms is None else terms)
-    for seq, entry in _parsed(entries, cut):
-        _remember(facts, seq, entry)
-        if start_seq <= seq < end_seq:
-            for event in _events(facts, seq, entry):
+    # A million entries come through this loop: parsing is inlined (a generator per
+    # stage cost more than its work), and a spend that opens no lot skips _remember.
+    times_us = facts.entry_times_us
+    loads = orjson.loads
+    spend: Spend | None = getattr(sink, "spend", None)
+    seq = 0
+    for canonical in entries:
+        if seq >= cut:
+            break
+        entry = loads(canonical)  # the journal verified these bytes when it wrote them
+        assert entry["seq"] == seq, "entries must come in order, without gaps"
+        times_us.append(parse_time_us(entry["time"]))
+        kind = entry["kind"]
+        if kind not in _SPENDS or _OPENS_LOT in canonical:
+            _remember(facts, seq, kind, entry)
+        if start_seq <= seq < end_seq and (
+            spend is None or kind not in _SPENDS or not _spent_one_lot(facts, seq, entry, spend)
+        ):
+            for event in _events(facts, seq, kind, entry):
                 sink(facts, event)
+        seq += 1
+    assert seq == cut, f"the journal holds {seq} entries, the cut is {cut}"
     return facts
 
 
-def _parsed(entries: Iterable[bytes], end_seq: int) -> Iterator[tuple[int, dict[str, Any]]]:
-    expected = 0
-    for canonical in entries:
-        if expected >= end_seq:
-            return
-        entry = orjson.loads(canonical)  # the journal verified these bytes when it wrote them
-        assert entry["seq"] == expected, "entries must come in order, without gaps"
-        yield expected, entry
-        expected += 1
-    assert expected == end_seq, f"the journal holds {expected} entries, the cut is {end_seq}"
+# Kinds that record no fact; canonical bytes hold no spaces, so a posting opening a lot
+# always shows this mark (a false positive only costs the slow path).
+_SPENDS = frozenset(("redeem", "capture"))
+_OPENS_LOT = b'"lot":{'
 
 
-def _remember(facts: Facts, seq: int, entry: dict[str, Any]) -> None:
-    facts.entry_times_us.append(parse_time_us(entry["time"]))
+def _spent_one_lot(facts: Facts, seq: int, entry: dict[str, Any], spend: Spend) -> bool:
+    """The commonest entry, a spend from one lot, handed on without an Event; False for
+    any other shape (the general path then handles it)."""
+    postings = entry["postings"]
+    if len(postings) != 2 or "lots" in postings[1]:
+        return False
+    first = postings[0]
+    lots = first.get("lots")
+    if lots is None or len(lots) != 1 or first["amount"] >= 0:
+        return False
+    take = lots[0]
+    if take["amount"]:
+        origin = facts.lot_origins[take["lot"]]
+        spend(
+            facts, seq, facts.entry_times_us[seq], entry["meta"]["partner"], origin, take["amount"]
+        )
+    return True
+
+
+def _remember(facts: Facts, seq: int, kind: str, entry: dict[str, Any]) -> None:
     for index, posting in enumerate(entry["postings"]):
         if "lot" in posting and posting["lot"]["amount"]:
             facts.lot_origins[f"{seq}:{index}"] = posting["lot"]["origin"]
-    kind, meta = entry["kind"], entry["meta"]
+    meta = entry["meta"]
     if kind == "partner_onboarded":
         facts.currencies[meta["partner"]] = meta["settlement_currency"]
     elif kind == "partner_bank_account":
@@ -155,8 +189,8 @@ def _remember(facts: Facts, seq: int, entry: dict[str, Any]) -> None:
         facts.settled_runs[meta["run"]] = kind.removeprefix("settlement_")
 
 
-def _events(facts: Facts, seq: int, entry: dict[str, Any]) -> Iterator[Event]:
-    kind, meta = entry["kind"], entry["meta"]
+def _events(facts: Facts, seq: int, kind: str, entry: dict[str, Any]) -> Iterator[Event]:
+    meta = entry["meta"]
     time_us = facts.entry_times_us[seq]
     corrects = entry.get("corrects")
     if kind in ("refund_redemption", "refund_earn") and isinstance(corrects, int):
@@ -178,8 +212,15 @@ def _events(facts: Facts, seq: int, entry: dict[str, Any]) -> Iterator[Event]:
 
 def _lot_points(facts: Facts, entry: dict[str, Any]) -> dict[str, int]:
     """Points per issuer that the entry took from (or, on a credit, gave back to) lots."""
+    postings = entry["postings"]
+    if len(postings) == 2 and "lots" not in postings[1]:
+        lots = postings[0].get("lots")
+        if lots is not None and len(lots) == 1:  # the common spend: one lot
+            take = lots[0]
+            points = take["amount"] if postings[0]["amount"] < 0 else -take["amount"]
+            return {facts.lot_origins[take["lot"]]: points} if points else {}
     by_origin: dict[str, int] = {}
-    for posting in entry["postings"]:
+    for posting in postings:
         sign = 1 if posting["amount"] < 0 else -1
         for take in posting.get("lots", ()):
             origin = facts.lot_origins[take["lot"]]

@@ -41,12 +41,13 @@ class Bucket:
     last_seq: int = -1
     terms_versions: set[tuple[str, int]] = field(default_factory=set)
 
-    def add(self, event: Event, points: int, version: tuple[str, int]) -> None:
+    def add(self, seq: int, points: int, version: tuple[str, int]) -> None:
         self.points += points
-        if event.seq != self.last_seq:  # an entry with several issuers counts once
+        if seq != self.last_seq:  # an entry with several issuers counts once
             self.entries += 1
-        self.first_seq = event.seq if self.first_seq < 0 else self.first_seq
-        self.last_seq = event.seq
+        if self.first_seq < 0:
+            self.first_seq = seq
+        self.last_seq = seq
         self.terms_versions.add(version)
 
 
@@ -73,7 +74,9 @@ class Obligations:
     _lines: dict[tuple[str, str, str, tuple[str, int], str], _Line | None] = field(
         default_factory=dict
     )
-    _fee_rates: dict[tuple[str, int], Decimal] = field(default_factory=dict)
+    _redemptions: dict[tuple[str, str, int, str | None], tuple[list[_Line], tuple[str, int]]] = (
+        field(default_factory=dict)
+    )
 
     def __call__(self, facts: Facts, event: Event) -> None:
         self.points_by_kind[event.kind] = self.points_by_kind.get(event.kind, 0) + event.points
@@ -107,32 +110,62 @@ class Obligations:
             )
 
     def _redemption(self, facts: Facts, event: Event) -> None:
-        version, terms = _terms(facts, event.party, event)
-        rate = terms.redemption_rate_per_point
-        fee_rate = self._fee_rates.get((event.party, version))
-        if fee_rate is None:
-            fee_rate = self._fee_rates[(event.party, version)] = rate * terms.operator_fee_bps / BPS
-        if event.origin != event.party:
-            self._add(
-                event.origin,
-                event.party,
-                "redemption",
-                rate,
-                facts,
-                event.party,
-                event,
-                (event.party, version),
+        self.spend(facts, event.seq, event.time_us, event.party, event.origin, event.points, 0)
+
+    def spend(
+        self,
+        facts: Facts,
+        seq: int,
+        time_us: int,
+        party: str,
+        origin: str,
+        points: int,
+        counted: int = 1,
+    ) -> None:
+        """A redemption event, from its fields (``journal_view.read``'s fast path for the
+        commonest entry: no Event made); ``counted`` 0 when __call__ counted it."""
+        if counted:
+            self.points_by_kind["redemption"] = self.points_by_kind.get("redemption", 0) + points
+        found = facts.terms_at(party, time_us)
+        if found is None:
+            raise MissingTerms(f"partner {party} has no terms in force at entry {seq}")
+        version = found[0]
+        memo = (party, origin, version, facts.currencies.get(party))
+        resolved = self._redemptions.get(memo)
+        if resolved is None:
+            resolved = self._redemptions[memo] = self._redemption_lines(
+                facts, party, origin, version, found[1]
             )
-        self._add(
-            event.party,
-            OPERATOR,
-            "operator_fee",
-            fee_rate,
-            facts,
-            event.party,
-            event,
-            (event.party, version),
-        )
+        lines, priced_by = resolved
+        for raw, bucket in lines:
+            if self.trace is not None and raw in self.trace:
+                self.traced_seqs.append(seq)
+            bucket.add(seq, points, priced_by)
+
+    def _redemption_lines(
+        self, facts: Facts, party: str, origin: str, version: int, terms: PartnerTerms
+    ) -> tuple[list[_Line], tuple[str, int]]:
+        """The lines (redemption, then fee) that one (where spent, issuer, terms version)
+        adds to, resolved once: the rates are fixed by the version."""
+        rate = terms.redemption_rate_per_point
+        fee_rate = rate * terms.operator_fee_bps / BPS
+        priced_by = (party, version)
+        wanted = [(party, OPERATOR, "operator_fee", fee_rate)]
+        if origin != party:
+            wanted.insert(0, (origin, party, "redemption", rate))
+        lines = []
+        for payer, payee, reason, line_rate in wanted:
+            currency = facts.currencies.get(party)
+            if currency is None:
+                raise MissingTerms(f"partner {party} has no settlement currency")
+            line = self._lines.get((payer, payee, reason, priced_by, currency), _UNSEEN)
+            if line is _UNSEEN:
+                line = self._lines[(payer, payee, reason, priced_by, currency)] = self._line(
+                    payer, payee, reason, line_rate, currency
+                )
+            if line is not None:
+                lines.append(line)
+        return lines, priced_by
 
     def _add(
         self,
@@ -157,7 +190,7 @@ class Obligations:
         raw, bucket = line
         if self.trace is not None and raw in self.trace:
             self.traced_seqs.append(event.seq)
-        bucket.add(event, event.points, version)
+        bucket.add(event.seq, event.points, version)
 
     def _line(
         self, payer: str, payee: str, reason: str, rate: Decimal, currency: str

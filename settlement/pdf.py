@@ -6,8 +6,10 @@ header on every page (fpdf2's ``table()``), landscape so that 15+ counterparties
 whole (cells wrap; nothing is cut short).
 
 Amounts are in major units with their currency ("1,234.56 EUR", "600 JPY", "0.25 RUB"),
-by the currency's ISO 4217 exponent (settlement.money). Deterministic: the creation date
-is fixed and nothing random goes in, so the same statement gives the same bytes.
+by the currency's ISO 4217 exponent (settlement.money). Text is set in DejaVu Sans,
+embedded from settlement/fonts (Cyrillic and Greek legal names print as written).
+Deterministic: the creation date is fixed and nothing random goes in, so the same
+statement gives the same bytes.
 """
 
 from __future__ import annotations
@@ -15,8 +17,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import cache
+from pathlib import Path
 from typing import Any
 
+from fontTools.ttLib import TTFont  # type: ignore[import-untyped]
 from fpdf import FPDF
 from fpdf.fonts import FontFace
 
@@ -25,7 +30,9 @@ from settlement.money import decimal_text, format_minor, minor_exponent
 from settlement.run import Run
 
 _EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
-_FONT = "Helvetica"
+_FONT = "DejaVuSans"  # embedded from settlement/fonts: Latin, Greek and Cyrillic
+FONTS_DIR = Path(__file__).parent / "fonts"
+FONT_FILES = {"": "DejaVuSans.ttf", "B": "DejaVuSans-Bold.ttf"}
 _WIDTH = 273.0  # A4 landscape, 12 mm margins
 _HEAD = FontFace(emphasis="BOLD", fill_color=(226, 232, 242))
 _BOLD = FontFace(emphasis="BOLD")
@@ -35,6 +42,8 @@ class _Statement(FPDF):
     def __init__(self, title: str) -> None:
         super().__init__(orientation="L", unit="mm", format="A4")
         self.statement_title = title
+        for style, name in FONT_FILES.items():
+            self.add_font(_FONT, style, str(FONTS_DIR / name))
 
     def header(self) -> None:
         if self.page_no() == 1:
@@ -473,5 +482,14 @@ def _signed(minor: int, currency: str) -> str:
 
 
 def _t(text: str) -> str:
-    """The core fonts hold Latin-1 only: anything else shows as '?', never an error."""
-    return text.encode("latin-1", "replace").decode("latin-1")
+    """Text as the embedded font can show it: a character it has no glyph for (CJK, say)
+    becomes '?', the same in every statement, rather than an empty box."""
+    glyphs = _glyphs()
+    return "".join(c if ord(c) in glyphs else "?" for c in text)
+
+
+@cache
+def _glyphs() -> frozenset[int]:
+    """The code points both embedded faces cover."""
+    faces = [TTFont(FONTS_DIR / name).getBestCmap() for name in FONT_FILES.values()]
+    return frozenset(set(faces[0]).intersection(*faces[1:]))

@@ -9,9 +9,7 @@ import csv
 import importlib.resources
 import io
 import json
-import re
 import xml.etree.ElementTree as ET
-import zlib
 from decimal import Decimal
 from functools import cache
 from typing import Any
@@ -36,6 +34,7 @@ from tests.unit._memory_journal import (
     day_us,
     january_story,
 )
+from tests.unit._pdf import pdf_text
 
 CLEARING = Clearing("Coalition Clearing", "DE44500105175407324931", "INGDDEFFXXX")
 CHECKPOINT = {"tree_size": 39, "root_hex": "ab" * 32}
@@ -229,18 +228,6 @@ def test_csv_statement_reads_back_in_minor_units(run: Run) -> None:
 
 
 # --- PDF ------------------------------------------------------------------------------
-
-
-def pdf_text(data: bytes) -> str:
-    """The text-showing strings of every page stream (fpdf2 deflates them)."""
-    shown = []
-    for stream in re.findall(rb"stream\r?\n(.*?)\r?\nendstream", data, re.S):
-        try:
-            content = zlib.decompress(stream)
-        except zlib.error:
-            continue
-        shown += re.findall(rb"\((.*?)\) ?Tj", content)
-    return "\n".join(s.decode("latin-1") for s in shown)
 
 
 def test_statement_pdf_renders_the_same_bytes_twice(story: Story) -> None:

@@ -14,9 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import re
-import shutil
 import subprocess
-import zlib
 from decimal import Decimal
 from functools import cache
 from pathlib import Path
@@ -27,7 +25,7 @@ from coalition import accounts
 from coalition.banking import make_iban
 from ledger.requests import EntryRequest
 from settlement.journal_view import OPERATOR
-from settlement.pdf import statement_pdf
+from settlement.pdf import FONT_FILES, FONTS_DIR, statement_pdf
 from settlement.periods import period_bounds
 from settlement.run import PeriodBounds, Run, compute_run
 from settlement.statement import (
@@ -49,6 +47,7 @@ from tests.unit._memory_journal import (
     day_us,
     january_story,
 )
+from tests.unit._pdf import pdf_pages, pdf_text
 
 BOUNDS = PeriodBounds(*period_bounds("2027-01", "Europe/Moscow")[1:], "Europe/Moscow")
 CLEARING = {"iban": "DE44500105175407324931", "bic": "INGDDEFFXXX", "name": "Coalition Clearing"}
@@ -63,12 +62,12 @@ FIFTEEN = (
     ("partner-hotel-chain-international", "EUR", "Hotel Chain International Holdings BV"),
     ("partner-electronics-megastore", "RUB", "Electronics Megastore Retail Group LLC"),
     ("partner-car-rental-worldwide", "EUR", "Car Rental Worldwide Mobility GmbH"),
-    ("partner-railway-operator", "RUB", "National Railway Passenger Operator JSC"),
+    ("partner-railway-operator", "RUB", "АО «Пассажирские железные дороги»"),
     ("partner-telecom-mobile", "RUB", "Telecom Mobile Networks PJSC"),
     ("partner-tokyo-department-store", "JPY", "Tokyo Department Store Kabushiki Kaisha"),
     ("partner-coffee-roasters", "RUB", "Coffee Roasters Cafe Network LLC"),
     ("partner-cinema-multiplex", "RUB", "Cinema Multiplex Entertainment LLC"),
-    ("partner-bookstore", "EUR", "Bookstore Europe Sarl"),
+    ("partner-bookstore", "EUR", "Βιβλιοπωλείο Ευρώπη ΑΕ"),
     ("partner-insurance-group", "RUB", "Insurance Group of the Coalition Ltd"),
 )
 RATES = {
@@ -360,7 +359,7 @@ def test_the_entry_range_is_said_the_same_way_in_every_format() -> None:
         "entries",
         said,
     ]
-    assert said in _pdf_text(statement_pdf(run, statement))
+    assert said in pdf_text(statement_pdf(run, statement))
 
 
 def test_statements_are_the_same_bytes_for_the_same_run() -> None:
@@ -388,17 +387,17 @@ def test_statements_are_the_same_bytes_for_the_same_run() -> None:
 
 def test_pdf_amounts_are_major_units_with_their_currency() -> None:
     run = fifteen_run()
-    text = _pdf_text(statement_pdf(run, statement_json(run, "airline", fifteen_facts())))
+    text = pdf_text(statement_pdf(run, statement_json(run, "airline", fifteen_facts())))
     assert "0.25 RUB" in text  # 25 kopecks a point
     assert "191.50 RUB" in text and "147.50 RUB" in text  # 766 and 590 points, both ways
     assert "airline pays pharmacy 44.00 RUB" in text
-    tokyo = _pdf_text(
+    tokyo = pdf_text(
         statement_pdf(run, statement_json(run, "partner-tokyo-department-store", fifteen_facts()))
     )
     assert "3 JPY" in tokyo  # no minor unit: no decimals
     amounts = re.sub(r"= [\d.]+ JPY", "", tokyo)  # rates (1 RUB = 1.62 JPY) may have decimals
     assert not re.search(r"[1-9][\d,]*\.\d+ JPY", amounts)  # a price per point may: 0.045
-    assert re.search(r"\d{1,3}(,\d{3})+(\.\d\d)? RUB", _pdf_text(_coalition_pdf()))
+    assert re.search(r"\d{1,3}(,\d{3})+(\.\d\d)? RUB", pdf_text(_coalition_pdf()))
 
 
 def _coalition_pdf() -> bytes:
@@ -407,7 +406,7 @@ def _coalition_pdf() -> bytes:
 
 
 def test_every_page_is_numbered_and_repeats_the_table_header() -> None:
-    pages = _pdf_pages(_coalition_pdf())
+    pages = pdf_pages(_coalition_pdf())
     assert len(pages) >= 2
     for number, page in enumerate(pages, start=1):
         assert re.search(rf"page {number} of\s*{len(pages)}\b", page), number
@@ -421,11 +420,36 @@ def test_every_page_is_numbered_and_repeats_the_table_header() -> None:
 
 
 def test_fifteen_partners_read_whole_names_never_cut() -> None:
-    text = _pdf_text(_coalition_pdf())
+    text = pdf_text(_coalition_pdf())
     assert "..." not in text and "\u2026" not in text
     for partner, _currency, name in FIFTEEN:
         # a wrapped cell may split a long name over lines: compare without whitespace
         assert re.sub(r"\s", "", f"{name}({partner})") in re.sub(r"\s", "", text), partner
+
+
+def test_legal_names_print_as_written_in_cyrillic_and_greek() -> None:
+    run, facts = fifteen_run(), fifteen_facts()
+    text = pdf_text(statement_pdf(run, statement_json(run, "partner-railway-operator", facts)))
+    assert "АО «Пассажирские железные дороги»" in text
+    text = pdf_text(statement_pdf(run, statement_json(run, "partner-bookstore", facts)))
+    assert "Βιβλιοπωλείο Ευρώπη ΑΕ" in text
+    assert "?" not in text  # no character of the statement fell back to "?"
+
+
+def test_a_character_the_font_lacks_prints_as_a_question_mark() -> None:
+    from settlement.pdf import _t
+
+    assert _t("東京 Store — Ромашка") == "?? Store — Ромашка"
+
+
+def test_the_embedded_fonts_are_the_recorded_files() -> None:
+    import hashlib
+
+    recorded = (FONTS_DIR / "README.md").read_text()
+    for name in FONT_FILES.values():
+        digest = hashlib.sha256((FONTS_DIR / name).read_bytes()).hexdigest()
+        assert f"| {name} | {digest} |" in recorded, name
+    assert "Bitstream" in (FONTS_DIR / "LICENSE").read_text()
 
 
 def test_every_party_s_statement_renders() -> None:
@@ -441,37 +465,6 @@ def _csv(data: bytes) -> list[dict[str, str]]:
     rows = list(csv.reader(io.StringIO(data.decode("utf-8"), newline="")))
     header = rows[2]
     return [dict(zip(header, row, strict=True)) for row in rows[3:]]
-
-
-def _pdf_pages(data: bytes) -> list[str]:
-    """Each page's text: pdftotext when poppler is installed, else the content streams."""
-    if shutil.which("pdftotext"):
-        done = subprocess.run(
-            ["pdftotext", "-raw", "-", "-"], input=data, capture_output=True, check=True
-        )
-        return done.stdout.decode("utf-8").split("\f")[:-1]
-    return [_shown(stream) for stream in _page_streams(data)]
-
-
-def _pdf_text(data: bytes) -> str:
-    return "\n".join(_pdf_pages(data))
-
-
-def _page_streams(data: bytes) -> list[bytes]:
-    out = []
-    for stream in re.findall(rb"stream\r?\n(.*?)\r?\nendstream", data, re.S):
-        try:
-            content = zlib.decompress(stream)
-        except zlib.error:
-            continue
-        if b"Tj" in content:
-            out.append(content)
-    return out
-
-
-def _shown(content: bytes) -> str:
-    shown = re.findall(rb"\(((?:[^\\)]|\\.)*)\) ?Tj", content)
-    return "\n".join(re.sub(rb"\\(.)", rb"\1", s).decode("latin-1") for s in shown)
 
 
 def render_pngs(out_dir: Path) -> list[Path]:

@@ -18,6 +18,7 @@ from coalition.context import Conn
 from coalition.partners import get_partner
 
 ROLES = ("partner", "auditor", "finance", "operator")
+API_KEY_CHANNEL = "coalition_api_key"  # NOTIFY payload: the key id changed ("*": all)
 _KEY = re.compile(r"ck_([a-z0-9]{12})_([A-Za-z0-9_-]{43})")
 
 
@@ -69,6 +70,8 @@ def list_keys(conn: Conn) -> list[ApiKeyInfo]:
 
 
 def revoke_key(conn: Conn, key_id: str, now_us: int) -> bool:
+    """Revoke a key. The API's processes cache key checks; a trigger on the table
+    (migration 0008) tells them on channel ``API_KEY_CHANNEL`` when the revocation commits."""
     row = conn.execute(
         "UPDATE coalition_api_key SET revoked_at_us = %s WHERE key_id = %s"
         " AND revoked_at_us IS NULL RETURNING key_id",
@@ -77,23 +80,51 @@ def revoke_key(conn: Conn, key_id: str, now_us: int) -> bool:
     return row is not None
 
 
-def authenticate(conn: Conn, presented: str) -> Principal | None:
-    """The key's principal, or None (unknown, malformed or revoked — never which)."""
+@dataclass(frozen=True, slots=True)
+class KeyRecord:
+    """What the table holds for one key id: enough to check a presented secret."""
+
+    key_id: str
+    secret_sha256: bytes
+    role: str
+    partner_id: str | None
+    revoked: bool
+
+
+def parse_key(presented: str) -> tuple[str, str] | None:
+    """(key id, secret) of a well-formed key text, else None."""
     match = _KEY.fullmatch(presented)
-    if match is None:
-        return None
-    key_id, secret = match.groups()
+    return None if match is None else (match[1], match[2])
+
+
+def lookup_key(conn: Conn, key_id: str) -> KeyRecord | None:
     row = conn.execute(
         "SELECT secret_sha256, role, partner_id, revoked_at_us FROM coalition_api_key"
         " WHERE key_id = %s",
         (key_id,),
     ).fetchone()
-    if row is None or row[3] is not None:
-        hmac.compare_digest(_digest(secret), bytes(32))  # same work either way
+    if row is None:
         return None
-    if not hmac.compare_digest(_digest(secret), bytes(row[0])):
+    return KeyRecord(key_id, bytes(row[0]), row[1], row[2], row[3] is not None)
+
+
+def check_secret(record: KeyRecord | None, secret: str) -> Principal | None:
+    """The principal if ``secret`` is the live key's, else None — the same work either way."""
+    if record is None or record.revoked:
+        hmac.compare_digest(_digest(secret), bytes(32))
         return None
-    return Principal(key_id, row[1], row[2])
+    if not hmac.compare_digest(_digest(secret), record.secret_sha256):
+        return None
+    return Principal(record.key_id, record.role, record.partner_id)
+
+
+def authenticate(conn: Conn, presented: str) -> Principal | None:
+    """The key's principal, or None (unknown, malformed or revoked — never which)."""
+    parsed = parse_key(presented)
+    if parsed is None:
+        return None
+    key_id, secret = parsed
+    return check_secret(lookup_key(conn, key_id), secret)
 
 
 def _digest(secret: str) -> bytes:

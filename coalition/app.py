@@ -11,6 +11,7 @@ import base64
 import contextlib
 import dataclasses
 import logging
+import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -33,6 +34,7 @@ from coalition.api.db import Database, DatabaseHealth
 from coalition.api.errors import DatabaseUnavailable
 from coalition.api.group_commit import GroupCommittedCoalition, GroupCommitter
 from coalition.api.http_body import JsonRequests
+from coalition.api.keycache import ApiKeyCache
 from coalition.api.observability import (
     APPEND_BATCH,
     JOURNAL_LENGTH,
@@ -44,7 +46,7 @@ from coalition.api.observability import (
 from coalition.api.ratelimit import RateLimiter, retry_after_header
 from coalition.api.schema import build_schema
 from coalition.api.trusted import DocumentRefused, TrustedDocuments
-from coalition.api_keys import Principal, authenticate
+from coalition.api_keys import Principal
 from coalition.context import Coalition
 from coalition.keys import load_signer
 from coalition.projections import project
@@ -107,6 +109,7 @@ class _GraphQL(JsonRequests, GraphQL[ApiContext, None]):
             signer=self.state["signer"],
             settings=self.state["settings"],
             request_id=request_id_var.get(),
+            api_keys=self.state["api_keys"],
         )
 
 
@@ -117,7 +120,9 @@ def create_app(
     database = Database(database_url, health=health)
     coalition = _CoalitionWithMetrics()
     committer = GroupCommitter(Database(database_url, connections_max=1, health=health), coalition)
+    api_keys = ApiKeyCache(database_url)
     state: dict[str, Any] = {
+        "api_keys": api_keys,
         "database": database,
         "coalition": coalition,
         "tills": GroupCommittedCoalition(coalition, committer),
@@ -129,9 +134,11 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        api_keys.start()
         try:
             yield
         finally:
+            await api_keys.close()
             await committer.close()
             await database.close()
 
@@ -142,7 +149,7 @@ def create_app(
         length = headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > BODY_BYTES_MAX):
             return _too_large()
-        principal = await _principal(database, headers.get("authorization", ""))
+        principal = await _principal(api_keys, database, headers.get("authorization", ""))
         scope["principal"] = principal
         client = scope["client"][0] if scope.get("client") else "unknown"
         key = principal.key_id if principal else client
@@ -199,6 +206,9 @@ def create_app(
         return await _proof(database, proofs.inclusion_proof, *params)
 
     graphql = _GraphQL(state, settings.development)
+    # In development every answer names the process that gave it (tests of several
+    # workers check each one); in production that is nobody's business.
+    worker = str(os.getpid()) if settings.development else None
     return Starlette(
         debug=False,
         routes=[
@@ -212,10 +222,21 @@ def create_app(
         ],
         middleware=[
             Middleware(BodyLimit, max_bytes=BODY_BYTES_MAX),
-            Middleware(Gate, admit=admit),
+            Middleware(Gate, admit=admit, worker=worker),
         ],
         lifespan=lifespan,
     )
+
+
+def app_from_env() -> Starlette:
+    """The app as each worker process of ``coalition serve --workers N`` builds it: the
+    settings from the environment, the database from ``DATABASE_URL`` (which serve sets
+    for its workers, the embedded server's too). Migrations, the demo seed and the
+    checkpointer are the serving parent's, once per deployment, never a worker's."""
+    from coalition.api.observability import configure_logging
+
+    configure_logging()
+    return create_app(Settings.from_env(), os.environ["DATABASE_URL"])
 
 
 def _refusal(
@@ -301,19 +322,25 @@ async def _proof(database: Database, fn: Callable[..., list[bytes]], *args: int)
     return PlainTextResponse(body, media_type=TEXT)
 
 
-async def _principal(database: Database, header: str) -> Principal | None:
+async def _principal(api_keys: ApiKeyCache, database: Database, header: str) -> Principal | None:
     if not header.lower().startswith("bearer "):
         return None
-    return await database.run(authenticate, header[7:].strip())
+    return await api_keys.authenticate(database, header[7:].strip())
 
 
 class Gate:
     """Every request gets a request id (echoed as ``X-Request-Id``); a GraphQL request is
     first admitted (size, key, rate). Plain ASGI: no second task per request."""
 
-    def __init__(self, app: ASGIApp, admit: Callable[[Scope], Awaitable[Response | None]]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        admit: Callable[[Scope], Awaitable[Response | None]],
+        worker: str | None = None,
+    ) -> None:
         self.app = app
         self.admit = admit
+        self.worker = worker
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -329,7 +356,10 @@ class Gate:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
-                MutableHeaders(scope=message)["X-Request-Id"] = request_id
+                headers = MutableHeaders(scope=message)
+                headers["X-Request-Id"] = request_id
+                if self.worker is not None:
+                    headers["X-Worker"] = self.worker
             await send(message)
 
         try:

@@ -52,6 +52,12 @@ def add_verbs(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="worker processes (default: COALITION_WORKERS, else the cores this may use)",
+    )
+    p.add_argument(
         "--no-seed",
         dest="seed",
         action="store_false",
@@ -208,7 +214,13 @@ def serve(args: argparse.Namespace) -> int:
     from ledger.checkpoint_log import CheckpointPolicy
 
     settings = Settings.from_env()
+    workers = settings.workers if args.workers is None else args.workers
+    if not 1 <= workers <= 256:
+        print("--workers: 1–256 processes", file=sys.stderr)
+        return EXIT_USAGE
     with database_url() as url:
+        # Once per deployment, here in the serving parent, never in a worker: the
+        # migrations, the demo seed and the checkpointer (one signer).
         upgrade_to_head(url)
         keys = seed_if_empty(url) if args.seed else {}
         checkpointer = Checkpointer(
@@ -220,7 +232,8 @@ def serve(args: argparse.Namespace) -> int:
         try:
             base = f"http://{args.host}:{args.port}"
             print(
-                f"serving on {base}/graphql"
+                f"serving on {base}/graphql with {workers} worker process"
+                + ("es" if workers > 1 else "")
                 + (" (GraphiQL: open it in a browser)" if settings.development else ""),
                 flush=True,
             )
@@ -240,13 +253,28 @@ def serve(args: argparse.Namespace) -> int:
                     flush=True,
                 )
             configure_logging()
-            uvicorn.run(
-                create_app(settings, url),
-                host=args.host,
-                port=args.port,
-                log_level="warning",
-                access_log=False,
-            )
+            if workers == 1:
+                uvicorn.run(
+                    create_app(settings, url),
+                    host=args.host,
+                    port=args.port,
+                    log_level="warning",
+                    access_log=False,
+                )
+            else:
+                # Each worker builds its own app (pool, group committer, key cache) from
+                # the environment; they share the socket, and the journal's chain-head
+                # lock orders their appends. SIGTERM or SIGINT here stops them all.
+                os.environ["DATABASE_URL"] = url
+                uvicorn.run(
+                    "coalition.app:app_from_env",
+                    factory=True,
+                    workers=workers,
+                    host=args.host,
+                    port=args.port,
+                    log_level="warning",
+                    access_log=False,
+                )
         finally:
             checkpointer.stop()
     return EXIT_OK

@@ -21,6 +21,8 @@ class Settings:
     development: bool
     # COALITION_TRUSTED_DOCUMENTS: roles (comma-separated) held to graphql/operations
     trusted_documents_roles: frozenset[str] = frozenset()
+    # COALITION_WORKERS: processes ``coalition serve`` runs (default: the cores it may use)
+    workers: int = 1
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -35,7 +37,24 @@ class Settings:
             checkpoint_seconds_max=float(env.get("COALITION_CHECKPOINT_SECONDS", "60")),
             development=env.get("COALITION_ENV", "development") == "development",
             trusted_documents_roles=_roles(env.get("COALITION_TRUSTED_DOCUMENTS", "")),
+            workers=_workers(env.get("COALITION_WORKERS", "")),
         )
+
+
+def cores() -> int:
+    """The cores this process may run on (its CPU affinity, not the machine's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _workers(text: str) -> int:
+    if not text.strip():
+        return cores()
+    if not text.strip().isdigit() or not 1 <= int(text) <= 256:
+        raise ValueError(f"COALITION_WORKERS is a number of processes, 1–256 (not {text!r})")
+    return int(text)
 
 
 ROLES = ("partner", "auditor", "finance", "operator")

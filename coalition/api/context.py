@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 from coalition.api.db import Database
 from coalition.api.errors import Forbidden, Unauthenticated
+from coalition.api.keycache import ApiKeyCache
 from coalition.api.loaders import Loaders
 from coalition.api_keys import Principal
 from coalition.context import Coalition
@@ -27,6 +28,7 @@ class ApiContext:
     signer: Signer
     settings: Settings
     request_id: str
+    api_keys: ApiKeyCache | None = None  # this process's cache of key checks
     loaders: Loaders = field(init=False)
 
     def __post_init__(self) -> None:

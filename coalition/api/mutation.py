@@ -349,6 +349,10 @@ class Mutation:
     async def revoke_api_key(self, info: Ctx, key_id: str) -> bool:
         info.context.who("operator")
         revoked: bool = await info.context.db(revoke_key, key_id, now_us())
+        if info.context.api_keys is not None:
+            # This process refuses it from its next request; the others within a ping
+            # (their listeners hear of it when the revocation commits: api.keycache).
+            info.context.api_keys.forget(key_id)
         return revoked
 
     @strawberry.mutation(description="Finance: compute a period's run at a new signed cut.")

@@ -1,0 +1,48 @@
+"""Leaf hashes, chain links and the Merkle frontier, one line at a time and in place.
+
+``ledger.compact_range.append`` copies the frontier and builds a ``NodeId`` per level for
+every leaf, because the write path stores the nodes it completes; a verifier keeps only
+the frontier, so it merges the carry in place (the same binary-counter walk).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+
+from ledger import compact_range
+
+_sha256 = hashlib.sha256
+
+
+class Chain:
+    """The chain position and tree of the lines fed so far."""
+
+    __slots__ = ("frontier", "prev_hex", "roots_at", "sizes_wanted", "tree_size")
+
+    def __init__(self, sizes_wanted: Iterable[int] = ()) -> None:
+        self.tree_size = 0
+        self.prev_hex = "0" * 64
+        self.frontier: list[bytes] = []
+        self.sizes_wanted = frozenset(sizes_wanted)
+        self.roots_at: dict[int, bytes] = {}
+        if 0 in self.sizes_wanted:
+            self.roots_at[0] = self.root_hash()
+
+    def feed(self, canonical: bytes) -> None:
+        """Append the leaf of ``canonical`` (an entry's bytes, without the newline)."""
+        leaf_hash = _sha256(b"\x00" + canonical).digest()
+        self.prev_hex = leaf_hash.hex()
+        size = self.tree_size
+        carry = leaf_hash
+        frontier = self.frontier
+        while size & 1:
+            carry = _sha256(b"\x01" + frontier.pop() + carry).digest()
+            size >>= 1
+        frontier.append(carry)
+        self.tree_size += 1
+        if self.tree_size in self.sizes_wanted:
+            self.roots_at[self.tree_size] = self.root_hash()
+
+    def root_hash(self) -> bytes:
+        return compact_range.root_hash(self.frontier, self.tree_size)

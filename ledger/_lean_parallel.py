@@ -1,0 +1,170 @@
+"""The lean replay split over processes, each reading the export file itself.
+
+Every worker reads and parses every line (routing needs the accounts), and does three
+kinds of work, none of them repeated by another worker:
+
+- worker 0 alone: line ends, leaf hashes, chain links and the Merkle frontier;
+- lines of its share (``seq`` modulo 16 picks the worker): canonical form and the
+  entry-local checks (``ledger._lean_shape``);
+- the accounts it owns (CRC-32 of the name modulo the worker count): the checks and
+  changes that read the state (``ledger._lean_rules``), which says why partitioning by
+  account is exact.
+
+An entry passes the reference exactly when it passes every worker's part of the checks,
+given the entries before it passed (each part is a subset of the reference's checks and
+together they are all of them). So if no worker finds anything, the export verifies;
+when one does (at the first line it cannot accept, the others stop soon after), the
+caller replays the file again in one process, which names the first failure exactly as
+the reference does. Nothing but the path and a few integers goes to a worker, and only
+counts, hashes and the frontier come back.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import zlib
+from array import array
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from typing import Any
+
+from ledger._lean_canonical import canonical_value, loads
+from ledger._lean_chain import Chain
+from ledger._lean_replay import PROGRESS_EVERY_ENTRIES, Progress
+from ledger._lean_rules import apply_state
+from ledger._lean_shape import Refer, check_shape
+from ledger._lean_state import LeanState
+from ledger.verify import Verified
+
+SLOTS = 16  # lines are shared out by seq % SLOTS
+CHAIN_SLOTS_LESS = 4  # worker 0 hashes every line, so it checks fewer lines' shapes
+STOP_CHECK_EVERY_LINES = 1024
+
+
+def share_of_slots(workers: int) -> bytes:
+    """Which worker checks the shape of line ``seq``: ``share[seq % SLOTS]``."""
+    first = max(0, SLOTS // workers - CHAIN_SLOTS_LESS) if workers > 1 else SLOTS
+    share = [0] * first
+    rest = list(range(1, workers)) or [0]
+    while len(share) < SLOTS:
+        share.append(rest[(len(share) - first) % len(rest)])
+    return bytes(share)
+
+
+def verify_in_parallel(
+    path: str, workers: int, progress: Progress | None, sizes_wanted: frozenset[int]
+) -> Verified | None:
+    """The verified export, or None when some worker met a line it did not accept."""
+    methods = multiprocessing.get_all_start_methods()
+    # fork starts a worker in milliseconds, with the modules already imported
+    ctx = (
+        multiprocessing.get_context("fork")
+        if "fork" in methods
+        else multiprocessing.get_context("spawn")
+    )
+    stop = ctx.Value("q", -1, lock=False)  # a seq some worker could not accept
+    receivers: list[Connection] = []
+    processes = []
+    for worker in range(workers):
+        receiver, sender = ctx.Pipe(duplex=False)
+        process = ctx.Process(
+            target=_work,
+            args=(path, worker, workers, sorted(sizes_wanted), stop, sender),
+            daemon=True,
+        )
+        process.start()
+        sender.close()
+        receivers.append(receiver)
+        processes.append(process)
+    results: list[Any] = []
+    try:
+        for worker, receiver in enumerate(receivers):
+            message = receiver.recv()
+            while message[0] == "progress":
+                if progress is not None and worker == 0:
+                    progress(message[1])
+                message = receiver.recv()
+            results.append(message)
+    except EOFError:  # a worker died: let the one-process replay say why
+        results = []
+    finally:
+        for process in processes:
+            process.join()
+    if len(results) != workers or any(r[0] != "ok" for r in results):
+        return None
+    from ledger.verify_lean import verified_of
+
+    _, count, chain, last_time_us = results[0]
+    if any(r[1] != count for r in results):
+        return None
+    return verified_of(chain, last_time_us)
+
+
+def _work(
+    path: str, worker: int, workers: int, sizes: list[int], stop: Any, sender: Connection
+) -> None:
+    try:
+        result = _scan(path, worker, workers, sizes, stop, sender)
+    except Exception as exc:  # a bug here must not pass for a verdict
+        result = ("error", repr(exc))
+    sender.send(result)
+    sender.close()
+
+
+def _owner(worker: int, workers: int) -> Callable[[str], bool]:
+    owned: dict[str, bool] = {}
+
+    def owns(name: str) -> bool:
+        mine = owned.get(name)
+        if mine is None:
+            mine = owned[name] = zlib.crc32(name.encode()) % workers == worker
+        return mine
+
+    return owns
+
+
+def _scan(
+    path: str, worker: int, workers: int, sizes: list[int], stop: Any, sender: Connection
+) -> tuple[Any, ...]:
+    st = LeanState()
+    chain = Chain(sizes) if worker == 0 else None
+    share = share_of_slots(workers)
+    owns = _owner(worker, workers)
+    offsets = array("q")
+    position = 0
+    count = 0
+    with open(path, "rb") as export, open(path, "rb") as again:
+
+        def entry_bytes(seq: int) -> bytes:
+            again.seek(offsets[seq])
+            return again.readline()[:-1]
+
+        for seq, line in enumerate(export):
+            offsets.append(position)
+            position += len(line)
+            try:
+                local = share[seq % SLOTS] == worker
+                e = canonical_value(line) if local else loads(line)
+                if chain is not None:
+                    if line[-1:] != b"\n" or e["prev"] != chain.prev_hex:
+                        raise Refer
+                    chain.feed(line[:-1])
+                if local:
+                    if type(e) is not dict:
+                        raise Refer
+                    time_us = check_shape(e, seq, None, st)
+                else:
+                    time_us = st.time_us(e["time"])
+                apply_state(e, seq, time_us, st, entry_bytes, owns)
+                st.accept()
+            except Exception:
+                stop.value = seq
+                return ("refer", seq)
+            count = seq + 1
+            if count % STOP_CHECK_EVERY_LINES == 0 and stop.value >= 0:
+                return ("stopped", seq)
+            if chain is not None and count % PROGRESS_EVERY_ENTRIES == 0:
+                sender.send(("progress", count))
+    if chain is None:
+        return ("ok", count)
+    return ("ok", count, chain, st.last_time_us)

@@ -191,48 +191,38 @@ def approval_problems(conn: Conn, run_id: str) -> list[Problem]:
 
 def pending_fx_rates(conn: Conn, period: str) -> list[Problem]:
     """The rates the next computation of ``period`` would lack, at the latest signed cut,
-    named all at once after compute refused for the first one.
-
-    Mirrors how ``coalition.settle`` picks the next run (revision 1 is named after the
-    period, later ones ``<period>-r<n>`` over the same entries; a first revision starts
-    at the end of the last run not superseded and ends at the first entry at or after
-    the period's end): best effort, for the message only — the run itself decides."""
-    from coalition.settle import entries_until, timezone
+    named all at once after compute refused for the first one: the run it would make
+    (its id and entries) is chosen as compute chooses it (``settle.run_range``)."""
+    from coalition.settle import entries_until, get_run, run_id_of, run_range, timezone
     from settlement.periods import InvalidPeriod, period_bounds
+    from settlement.run import PeriodBounds
 
-    latest = conn.execute(
-        "SELECT revision, start_seq, end_seq FROM coalition_settlement_run WHERE period = %s"
-        " ORDER BY revision DESC LIMIT 1",
-        (period,),
-    ).fetchone()
     cut = conn.execute("SELECT coalesce(max(tree_size), 0) FROM ledger_checkpoint").fetchone()
     cut_size = int(cut[0]) if cut else 0
+    latest = conn.execute(
+        "SELECT run_id, status, revision, replaces_run_id FROM coalition_settlement_run"
+        " WHERE period = %s ORDER BY revision DESC LIMIT 1",
+        (period,),
+    ).fetchone()
+    revision, superseded, withdrawn = 1, None, ""
     if latest is not None:
-        revision, start_seq, end_seq = int(latest[0]) + 1, int(latest[1]), int(latest[2])
-    else:
-        row = conn.execute(
-            "SELECT coalesce(max(end_seq), 0) FROM coalition_settlement_run"
-            " WHERE status <> 'superseded'"
-        ).fetchone()
-        revision, start_seq, end_seq = 1, int(row[0]) if row else 0, cut_size
-        try:
-            end_us = period_bounds(period, timezone())[2]
-        except InvalidPeriod:
-            end_us = None
-        if end_us is not None:
-            first_after = conn.execute(
-                "SELECT min(seq) FROM ledger_entry WHERE seq < %s AND time_us >= %s",
-                (cut_size, end_us),
-            ).fetchone()
-            if first_after is not None and first_after[0] is not None:
-                end_seq = int(first_after[0])
+        withdrawn = latest[0] if latest[1] == "computed" else ""
+        revision = int(latest[2]) + 1
+        # A computed run is withdrawn and the one it would have replaced is corrected.
+        replaced = latest[3] if latest[1] == "computed" else latest[0]
+        superseded = None if replaced is None else get_run(conn, replaced)
+    try:
+        _cycle, start_us, end_us = period_bounds(period, timezone())
+        bounds: PeriodBounds | None = PeriodBounds(start_us, end_us, timezone())
+    except InvalidPeriod:
+        bounds = None
+    start_seq, end_seq = run_range(conn, superseded, cut_size, bounds, withdrawn=withdrawn)
     if not 0 <= start_seq <= end_seq <= cut_size:
         return []
-    run_id = period if revision == 1 else f"{period}-r{revision}"
     return missing_fx_rates(
         entries_until(conn, cut_size),
         _terms_entries(conn, cut_size),
-        run_id=run_id,
+        run_id=run_id_of(period, revision),
         start_seq=start_seq,
         end_seq=end_seq,
         cut_size=cut_size,

@@ -156,25 +156,41 @@ def compute(
     # Signed before the period is locked: signing holds appends back for a moment, and
     # must not for as long as a run takes to compute.
     cut = checkpoint_log.sign_now(conn, signer, co.clock_us())
-    with conn.transaction():
-        # One computation per period at a time; what it decides on is read again under
-        # that lock, so two computes at once make one revision, not two or an error.
-        _lock_period(conn, period)
-        latest = _latest_run(conn, period)
-        revision = None
-        if latest is not None and latest[1] == "computed":
-            if not correction:
-                return _recompute(conn, latest[0])
-            # Not approved yet, so nothing of it is in the journal: withdraw it and compute
-            # again at the new cut (facts recorded since, a bank account say, now count),
-            # against the approved revision it would have superseded, if any.
-            revision = int(latest[2]) + 1
-            latest = _withdraw(conn, latest[0])
-        elif latest is not None and not correction:
-            return Refusal(RefusalCode.PERIOD_SETTLED, f"{period} is {latest[1]} as {latest[0]}")
-        return _compute_new(
-            co, conn, period, latest, cut, computed_by, mode, bounds, revision=revision
-        )
+    try:
+        with conn.transaction():
+            # One computation per period at a time; what it decides on is read again under
+            # that lock, so two computes at once make one revision, not two or an error.
+            _lock_period(conn, period)
+            latest = _latest_run(conn, period)
+            revision = None
+            if latest is not None and latest[1] == "computed":
+                if not correction:
+                    return _recompute(conn, latest[0])
+                # Not approved yet, so nothing of it is in the journal: withdraw it and
+                # compute again at the new cut (facts recorded since, a bank account say,
+                # now count), against the approved revision it would have superseded.
+                revision = int(latest[2]) + 1
+                latest = _withdraw(conn, latest[0])
+            elif latest is not None and not correction:
+                return Refusal(
+                    RefusalCode.PERIOD_SETTLED, f"{period} is {latest[1]} as {latest[0]}"
+                )
+            outcome = _compute_new(
+                co, conn, period, latest, cut, computed_by, mode, bounds, revision=revision
+            )
+            if isinstance(outcome, Refusal):
+                raise _Refused(outcome)  # nothing half-done: the withdrawal is undone too
+            return outcome
+    except _Refused as refused:
+        return refused.refusal
+
+
+class _Refused(Exception):
+    """Rolls a compute's transaction back, carrying the refusal out of it."""
+
+    def __init__(self, refusal: Refusal) -> None:
+        super().__init__(refusal.detail)
+        self.refusal = refusal
 
 
 def _withdraw(conn: Conn, run_id: str) -> tuple[Any, ...] | None:
@@ -233,26 +249,20 @@ def _compute_new(
     if revision is None:
         revision = 1 if latest is None else latest[2] + 1
     previous: Previous | None = None
+    superseded: RunRecord | None = None
     if latest is not None:  # a correction: the same entries, facts up to a later cut
         superseded = get_run(conn, latest[0])
         assert superseded is not None and superseded.approved_seq is not None
-        start_seq, end_seq = superseded.start_seq, superseded.end_seq
         previous = previous_from_json(_json(superseded.run_bytes), superseded.approved_seq)
         if bounds is None:
             bounds = _bounds_of(_json(superseded.run_bytes))
-    else:
-        row = conn.execute(
-            "SELECT coalesce(max(end_seq), 0) FROM coalition_settlement_run"
-            " WHERE status <> 'superseded'"
-        ).fetchone()
-        start_seq = int(row[0]) if row else 0
-        end_seq = _period_end_seq(conn, start_seq, cut.tree_size, bounds)
-        if end_seq < start_seq:
-            return Refusal(
-                RefusalCode.INVALID_REQUEST,
-                f"period {period} ends before entry {start_seq}, the first not yet settled",
-            )
-    run_id = period if revision == 1 else f"{period}-r{revision}"
+    start_seq, end_seq = run_range(conn, superseded, cut.tree_size, bounds)
+    if end_seq < start_seq:
+        return Refusal(
+            RefusalCode.INVALID_REQUEST,
+            f"period {period} ends before entry {start_seq}, the first not yet settled",
+        )
+    run_id = run_id_of(period, revision)
     try:
         run = _run(
             conn,
@@ -299,6 +309,32 @@ def _compute_new(
     found = get_run(conn, run_id)
     assert found is not None
     return found
+
+
+def run_id_of(period: str, revision: int) -> str:
+    return period if revision == 1 else f"{period}-r{revision}"
+
+
+def run_range(
+    conn: Conn,
+    superseded: RunRecord | None,
+    cut_size: int,
+    bounds: PeriodBounds | None,
+    *,
+    withdrawn: str = "",  # a computed run the new one replaces: as if superseded already
+) -> tuple[int, int]:
+    """The entries a run settles (start_seq, end_seq): a correction's are the run's it
+    supersedes; a first revision's start at the end of the last run not superseded and
+    end at the first entry at or after the period's end (docs/SETTLEMENT.md §2)."""
+    if superseded is not None:
+        return superseded.start_seq, superseded.end_seq
+    row = conn.execute(
+        "SELECT coalesce(max(end_seq), 0) FROM coalition_settlement_run"
+        " WHERE status <> 'superseded' AND run_id <> %s",
+        (withdrawn,),
+    ).fetchone()
+    start_seq = int(row[0]) if row else 0
+    return start_seq, _period_end_seq(conn, start_seq, cut_size, bounds)
 
 
 def _period_end_seq(conn: Conn, start_seq: int, cut_size: int, bounds: PeriodBounds | None) -> int:

@@ -141,7 +141,8 @@ def test_the_rates_named_are_those_of_the_run_compute_would_make(world: Any) -> 
     assert isinstance(refused, Refusal) and "2027-01-r3" in refused.detail
     # Refused, it withdrew nothing: r2 still stands, computed (it used to be left
     # superseded by no run, and the period stuck on an internal error).
-    assert settle.get_run(world[1], "2027-01-r2").status == "computed"
+    standing = settle.get_run(world[1], "2027-01-r2")
+    assert standing is not None and standing.status == "computed"
     assert _pending(world) == first_missing
     for _, base, quote in first_missing:
         _rate(world, "2027-01-r3", base, quote or "", "99" if base == "EUR" else "0.0102")

@@ -64,10 +64,10 @@ def instrumented() -> Iterator[Phases]:
 
         return wrapper
 
-    def run(self: Any) -> Any:
+    def run(self: Any, *args: Any) -> Any:
         started = time.perf_counter()
         try:
-            return original_run(self)
+            return original_run(self, *args)
         finally:
             phases.seconds["rules+hash"] += time.perf_counter() - started
 

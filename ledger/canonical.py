@@ -19,6 +19,7 @@ import rfc8785
 
 INTEGER_MAX = 2**53 - 1
 _INTEGER_DIGITS_MAX = len(str(INTEGER_MAX))
+_DEPTH_MAX = 500  # deeper than any entry; the encoder's recursion would refuse it anyway
 _UTF16_ORDER_BYTES = re.compile(rb"[\xee-\xff]")  # UTF-8 lead bytes of U+E000 and above
 
 JsonValue = Any  # a JSON value made of dict/list/str/int/bool/None
@@ -39,6 +40,51 @@ def canonical_bytes(value: JsonValue) -> bytes:
         raise NotCanonicalizable(str(exc) or type(exc).__name__) from None
     if not same:
         raise NotCanonicalizable("value holds types JSON cannot carry unchanged")
+    if _needs_utf16_order(encoded):
+        return bytes(rfc8785.dumps(value))
+    return encoded
+
+
+def check_json(value: JsonValue, depth: int = 0) -> None:
+    """Refuse what ``canonical_bytes`` refuses, without encoding: anything but objects with
+    string keys, lists, strings (no lone surrogates), booleans, null and integers within
+    ±(2^53−1). A walk, so that the write path encodes an entry once and decodes nothing."""
+    if isinstance(value, str):
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise NotCanonicalizable(str(exc)) from None
+    elif value is None or value is True or value is False:
+        return
+    elif isinstance(value, int) and not isinstance(value, bool):
+        if not -INTEGER_MAX <= value <= INTEGER_MAX:
+            raise NotCanonicalizable(f"integer {value} outside ±(2^53−1)")
+    elif depth > _DEPTH_MAX:
+        raise NotCanonicalizable("nested too deeply")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise NotCanonicalizable(f"key {key!r} is not a string")
+            check_json(key)
+            check_json(item, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            check_json(item, depth + 1)
+    elif isinstance(value, float):
+        raise NotCanonicalizable(f"number {value!r} is not an integer")
+    else:
+        raise NotCanonicalizable(f"{type(value).__name__} is not a JSON value")
+
+
+def encode_checked(value: JsonValue) -> bytes:
+    """``canonical_bytes`` of a value already known to hold only what JCS can encode
+    (``check_json``, or built by the ledger from typed fields the rules bound): one
+    encoding, no round trip."""
+    try:
+        encoded = _ENCODER.encode(value).encode("utf-8")
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise NotCanonicalizable(str(exc) or type(exc).__name__) from None
     if _needs_utf16_order(encoded):
         return bytes(rfc8785.dumps(value))
     return encoded

@@ -1,7 +1,8 @@
-"""The schema, with its limits: depth, tokens and aliases bounded, parser and validation
-caches on, introspection and field suggestions only in development, unexpected errors
-masked, every argument checked (``coalition.api.inputs``) before its resolver runs, and a
-document of several operations run only when the request names one."""
+"""The schema, with its limits: depth, tokens and aliases bounded, each document parsed
+and validated once per process (``trusted.PreparedDocuments``), introspection and field
+suggestions only in development, unexpected errors masked, every argument checked
+(``coalition.api.inputs``) before its resolver runs, and a document of several operations
+run only when the request names one."""
 
 from __future__ import annotations
 
@@ -12,19 +13,16 @@ from typing import Any
 
 import strawberry
 from strawberry.extensions import (
-    AddValidationRules,
     DisableIntrospection,
     MaskErrors,
-    MaxTokensLimiter,
-    ParserCache,
     SchemaExtension,
-    ValidationCache,
 )
 from strawberry.extensions.max_aliases import create_validator as create_alias_validator
 from strawberry.extensions.query_depth_limiter import (
     create_validator as create_depth_validator,
 )
 from strawberry.schema.config import StrawberryConfig
+from strawberry.schema.schema import validate_document
 from strawberry.types import ExecutionContext
 
 from coalition.api import inputs
@@ -32,6 +30,7 @@ from coalition.api.errors import BadInput, Unauthenticated, should_mask
 from coalition.api.mutation import Mutation
 from coalition.api.query import Query
 from coalition.api.results import REFUSALS
+from coalition.api.trusted import PreparedDocuments
 from coalition.api.types import LONG_SCALAR, Long
 from coalition.outcomes import RefusalCode
 from graphql import (
@@ -84,6 +83,39 @@ class _ArgumentsChecked(SchemaExtension):
                 return _INVALID_REQUEST(code=RefusalCode.INVALID_REQUEST, message=problem)
             raise BadInput(problem)
         return _next(root, info, *args, **kwargs)
+
+
+_PREPARED = PreparedDocuments()  # per process: each document parsed and validated once
+
+
+class _Prepared(SchemaExtension):
+    """Parse each document once per process (within ``TOKENS_MAX`` tokens) and validate
+    it once per set of rules — the schema's, the limits' (depth, aliases) and, outside
+    development, introspection's — through ``PreparedDocuments``. One extension where
+    strawberry's would take four (the rules, the token limit, the parser and validation
+    caches), each with hooks to run on every request."""
+
+    def on_operation(self) -> Iterator[None]:
+        context = self.execution_context
+        context.validation_rules = (*context.validation_rules, *_LIMIT_RULES)
+        context.parse_options["max_tokens"] = TOKENS_MAX
+        yield
+
+    def on_parse(self) -> Iterator[None]:
+        context = self.execution_context
+        if context.query is not None:
+            context.graphql_document = _PREPARED.parsed(context.query, **context.parse_options)
+        yield
+
+    def on_validate(self) -> Iterator[None]:
+        context = self.execution_context
+        document = context.graphql_document
+        if document is not None and context.pre_execution_errors is None:
+            schema, rules = context.schema._schema, context.validation_rules
+            context.pre_execution_errors = _PREPARED.errors(
+                document, rules, lambda: validate_document(schema, document, rules)
+            )
+        yield
 
 
 class _OneOperationNamed(SchemaExtension):
@@ -146,14 +178,11 @@ class _Schema(strawberry.Schema):
 
 def build_schema(*, development: bool, extra_extensions: tuple[Any, ...] = ()) -> strawberry.Schema:
     # Factories, not instances: strawberry builds fresh extensions for each request. The
-    # limits' validation rules are built once, here, so that the validation cache (keyed
-    # by the rules) hits; the parser and validation caches live at module level.
+    # limits' validation rules are built once, at import, so that the prepared documents
+    # (validation keyed by the rules) hit; they live at module level, one set per process.
     extensions: list[Any] = [
         *extra_extensions,
-        lambda: AddValidationRules(list(_LIMIT_RULES)),
-        lambda: MaxTokensLimiter(max_token_count=TOKENS_MAX),
-        lambda: ParserCache(maxsize=1024),
-        lambda: ValidationCache(maxsize=1024),
+        _Prepared,
         _OneOperationNamed,
         _ArgumentsChecked,
         lambda: MaskErrors(should_mask_error=should_mask, error_message="internal error"),

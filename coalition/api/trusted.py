@@ -16,15 +16,65 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from coalition.database import PROJECT_ROOT
+from graphql import ASTValidationRule, DocumentNode, GraphQLError, parse
 
 OPERATIONS_DIR = PROJECT_ROOT / "graphql" / "operations"
 _HASH = re.compile(r"[0-9a-f]{64}")
+PREPARED_MAX = 1024  # documents kept parsed and validated, per process
+
+
+class PreparedDocuments:
+    """Each document text parsed, and validated against a set of rules, once per process:
+    a till sends the same few trusted documents all day, so from its second request on
+    the text is looked up, not tokenised, parsed and walked by every validation rule.
+
+    Keyed by the text itself (and, for validation, by the rules, which differ by
+    deployment: introspection off in production), so two texts never share an entry.
+    Bounded: past ``PREPARED_MAX`` documents the oldest is dropped (an untrusted caller
+    sending new texts costs itself a parse each, never the process its memory). A text
+    that does not parse is not kept; its error is raised each time.
+    """
+
+    def __init__(self, entries_max: int = PREPARED_MAX) -> None:
+        self._entries_max = entries_max
+        self._parsed: dict[tuple[str, tuple[tuple[str, Any], ...]], DocumentNode] = {}
+        self._errors: dict[tuple[int, tuple[type[ASTValidationRule], ...]], list[GraphQLError]] = {}
+        self._documents: dict[int, DocumentNode] = {}  # id → document, to keep ids unique
+
+    def parsed(self, text: str, **options: Any) -> DocumentNode:
+        key = (text, tuple(sorted(options.items())))
+        document = self._parsed.get(key)
+        if document is None:
+            document = parse(text, **options)
+            if len(self._parsed) >= self._entries_max:
+                dropped = self._parsed.pop(next(iter(self._parsed)))
+                self._documents.pop(id(dropped), None)
+                self._errors = {k: v for k, v in self._errors.items() if k[0] != id(dropped)}
+            self._parsed[key] = document
+            self._documents[id(document)] = document
+        return document
+
+    def errors(
+        self,
+        document: DocumentNode,
+        rules: tuple[type[ASTValidationRule], ...],
+        validate: Callable[[], list[GraphQLError]],
+    ) -> list[GraphQLError]:
+        """The validation errors of a document from ``parsed`` under ``rules``, from
+        ``validate()`` the first time (a copy each time: callers may add to it)."""
+        if self._documents.get(id(document)) is not document:  # not ours: never cached
+            return list(validate())
+        key = (id(document), rules)
+        errors = self._errors.get(key)
+        if errors is None:
+            errors = self._errors[key] = list(validate())
+        return list(errors)
 
 
 @dataclass(frozen=True, slots=True)

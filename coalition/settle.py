@@ -42,6 +42,7 @@ from settlement.run import (
     Run,
     SettlementError,
     compute_run,
+    compute_run_read,
     previous_from_json,
 )
 from settlement.statement import (
@@ -49,6 +50,7 @@ from settlement.statement import (
     read_statement_facts,
     statement_bytes_csv,
     statement_bytes_json,
+    statement_facts_from,
     statement_json,
 )
 
@@ -264,7 +266,7 @@ def _compute_new(
         )
     run_id = run_id_of(period, revision)
     try:
-        run = _run(
+        run, facts = _run(
             conn,
             run_id,
             period,
@@ -297,7 +299,6 @@ def _compute_new(
                 run.to_bytes(),
             ),
         )
-        facts = statement_facts(conn, run)
         for party in parties(run):
             for fmt, content in render_statement(
                 run, party, revision, latest[0] if latest else None, facts
@@ -372,9 +373,10 @@ def _run(
     bounds: PeriodBounds | None = None,
     previous: Previous | None = None,
     revision: int = 1,
-) -> Run:
+) -> tuple[Run, StatementFacts]:
+    """The run, and its statements' facts from the same read of the journal."""
     checkpoint = {"tree_size": cut_size, "root_hex": root_hash.hex()}
-    return compute_run(
+    run, facts, buckets = compute_run_read(
         entries_until(conn, cut_size),
         run_id=run_id,
         period=period,
@@ -388,6 +390,7 @@ def _run(
         previous=previous,
         revision=revision,
     )
+    return run, statement_facts_from(buckets, facts.legal_names, _clearing_or_none())
 
 
 def _recompute(conn: Conn, run_id: str) -> RunRecord:
@@ -405,21 +408,23 @@ def statement_facts(conn: Conn, run: Run) -> StatementFacts:
     """What statements show beyond the run document: the gross flows each way and the
     legal names (the run's journal prefix read again), and the clearing account when one
     is configured (the payee of a partner paying the coalition)."""
+    cut = run.end_seq if run.cut_size < 0 else run.cut_size
+    return read_statement_facts(
+        entries_until(conn, cut),
+        run,
+        terms_entries(conn, cut),
+        clearing_account=_clearing_or_none(),
+    )
+
+
+def _clearing_or_none() -> dict[str, str] | None:
     from coalition.banking import ClearingAccountNotConfigured
 
     try:
         found = clearing_account()
-        clearing: dict[str, str] | None = {
-            "iban": found.iban,
-            "bic": found.bic,
-            "name": found.name,
-        }
     except ClearingAccountNotConfigured:
-        clearing = None
-    cut = run.end_seq if run.cut_size < 0 else run.cut_size
-    return read_statement_facts(
-        entries_until(conn, cut), run, terms_entries(conn, cut), clearing_account=clearing
-    )
+        return None
+    return {"iban": found.iban, "bic": found.bic, "name": found.name}
 
 
 def render_statement(
@@ -714,7 +719,7 @@ def rebuild(conn: Conn, record: RunRecord) -> Run:
     stored = _json(record.run_bytes)
     cut_size = int(stored["cut"]["checkpoint"]["tree_size"])
     superseded = stored.get("supersedes")
-    run = _run(
+    run, _facts = _run(
         conn,
         record.run_id,
         record.period,

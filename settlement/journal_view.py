@@ -59,6 +59,7 @@ TermsTable = dict[str, list[tuple[int, int, PartnerTerms]]]
 @dataclass(slots=True)
 class Facts:
     currencies: dict[str, str] = field(default_factory=dict)
+    legal_names: dict[str, str] = field(default_factory=dict)  # the last before the cut
     terms: dict[str, list[tuple[int, int, PartnerTerms]]] = field(default_factory=dict)
     bank_accounts: dict[str, dict[str, str]] = field(default_factory=dict)
     fx_rates: dict[tuple[str, str, str], Decimal] = field(default_factory=dict)
@@ -179,6 +180,8 @@ def _remember(facts: Facts, seq: int, kind: str, entry: dict[str, Any]) -> None:
     meta = entry["meta"]
     if kind == "partner_onboarded":
         facts.currencies[meta["partner"]] = meta["settlement_currency"]
+        if meta.get("legal_name"):
+            facts.legal_names[str(meta["partner"])] = str(meta["legal_name"])
     elif kind == "partner_bank_account":
         facts.bank_accounts[meta["partner"]] = {k: str(meta[k]) for k in ("iban", "bic", "name")}
     elif kind == "fx_rate":

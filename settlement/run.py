@@ -244,13 +244,46 @@ def compute_run(
     previous: Previous | None = None,
     revision: int = 1,
 ) -> Run:
+    """The run of the period's entries (``compute_run_read`` says how)."""
+    return compute_run_read(
+        entries,
+        run_id=run_id,
+        period=period,
+        start_seq=start_seq,
+        end_seq=end_seq,
+        checkpoint=checkpoint,
+        mode=mode,
+        cut_size=cut_size,
+        terms_entries=terms_entries,
+        bounds=bounds,
+        previous=previous,
+        revision=revision,
+    )[0]
+
+
+def compute_run_read(
+    entries: Iterable[bytes],
+    *,
+    run_id: str,
+    period: str,
+    start_seq: int,
+    end_seq: int,
+    checkpoint: dict[str, Any] | None = None,
+    mode: str | None = None,
+    cut_size: int | None = None,
+    terms_entries: Iterable[bytes] | None = None,
+    bounds: PeriodBounds | None = None,
+    previous: Previous | None = None,
+    revision: int = 1,
+) -> tuple[Run, Facts, dict[LineKey, Bucket]]:
     """The run of the period's entries ``start_seq … end_seq−1``, with facts (terms,
     currencies, bank accounts, rates) recorded before ``cut_size`` (default end_seq).
 
     ``entries`` are the journal's canonical entries from 0 up to the cut, in order;
     ``terms_entries`` any entries holding every ``partner_terms`` before the cut (the
     database passes those alone); without it ``entries`` is read twice (a list or
-    other sequence), the first time by a byte search only."""
+    other sequence), the first time by a byte search only. Also returns the facts and
+    line buckets it read, so that statements need not read the journal again."""
     cut = end_seq if cut_size is None else cut_size
     if not 0 <= start_seq <= end_seq:
         raise SettlementError(f"the cut {end_seq} precedes the period's start {start_seq}")
@@ -266,7 +299,8 @@ def compute_run(
         _iter(entries), start_seq, end_seq, obligations, cut_size=cut, terms=terms
     )
     before_start = _check_bounds(facts, start_seq, end_seq, cut, bounds)
-    lines = _lines(obligations.buckets)
+    buckets = obligations.buckets
+    lines = _lines(buckets)
     run_mode = mode or _mode(facts)
     if run_mode not in MODES:
         raise SettlementError(f"mode must be one of {MODES}")
@@ -285,7 +319,7 @@ def compute_run(
     net: dict[str, int] = {}
     for payment in payments:
         net[payment.currency] = net.get(payment.currency, 0) + payment.amount_minor
-    return Run(
+    run = Run(
         run_id,
         period,
         start_seq,
@@ -308,6 +342,7 @@ def compute_run(
         changes=changes,
         entries_before_start=before_start,
     )
+    return run, facts, buckets
 
 
 def _iter(entries: Iterable[bytes]) -> Iterator[bytes]:

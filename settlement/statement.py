@@ -33,7 +33,7 @@ from ledger.timefmt import format_time_us
 from settlement import journal_view
 from settlement.journal_view import OPERATOR
 from settlement.money import decimal_text, half_even_to_int
-from settlement.obligations import Obligations
+from settlement.obligations import Bucket, LineKey, Obligations
 from settlement.run import Run
 
 REVISION_FIRST = 1
@@ -93,8 +93,18 @@ def read_statement_facts(
     journal_view.read(
         watched(entries), run.start_seq, run.end_seq, obligations, cut_size=cut, terms=terms
     )
+    return statement_facts_from(obligations.buckets, legal_names, clearing_account)
+
+
+def statement_facts_from(
+    buckets: dict[LineKey, Bucket],
+    legal_names: dict[str, str],
+    clearing_account: dict[str, str] | None = None,
+) -> StatementFacts:
+    """Statement facts from what the run's own read aggregated (``compute_run_read``):
+    the same as ``read_statement_facts`` gives, without reading the journal again."""
     gross: dict[Pair, Gross] = {}
-    for key, bucket in obligations.buckets.items():
+    for key, bucket in buckets.items():
         if bucket.points == 0:
             continue
         # A bucket that went below zero (refunds of earlier redemptions) flowed back.
@@ -108,7 +118,7 @@ def read_statement_facts(
             min(firsts) if firsts else -1,
             max(seen.last_seq, bucket.last_seq),
         )
-    return StatementFacts(dict(sorted(gross.items())), legal_names, clearing_account)
+    return StatementFacts(dict(sorted(gross.items())), dict(legal_names), clearing_account)
 
 
 def entries_text(start_seq: int, end_seq: int) -> str:

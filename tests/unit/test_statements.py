@@ -452,6 +452,25 @@ def test_the_embedded_fonts_are_the_recorded_files() -> None:
     assert "Bitstream" in (FONTS_DIR / "LICENSE").read_text()
 
 
+def test_the_run_s_own_read_gives_the_statement_facts_a_second_read_gives() -> None:
+    from settlement.run import compute_run_read
+    from settlement.statement import statement_facts_from
+
+    for story in (fifteen_story(), (january_story().journal, january_story().start_seq)):
+        journal, start = story
+        run, facts, buckets = compute_run_read(
+            journal.entries,
+            run_id="2027-01",
+            period="2027-01",
+            start_seq=start,
+            end_seq=journal.size,
+            checkpoint={"tree_size": journal.size, "root_hex": "cd" * 32},
+        )
+        again = read_statement_facts(journal.entries, run, clearing_account=CLEARING)
+        once = statement_facts_from(buckets, facts.legal_names, CLEARING)
+        assert once == again and once.gross and once.legal_names
+
+
 def test_every_party_s_statement_renders() -> None:
     run, facts = fifteen_run(), fifteen_facts()
     for party in [p for p, _, _ in FIFTEEN] + [OPERATOR]:

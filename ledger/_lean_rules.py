@@ -186,13 +186,19 @@ def _lot_credit(
             raise Refer
         return
     spec = p["lot"]
-    # Debt is what lots hold beyond the balance; lots opened by this entry do not count
-    # (they are added after every rule has passed).
-    remaining = 0
-    for lot in st.lots_of.get(name, ()):
-        remaining += lot[REMAINING]
-    debt = remaining - st.balance[name]
-    opened = amount - min(amount, debt) if debt > 0 else amount
+    opened = amount
+    if st.flags[name] & OVERDRAFT:
+        # Debt is what lots hold beyond the balance; lots opened by this entry do not
+        # count (they are added after every rule has passed). Without overdraft there
+        # is none: each accepted posting moves the balance and the lots' sum alike (a
+        # debit's lots must cover it, a credit opens or restores exactly itself), and
+        # both start at 0.
+        remaining = 0
+        for lot in st.lots_of.get(name, ()):
+            remaining += lot[REMAINING]
+        debt = remaining - st.balance[name]
+        if debt > 0:
+            opened = amount - min(amount, debt)
     if spec["amount"] != opened:
         raise Refer
     if opened:
@@ -241,7 +247,7 @@ def _available(name: str, time_us: int, st: LeanState, excluded: int, extra: int
                 held += hold[H_AMOUNT]
     if st.balance[name] < held:
         raise Refer
-    if flags & LOT_TRACKED:
+    if flags & LOT_TRACKED and held:  # lots never hold less than 0: held 0 always fits
         spendable = 0
         for lot in st.lots_of.get(name, ()):
             if lot[EXPIRES] > time_us:

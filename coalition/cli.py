@@ -72,6 +72,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--expect-size", type=int, help="a tree size seen before (truncation check)")
     p.add_argument("--expect-root", help="hex root hash seen before at --expect-size")
+    from coalition.cli_verify import add_export_options
+
+    add_export_options(p)
     p.set_defaults(handler=_verify)
 
     from coalition.cli_coalition import add_verbs as add_coalition_verbs

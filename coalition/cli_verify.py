@@ -1,6 +1,10 @@
 """``coalition verify``: offline from an export (optionally against signed checkpoints and
 a pinned key), or online against the database.
 
+An export is replayed by the lean verifier (``ledger.verify_lean``, in ``--workers``
+processes, the cores by default); ``--reference`` replays it with ``ledger.verify``
+instead. Both name the same first failure.
+
 Exit codes: 0 every check holds; 1 a check failed (the first failure is named with its
 seq, check, expected and actual value); 2 bad usage or unreadable input.
 """
@@ -8,6 +12,7 @@ seq, check, expected and actual value); 2 bad usage or unreadable input.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import psycopg
@@ -19,11 +24,28 @@ from ledger.checkpoint import Checkpoint, open_checkpoint
 from ledger.signed_note import NoteError, parse_vkey
 from ledger.verify import VerificationFailed, Verified, check_against_known, verify_export
 from ledger.verify_db import verify_database
+from ledger.verify_lean import verify_export_lean
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
+def add_export_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="processes that verify an export together (default: the cores)",
+    )
+    parser.add_argument(
+        "--reference",
+        action="store_true",
+        help="verify the export with the reference replay (ledger.verify), in one process",
+    )
+
+
 def verify(args: argparse.Namespace) -> int:
+    if args.workers < 1:
+        return _usage("--workers must be at least 1")
     if (args.checkpoint or args.old_checkpoint) and not args.vkey:
         return _usage("--checkpoint and --old-checkpoint need --vkey (the key you pinned)")
     if (args.checkpoint or args.old_checkpoint) and args.export is None:
@@ -85,8 +107,10 @@ def _run(args: argparse.Namespace, checkpoints: list[Checkpoint], progress: Prog
     sizes = {cp.tree_size for cp in checkpoints}
     if args.expect_size is not None:
         sizes.add(args.expect_size)
-    if args.export is not None:
+    if args.export is not None and args.reference:
         return verify_export(str(args.export), progress, sizes)
+    if args.export is not None:
+        return verify_export_lean(str(args.export), progress, sizes, workers=args.workers)
     with database_url() as url, psycopg.connect(url, autocommit=True) as conn:
         return verify_database(conn, progress=progress, sizes_wanted=sizes)
 

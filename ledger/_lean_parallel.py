@@ -24,7 +24,6 @@ from __future__ import annotations
 import multiprocessing
 import zlib
 from array import array
-from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -111,16 +110,16 @@ def _work(
     sender.close()
 
 
-def _owner(worker: int, workers: int) -> Callable[[str], bool]:
-    owned: dict[str, bool] = {}
+class _Owned(dict[str, bool]):
+    """Account name → owned by this worker; a dict, so a name seen before costs a lookup."""
 
-    def owns(name: str) -> bool:
-        mine = owned.get(name)
-        if mine is None:
-            mine = owned[name] = zlib.crc32(name.encode()) % workers == worker
+    def __init__(self, worker: int, workers: int) -> None:
+        super().__init__()
+        self.worker, self.workers = worker, workers
+
+    def __missing__(self, name: str) -> bool:
+        mine = self[name] = zlib.crc32(name.encode()) % self.workers == self.worker
         return mine
-
-    return owns
 
 
 def _scan(
@@ -129,7 +128,7 @@ def _scan(
     st = LeanState()
     chain = Chain(sizes) if worker == 0 else None
     share = share_of_slots(workers)
-    owns = _owner(worker, workers)
+    owns = _Owned(worker, workers)
     offsets = array("q")
     position = 0
     count = 0

@@ -47,7 +47,7 @@ from ledger.state import moves_of_entry
 from ledger.units import AMOUNT_MAX
 
 EntryBytes = Callable[[int], bytes]
-Owned = Callable[[str], bool]
+Owned = dict[str, bool]  # account name → owned by this worker (ledger._lean_parallel)
 _NOT_LOTS: Final = OVERDRAFT  # flags of an overdraft account without lots: never checked
 
 
@@ -72,15 +72,15 @@ def apply_state(
         if hold[H_STATUS] != ACTIVE or hold[H_EXPIRES] <= time_us or cap_amount > hold[H_AMOUNT]:
             raise Refer
         cap_account = hold[H_ACCOUNT]
-        if owned is not None and not owned(cap_account):
+        if owned is not None and not owned[cap_account]:
             cap_account = None
-    debited: list[str] = []
-    in_debt: list[str] = []
-    new_lots: list[Any] = []
+    debited = st.debited  # scratch lists of the state, empty between entries
+    in_debt = st.in_debt
+    new_lots = st.new_lots
     undo_balance = st.undo_balance
     for index, p in enumerate(e["postings"]):
         name = p["account"]
-        if owned is not None and not owned(name):
+        if owned is not None and not owned[name]:
             continue
         if p["unit"] != unit_of[name]:  # KeyError: unknown_account
             raise Refer
@@ -109,10 +109,11 @@ def apply_state(
     for name in debited:
         if name not in in_debt:
             _available(name, time_us, st, cap_seq, 0)
+    debited.clear()
     hold_spec = e.get("hold")
     if hold_spec is not None:
         name = hold_spec["account"]
-        if owned is None or owned(name):
+        if owned is None or owned[name]:
             if hold_spec["unit"] != unit_of[name]:
                 raise Refer
             _available(name, time_us, st, -1, hold_spec["amount"])
@@ -125,8 +126,11 @@ def apply_state(
     if "corrects" in e:
         bounds = _bounded(e["corrects"], e["postings"], st, entry_bytes, owned)
     # Every rule passed: the entry's changes that were held back.
-    for lot_id, lot in new_lots:
-        st.add_lot(lot_id, lot)
+    if new_lots:
+        for lot_id, lot in new_lots:
+            st.add_lot(lot_id, lot)
+        new_lots.clear()
+    in_debt.clear()
     if hold_spec is not None:
         expires_us = st.time_us(hold_spec["expires"])
         st.add_hold(seq, [hold_spec["amount"], expires_us, hold_spec["account"], ACTIVE])
@@ -142,7 +146,7 @@ def apply_state(
 def _open(opens: list[dict[str, Any]], st: LeanState, owned: Owned | None) -> None:
     for spec in opens:
         name = spec["account"]
-        if owned is not None and not owned(name):
+        if owned is not None and not owned[name]:
             continue
         flags = (OVERDRAFT if spec["overdraft"] else 0) | (LOT_TRACKED if spec["lots"] else 0)
         unit = st.unit.get(name)
@@ -273,7 +277,7 @@ def _bounded(
     here: dict[str, int] = {}
     for p in postings:
         name = p["account"]
-        if owned is None or owned(name):
+        if owned is None or owned[name]:
             here[name] = here.get(name, 0) + p["amount"]
     for name, net in here.items():
         original = moved.get(name)

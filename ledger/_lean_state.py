@@ -40,12 +40,15 @@ class LeanState:
     __slots__ = (
         "balance",
         "corrected",
+        "debited",
         "flags",
         "held_of",
         "holds",
+        "in_debt",
         "last_time_us",
         "lots",
         "lots_of",
+        "new_lots",
         "prev_hex",
         "times",
         "tree_size",
@@ -75,6 +78,10 @@ class LeanState:
         self.undo_balance: list[Any] = []
         self.undo_lot: list[Any] = []
         self.undo_open: list[str] = []
+        # Scratch of ledger._lean_rules.apply_state, reused rather than built per entry.
+        self.debited: list[str] = []
+        self.in_debt: list[str] = []
+        self.new_lots: list[Any] = []
 
     def time_us(self, text: Any) -> int:
         """``parse_time_us`` behind a cache: an entry's time repeats over its batch."""
@@ -88,6 +95,9 @@ class LeanState:
         return value
 
     def accept(self) -> None:
+        self.debited.clear()
+        self.in_debt.clear()
+        self.new_lots.clear()
         self.undo_balance.clear()
         self.undo_lot.clear()
         self.undo_open.clear()

@@ -47,6 +47,8 @@ def _named_member(
 def member_refusal(member_id: str, status: str | None) -> Refusal | None:
     if status is None:
         return Refusal(RefusalCode.UNKNOWN_MEMBER, f"no member {member_id}")
+    if status == "erased":
+        return Refusal(RefusalCode.MEMBER_ERASED, f"member {member_id} was erased")
     if status != "active":
         return Refusal(RefusalCode.MEMBER_BLOCKED, f"member {member_id} is blocked")
     return None

@@ -15,6 +15,8 @@ entries of the same batch that it let through before. What the ledger's own rule
   it chose for the points already refunded (else ``BUSY``).
 - Earns, bonuses, redemptions and holds need the partner active and the member active
   at the moment of writing (a suspension or a block that committed first wins).
+- Nothing names an erased member again: no card link, status change or second erasure
+  (an erasure that committed first wins: ``MEMBER_ERASED``).
 - An earn is priced by the earning rules in force when it is written (a publication
   that committed first wins: ``BUSY``, and the till retries with the same reference).
 """
@@ -37,6 +39,9 @@ Conn = Any  # a psycopg connection, in the batch's transaction
 
 _NEEDS_ACTIVE_PARTNER = frozenset({"earn", "redeem", "authorise"})
 _NEEDS_ACTIVE_MEMBER = frozenset({"earn", "bonus", "redeem", "authorise"})
+# Facts about a member that an erasure ends: nothing may name the member afterwards.
+_NEEDS_UNERASED_MEMBER = frozenset({"card_linked", "member_status", "member_erased"})
+_MEMBER_KINDS = _NEEDS_ACTIVE_MEMBER | _NEEDS_UNERASED_MEMBER
 
 
 def refused(code: RefusalCode, detail: str) -> Rejection:
@@ -73,11 +78,14 @@ class CoalitionGuard:
             if status != "active":
                 detail = f"partner {meta['partner']} is {status or 'unknown'}"
                 return refused(RefusalCode.PARTNER_SUSPENDED, detail)
-        if kind in _NEEDS_ACTIVE_MEMBER:
+        if kind in _MEMBER_KINDS:
             status = self.member_status.get(meta["member"])
-            if status != "active":
-                detail = f"member {meta['member']} is {status or 'unknown'}"
-                return refused(RefusalCode.MEMBER_BLOCKED, detail)
+            if status is None:
+                return refused(RefusalCode.UNKNOWN_MEMBER, f"no member {meta['member']}")
+            if status == "erased":
+                return refused(RefusalCode.MEMBER_ERASED, f"member {meta['member']} was erased")
+            if status != "active" and kind in _NEEDS_ACTIVE_MEMBER:
+                return refused(RefusalCode.MEMBER_BLOCKED, f"member {meta['member']} is {status}")
         if kind == "earn":
             in_force = max(
                 (v for v in self.rules_versions.get(meta["partner"], ()) if v[0] <= time_us),
@@ -99,7 +107,13 @@ class CoalitionGuard:
 
     def accepted(self, request: EntryRequest) -> None:
         meta = request.meta
-        if request.kind == "refund_earn":
+        if request.kind == "member_enrolled":
+            self.member_status.setdefault(meta["member"], "active")
+        elif request.kind == "member_status":
+            self.member_status[meta["member"]] = meta["status"]
+        elif request.kind == "member_erased":
+            self.member_status[meta["member"]] = "erased"
+        elif request.kind == "refund_earn":
             earn = self.earns[meta["earn_seq"]]
             earn.refunded_minor += meta["refund_minor"]
             earn.clawed_back_points += meta["points"]
@@ -153,7 +167,7 @@ def before_append(conn: Conn, requests: Sequence[EntryRequest]) -> CoalitionGuar
             redemption_seqs.add(r.meta["redemption_seq"])
         if r.kind in _NEEDS_ACTIVE_PARTNER or (r.kind == "bonus" and r.meta["partner"] != OPERATOR):
             partners.add(r.meta["partner"])
-        if r.kind in _NEEDS_ACTIVE_MEMBER:
+        if r.kind in _MEMBER_KINDS:
             members.add(r.meta["member"])
     if not (earn_seqs or redemption_seqs or partners or members):
         return None

@@ -22,6 +22,7 @@ class RefusalCode(enum.StrEnum):
     UNKNOWN_MEMBER = "unknown_member"
     MEMBER_EXISTS = "member_exists"
     MEMBER_BLOCKED = "member_blocked"
+    MEMBER_ERASED = "member_erased"  # personal data erased: the member can't be named or changed
     CARD_TAKEN = "card_taken"
     INSUFFICIENT_POINTS = "insufficient_points"
     POINTS_EXPIRED = "points_expired"

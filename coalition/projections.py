@@ -117,10 +117,12 @@ def _member_status(conn: Conn, meta: dict[str, Any], r: Appended) -> None:
     )
 
 
-def _card_linked(conn: Conn, meta: dict[str, Any], r: Appended) -> None:
+def _member_erased(conn: Conn, meta: dict[str, Any], r: Appended) -> None:
+    # The member's secret and card index rows are deleted by the erasing use case in
+    # this transaction (coalition.members.erase_member): they are not derived from the
+    # journal, so a replay of it cannot bring them back.
     conn.execute(
-        "INSERT INTO coalition_card VALUES (%s, %s, %s, %s)",
-        (meta["partner"], meta["card"], meta["member"], r.seq),
+        "UPDATE coalition_member SET status = 'erased' WHERE member_id = %s", (meta["member"],)
     )
 
 
@@ -173,7 +175,7 @@ _HANDLERS: dict[str, Handler] = {
     "coalition_policy": _policy,
     "member_enrolled": _member_enrolled,
     "member_status": _member_status,
-    "card_linked": _card_linked,
+    "member_erased": _member_erased,
     "earn": _earned,
     "bonus": _earned,
     "redeem": _redeemed,

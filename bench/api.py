@@ -7,9 +7,12 @@ generator on the same machine.
 Both servers run from the start; each operation is measured on the one-worker server and
 then at once on the N-worker one, and the table gives req/s, p50/p99, the ratio N : 1 and
 where the machine's CPU went in each phase (the share of all cores busy: the server's
-processes, PostgreSQL's, and everything else — the load generator, other people's work).
+processes, the bench database's PostgreSQL backends, and everything else — the load
+generator, PostgreSQL's own writers, other people's work).
 
-Three operations, one after the other, each for 15 s (--quick: 3 s) after a 1 s warm-up:
+Three operations, one after the other, each for 15 s per server (--quick: 3 s) after a
+1 s warm-up, in --rounds slices (default 3) alternating between the servers; p50 is the
+median slice's, p99 the worst slice's:
 an earn mutation (a partner key, a new reference per request, durable when the server
 commits synchronously), a member balance query (a partner key) and a 100-item journal
 page at a random cursor (an auditor key). The load generator is wrk (one thread; a Lua
@@ -366,29 +369,61 @@ def _process_table() -> dict[int, tuple[int, str, int]]:
     return table
 
 
-def _cpu_seconds(server_pid: int) -> dict[str, float]:
-    """CPU seconds so far of the server (its parent and every worker), of PostgreSQL's
-    processes, and of the whole machine (busy, and all)."""
-    table = _process_table()
-    tree, frontier = {server_pid}, [server_pid]
+def _server_tree(table: dict[int, tuple[int, str, int]], root: int) -> set[int]:
+    tree, frontier = {root}, [root]
     while frontier:
         parent = frontier.pop()
         children = [pid for pid, (ppid, _, _) in table.items() if ppid == parent]
         tree.update(children)
         frontier.extend(children)
-    busy, total = _system_ticks()
-    return {
-        "server": sum(table[p][2] for p in tree if p in table) / _TICKS,
-        "postgres": sum(t for _, name, t in table.values() if name.startswith("postgres")) / _TICKS,
-        "busy": busy / _TICKS,
-        "all": total / _TICKS,
-    }
+    return tree
 
 
-def _cpu_share(before: dict[str, float], after: dict[str, float], wall: float) -> dict[str, Any]:
+def _backends(db_url: str) -> set[int]:
+    """PostgreSQL's backends serving the bench database (not other people's)."""
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+            " AND pid <> pg_backend_pid()"
+        ).fetchall()
+    return {int(pid) for (pid,) in rows}
+
+
+class _CpuMeter:
+    """CPU seconds spent during a slice by the server (its parent and every worker), by
+    the PostgreSQL backends of the bench database, and by the whole machine (busy, and
+    all): per-process deltas, so a process that ends or starts meanwhile does not skew
+    them (a process that starts counts from zero)."""
+
+    def __init__(self, server_pid: int, db_url: str) -> None:
+        self._server_pid = server_pid
+        self._db_url = db_url
+        self._table = _process_table()
+        self._system = _system_ticks()
+
+    def spent(self) -> dict[str, float]:
+        table = _process_table()
+        busy, total = _system_ticks()
+
+        def of(pids: set[int]) -> float:
+            return sum(
+                table[p][2] - (self._table[p][2] if p in self._table else 0)
+                for p in pids
+                if p in table
+            )
+
+        return {
+            "server": of(_server_tree(table, self._server_pid)) / _TICKS,
+            "postgres": of(_backends(self._db_url)) / _TICKS,
+            "busy": (busy - self._system[0]) / _TICKS,
+            "all": (total - self._system[1]) / _TICKS,
+        }
+
+
+def _cpu_share(spent: dict[str, float], wall: float) -> dict[str, Any]:
     """Shares of the machine's capacity (all cores) busy in the phase, by whom."""
-    capacity = (after["all"] - before["all"]) or wall * CORES
-    share = {k: (after[k] - before[k]) / capacity for k in ("server", "postgres", "busy")}
+    capacity = spent["all"] or wall * CORES
+    share = {k: spent[k] / capacity for k in ("server", "postgres", "busy")}
     share["other"] = max(0.0, share["busy"] - share["server"] - share["postgres"])
     return share
 
@@ -470,6 +505,32 @@ def _figures(raw: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _for(s: Scenario, server: _Server, prefix: str | None, phase: str) -> Scenario:
+    """The scenario with references of its own per server and phase (earns), and per
+    round (wrk numbers requests from 1 again at each start)."""
+    if prefix is None:
+        return s
+    return replace(s, reference_prefix=f"{phase}-{prefix}-w{server.workers}-{secrets.token_hex(3)}")
+
+
+_COUNTS = ("requests", "duration_us", "good", "bad", "rate_limited", "socket_errors", "timeouts")
+
+
+def _combined(raws: list[dict[str, Any]]) -> dict[str, Any]:
+    """One operation's rounds on one server as one figure: counts and time summed; p50
+    the median round's, p99 and max the worst round's (wrk gives percentiles, not
+    samples)."""
+    summed = {k: sum(int(r[k]) for r in raws) for k in _COUNTS}
+    p50s = sorted(int(r["p50_us"]) for r in raws)
+    summed["p50_us"] = p50s[len(p50s) // 2]
+    summed["p99_us"] = max(int(r["p99_us"]) for r in raws)
+    summed["max_us"] = max(int(r["max_us"]) for r in raws)
+    summed["rounds"] = len(raws)
+    figures = _figures(summed)
+    figures["sample_failure"] = next((r["sample_failure"] for r in raws if r["sample_failure"]), "")
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="3 s per operation, not 15 s")
@@ -479,8 +540,18 @@ def main() -> None:
         default=CORES,
         help=f"the worker count measured beside one worker (default: the cores, {CORES})",
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=None,
+        help="slices each operation's time is cut into, alternating servers (default 3;"
+        " --quick: 1)",
+    )
     args = parser.parse_args()
     seconds = 3.0 if args.quick else 15.0
+    rounds = max(1, args.rounds or (1 if args.quick else 3))
+    slice_ = float(max(1, round(seconds / rounds)))  # wrk takes whole seconds
+    seconds = slice_ * rounds
     members = 200 if args.quick else 1_000
     counts = sorted({1, max(1, args.workers)})
     report = Report("api", args.quick)
@@ -519,32 +590,43 @@ def main() -> None:
             member_choices = tuple(f'"m":"{m}"' for m in ids)
             results: dict[tuple[str, int], dict[str, Any]] = {}
 
-            def measure(s: Scenario, warm: Scenario, server: _Server) -> dict[str, Any]:
-                note(f"{s.name}, {server.workers} worker(s): 1 s warm-up, then {seconds:g} s")
-                _load(server.base_url, warm, 1.0, work)
-                before, started = _cpu_seconds(server.process.pid), time.monotonic()
-                figures = _figures(_load(server.base_url, s, seconds, work))
-                after, wall = _cpu_seconds(server.process.pid), time.monotonic() - started
-                figures["cpu"] = _cpu_share(before, after, wall)
-                results[(s.name, server.workers)] = figures
-                return figures
+            def measure(s: Scenario, warm: Scenario, prefix: str | None = None) -> None:
+                """Each server warmed up, then ``rounds`` slices of ``seconds / rounds``
+                on each, alternating (1, N, N, 1, 1, N, …) so that a change in the
+                machine's other load falls on both alike."""
+                for server in servers:
+                    note(f"{s.name}, {server.workers} worker(s): 1 s warm-up")
+                    _load(server.base_url, _for(warm, server, prefix, "warm"), 1.0, work)
+                raws: dict[int, list[dict[str, Any]]] = {srv.workers: [] for srv in servers}
+                cpus: dict[int, list[dict[str, float]]] = {srv.workers: [] for srv in servers}
+                for r in range(rounds):
+                    for server in servers if r % 2 == 0 else servers[::-1]:
+                        note(f"{s.name}, {server.workers} worker(s): round {r + 1}, {slice_:g} s")
+                        meter = _CpuMeter(server.process.pid, db.url)
+                        scenario = _for(s, server, prefix, "bench")
+                        raws[server.workers].append(_load(server.base_url, scenario, slice_, work))
+                        cpus[server.workers].append(meter.spent())
+                for server in servers:
+                    figures = _combined(raws[server.workers])
+                    spent = {k: sum(c[k] for c in cpus[server.workers]) for k in cpus[1][0]}
+                    figures["cpu"] = _cpu_share(spent, seconds)
+                    if prefix is not None:
+                        figures["committed_entries"] = _committed(
+                            db.url, f"bench-{prefix}-w{server.workers}"
+                        )
+                    results[(s.name, server.workers)] = figures
 
-            for server in servers:
-                prefix = f"bench-{run}-w{server.workers}"
-                earn = Scenario("earn", EARN, tuple(tills), member_choices, prefix, '"Earned"', 1)
-                figures = measure(earn, replace(earn, reference_prefix=f"warm-{prefix}"), server)
-                figures["committed_entries"] = _committed(db.url, prefix)
+            earn = Scenario("earn", EARN, tuple(tills), member_choices, run, '"Earned"', 1)
+            measure(earn, earn, prefix=run)
             balance = Scenario(
                 "balance", BALANCE, tuple(tills), member_choices, None, '"balancePoints"', 1
             )
-            for server in servers:
-                measure(balance, balance, server)
+            measure(balance, balance)
             cursors = tuple(f'"after":"{c}"' for c in _cursors(db.url, rng))
             page = Scenario(
                 "journal page", PAGE, tuple(auditors), cursors, None, '"leafHashHex"', PAGE_ITEMS
             )
-            for server in servers:
-                measure(page, page, server)
+            measure(page, page)
         finally:
             for server in servers:
                 _stop(server.process)
@@ -602,7 +684,7 @@ def _print_and_write(
     print_table(
         f"API, {CONNECTIONS} connections, {seconds:g} s each"
         f" ({report.facts['load_generator']}; {CORES} cores; CPU: share of all cores busy,"
-        " and by the server / PostgreSQL / everything else)",
+        " and by the server / its PostgreSQL backends / everything else)",
         [
             "operation",
             "workers",

@@ -236,6 +236,21 @@ class Mutation:
             )
         )
 
+    @strawberry.mutation(
+        graphql_type=RecordResult,
+        description="Operator: erase a member's personal data (card index, secret); the"
+        " journal records that it was done, nothing personal (docs/PRIVACY.md).",
+    )
+    async def erase_member(self, info: Ctx, reference: str, member_id: str) -> Any:
+        info.context.who("operator")
+        return _recorded(
+            await info.context.db(
+                lambda conn: members.erase_member(
+                    info.context.coalition, conn, member_id, reference
+                )
+            )
+        )
+
     @strawberry.mutation(graphql_type=RecordResult, description="Operator: a new partner.")
     async def onboard_partner(
         self, info: Ctx, partner_id: str, legal_name: str, settlement_currency: str

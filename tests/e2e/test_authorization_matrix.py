@@ -50,7 +50,7 @@ from coalition.app import create_app
 from coalition.context import Coalition
 from coalition.database import psycopg_url
 from coalition.earn import earn_points
-from coalition.members import link_card
+from coalition.members import enroll_member, link_card
 from coalition.outcomes import Refusal
 from coalition.partners import onboard_partner
 from coalition.redeem import authorise, redeem_points
@@ -117,6 +117,7 @@ EXPECTED: dict[str, dict[str, str]] = {
     "Mutation.refundRedemption": TILL,
     "Mutation.enrollMember": _roles(A, F, F, A),
     "Mutation.linkCard": _roles(A, F, F, F),
+    "Mutation.eraseMember": OPERATOR_ONLY,
     "Mutation.onboardPartner": OPERATOR_ONLY,
     "Mutation.setPartnerStatus": OPERATOR_ONLY,
     "Mutation.publishTerms": OPERATOR_ONLY,
@@ -170,8 +171,10 @@ OTHER_ONLY_REFS = {
     "Mutation.earn": "other-earn-2",
     "Mutation.redeem": "other-redeem-2",
     "Mutation.authorise": "other-hold",
-    "Mutation.refundPurchase": f"card:{CARDS[FOREIGN]}",  # OTHER's card link
+    # OTHER's card link's reference (card:<pseudonym>), filled in by _populate.
+    "Mutation.refundPurchase": "",
 }
+ERASED_MEMBER = "ERASE-ME"  # only the eraseMember case names it
 
 
 def _fresh(prefix: str = "authz") -> str:
@@ -360,6 +363,11 @@ REQUESTS: dict[str, Build] = {
         f" {RECORDED} }}",
         {"id": _fresh("p")},
     ),
+    "Mutation.eraseMember": lambda w, s: Call(
+        "mutation($ref: String!, $id: String!) {"
+        f" eraseMember(reference: $ref, memberId: $id) {RECORDED} }}",
+        {"ref": _fresh(), "id": ERASED_MEMBER},
+    ),
     "Mutation.setPartnerStatus": lambda w, s: Call(
         "mutation($ref: String!, $id: String!) {"
         f' setPartnerStatus(reference: $ref, partnerId: $id, status: "suspended") {RECORDED} }}',
@@ -511,7 +519,13 @@ def _populate(db_url: str, signer: Signer) -> dict[str, Any]:
     labels = seed_if_empty(db_url)
     co = Coalition()
     with psycopg.connect(db_url, autocommit=True) as conn:
-        _ok(link_card(co, conn, "M002", OTHER, CARDS[FOREIGN]))
+        linked = _ok(link_card(co, conn, "M002", OTHER, CARDS[FOREIGN]))
+        (card_ref,) = conn.execute(
+            "SELECT ref_key FROM ledger_entry WHERE seq = %s", (linked.seq,)
+        ).fetchone() or ("",)
+        assert card_ref.startswith("card:") and CARDS[FOREIGN] not in card_ref, card_ref
+        OTHER_ONLY_REFS["Mutation.refundPurchase"] = card_ref
+        _ok(enroll_member(co, conn, ERASED_MEMBER))
         _ok(
             earn_points(
                 co,

@@ -14,7 +14,7 @@ the slow path).
 
 - orjson.loads is a strict RFC 8259 parser: it refuses NaN/Infinity, leading zeros,
   invalid UTF-8, control characters in strings and lone surrogates. Of duplicate keys
-  it keeps the last, so dumps writes fewer members than B holds: not equal.
+  it keeps the last, so dumps writes fewer keys than B holds: not equal.
 - dumps writes no whitespace, and integers in shortest decimal form (``-0`` parses to 0
   and is written ``0``: not equal). OPT_STRICT_INTEGER refuses |i| > 2^53 − 1; an
   integer beyond 64 bits parses as a float, which is written with an exponent.
@@ -30,7 +30,7 @@ the slow path).
   ≥ 0xEE, so in B without such a byte the orders agree. A line holding such a byte
   (an emoji in ``meta``, say) is parsed and checked by ``parse_canonical`` itself.
 - Floats are the one thing the round trip cannot see (``1.5`` is written ``1.5``). The
-  lean rules test the exact type of every member outside ``meta`` (an amount is
+  lean rules test the exact type of every value outside ``meta`` (an amount is
   ``type(x) is int``, a flag ``is True``/``is False``, …), so a float there fails them
   and the line goes to the reference, which names it ``canonical``; ``meta``, which the
   rules do not read, is walked by ``meta_has_float`` below.

@@ -22,6 +22,7 @@ counts, hashes and the frontier come back.
 from __future__ import annotations
 
 import multiprocessing
+import time
 import zlib
 from array import array
 from multiprocessing.connection import Connection
@@ -97,6 +98,30 @@ def verify_in_parallel(
     if any(r[1] != count for r in results):
         return None
     return verified_of(chain, last_time_us)
+
+
+class _Quiet:
+    """Neither a stop flag that is ever set nor a pipe anyone reads: for one worker's
+    share run alone in this process."""
+
+    value = -1
+
+    def send(self, message: object) -> None:
+        pass
+
+
+def worker_cpu_seconds(path: str, workers: int) -> list[float]:
+    """The CPU time of each worker's share, run alone one after another in this process:
+    what each would need of a core of its own (the benchmark's critical path on a
+    machine whose cores are busy with other work)."""
+    seconds = []
+    for worker in range(workers):
+        started = time.process_time()
+        result = _scan(path, worker, workers, [], _Quiet(), _Quiet())  # type: ignore[arg-type]
+        seconds.append(time.process_time() - started)
+        if result[0] != "ok":
+            raise RuntimeError(f"worker {worker} of {workers}: {result}")
+    return seconds
 
 
 def _work(

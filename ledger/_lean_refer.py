@@ -95,11 +95,11 @@ def _named(entry: dict[str, Any]) -> tuple[set[str], set[str], set[int]]:
         if type(p) is dict and type(p.get("lots")) is list:
             lot_ids |= _strings(i.get("lot") for i in p["lots"] if type(i) is dict)
     for key in ("hold", "capture", "void"):
-        member = entry.get(key)
-        if type(member) is dict:
-            accounts |= _strings([member.get("account")])
-            if type(member.get("hold")) is int:
-                holds.add(member["hold"])
+        part = entry.get(key)
+        if type(part) is dict:
+            accounts |= _strings([part.get("account")])
+            if type(part.get("hold")) is int:
+                holds.add(part["hold"])
     return accounts, lot_ids, holds
 
 

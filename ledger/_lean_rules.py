@@ -92,7 +92,7 @@ def apply_state(
             elif _lot_debit(p, -amount, name, flags, time_us, st):
                 in_debt.append(name)
         elif len(p) != 3:
-            raise Refer  # lot members on an account without lots
+            raise Refer  # lot fields on an account without lots
         before = balance[name]
         after = before + amount
         if not -AMOUNT_MAX <= after <= AMOUNT_MAX:

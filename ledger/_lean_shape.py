@@ -1,13 +1,13 @@
 """The checks of an entry that need nothing but the entry (and the time before it).
 
-Members and their types, names, units, times, amounts in range, the balance rule per
+Fields and their types, names, units, times, amounts in range, the balance rule per
 unit, the shapes of ``lot``/``lots``/``expired``/``debt`` wherever they appear, and
 ``corrects`` naming an earlier seq: everything of ``ledger.rules`` that reads no
 account, lot or hold. ``ledger._lean_rules`` does the rest on the state. Together they
 are every check of the reference; each raises ``Refer`` (any exception does) and the
 reference names the failure.
 
-Members are checked wherever they appear, whatever the account: a member that is valid
+Fields are checked wherever they appear, whatever the account: a field that is valid
 on some posting (``lot`` on a lot-tracked credit, ``lots`` on a restore or a lot debit,
 ``expired``/``debt`` on a lot debit) has exactly this shape there in the reference, and
 on any other posting the reference refuses it anyway. So a check here never refuses an

@@ -1,4 +1,4 @@
-"""CLI verbs for running the coalition: the expiry job and the KPI report."""
+"""CLI verbs for running the coalition: the expiry job, the KPI report, member erasure."""
 
 from __future__ import annotations
 
@@ -26,6 +26,19 @@ def add_verbs(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--from", dest="start", help="RFC 3339 or a date; default 30 days ago")
     p.add_argument("--to", dest="end", help="RFC 3339 or a date, exclusive; default now")
     p.set_defaults(handler=kpis)
+
+    p = sub.add_parser("member", help="members' personal data")
+    verbs = p.add_subparsers(required=True, metavar="ACTION")
+    e = verbs.add_parser(
+        "erase",
+        help="erase a member's personal data (card index, secret); the journal records it",
+        description="Deletes the member's card index rows and secret and appends"
+        " member_erased (docs/PRIVACY.md). Exit 0 when erased (or already erased under this"
+        " reference), 1 when refused (the code is printed), 2 on bad usage.",
+    )
+    e.add_argument("--member", required=True, help="the coalition member id")
+    e.add_argument("--reference", required=True, help="yours (a ticket number), for idempotency")
+    e.set_defaults(handler=erase)
 
 
 def _instant(text: str | None, default_us: int) -> int:
@@ -80,4 +93,19 @@ def kpis(args: argparse.Namespace) -> int:
     print(f"breakage rate     {k.breakage_rate:.2%} ({k.points_expired:,} points)")
     for (issuer, at), points in k.flow_points.items():
         print(f"flow              {issuer} → {at}: {points:,}")
+    return 0
+
+
+def erase(args: argparse.Namespace) -> int:
+    from coalition.members import erase_member
+    from coalition.outcomes import Refusal
+
+    with database_url() as url, psycopg.connect(url, autocommit=True) as conn:
+        upgrade_to_head(url)
+        outcome = erase_member(Coalition(), conn, args.member, args.reference)
+    if isinstance(outcome, Refusal):
+        print(f"refused: {outcome}", file=sys.stderr)
+        return 1
+    again = " (already, under this reference)" if outcome.replayed else ""
+    print(f"member {args.member} erased{again}: entry {outcome.seq}")
     return 0

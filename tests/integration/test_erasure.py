@@ -289,3 +289,18 @@ def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
         env=env,
         timeout=120,
     )
+
+
+def test_the_cli_erases_and_says_what_it_refused(co, conn, db_url):
+    ok(link_card(co, conn, "M2", "grocer", GROCER_CARD))
+    env = {**os.environ, "DATABASE_URL": db_url}
+    done = _cli(env, "member", "erase", "--member", "NOBODY", "--reference", "cli-1")
+    assert done.returncode == 1 and "unknown_member" in done.stderr, done
+    done = _cli(env, "member", "erase", "--member", "M2", "--reference", "cli-1")
+    assert done.returncode == 0 and "member M2 erased" in done.stdout, done
+    done = _cli(env, "member", "erase", "--member", "M2", "--reference", "cli-1")
+    assert done.returncode == 0 and "already" in done.stdout, done
+    done = _cli(env, "member", "erase", "--member", "M2")
+    assert done.returncode == 2, done  # usage: no reference
+    assert _secret(conn, "M2") is None
+    refused(_till(co, conn, GROCER_CARD, "g-cli"), RefusalCode.UNKNOWN_MEMBER)

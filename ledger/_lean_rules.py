@@ -109,7 +109,8 @@ def apply_state(
     for name in debited:
         if name not in in_debt:
             _available(name, time_us, st, cap_seq, 0)
-    debited.clear()
+    if debited:
+        debited.clear()
     hold_spec = e.get("hold")
     if hold_spec is not None:
         name = hold_spec["account"]
@@ -130,7 +131,8 @@ def apply_state(
         for lot_id, lot in new_lots:
             st.add_lot(lot_id, lot)
         new_lots.clear()
-    in_debt.clear()
+    if in_debt:
+        in_debt.clear()
     if hold_spec is not None:
         expires_us = st.time_us(hold_spec["expires"])
         st.add_hold(seq, [hold_spec["amount"], expires_us, hold_spec["account"], ACTIVE])

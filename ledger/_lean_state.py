@@ -95,12 +95,13 @@ class LeanState:
         return value
 
     def accept(self) -> None:
-        self.debited.clear()
-        self.in_debt.clear()
-        self.new_lots.clear()
-        self.undo_balance.clear()
-        self.undo_lot.clear()
-        self.undo_open.clear()
+        """Forget the undo logs (most entries leave two of three empty: no call then)."""
+        if self.undo_balance:
+            self.undo_balance.clear()
+        if self.undo_lot:
+            self.undo_lot.clear()
+        if self.undo_open:
+            self.undo_open.clear()
 
     def undo(self) -> None:
         """Put back what the entry being judged changed before it failed."""
@@ -113,6 +114,9 @@ class LeanState:
         for name in self.undo_open:
             del self.unit[name], self.flags[name], self.balance[name]
         self.accept()
+        self.debited.clear()  # scratch an entry that failed half-way may have left
+        self.in_debt.clear()
+        self.new_lots.clear()
 
     def add_lot(self, lot_id: str, lot: Lot) -> None:
         self.lots[lot_id] = lot

@@ -304,3 +304,66 @@ def test_the_cli_erases_and_says_what_it_refused(co, conn, db_url):
     assert done.returncode == 2, done  # usage: no reference
     assert _secret(conn, "M2") is None
     refused(_till(co, conn, GROCER_CARD, "g-cli"), RefusalCode.UNKNOWN_MEMBER)
+
+
+def test_an_old_journal_keeps_its_clear_cards_but_the_tables_forget_them(server_url):
+    """Migration 0009 on a database whose journal has an old-form ``card_linked``
+    (meta.card in clear): the till still finds the member (the index was made from the
+    old read model, which is dropped); erasure empties the tables; the old entry keeps
+    the number, as PRIVACY.md §3 says, and the journal verifies."""
+    from alembic import command
+    from sqlalchemy import create_engine
+
+    from coalition.database import sqlalchemy_url
+    from coalition.members import resolve_card
+    from coalition.migrate import _config, upgrade_to_head
+    from ledger.requests import EntryRequest
+
+    name = f"t_old_{os.urandom(6).hex()}"
+    base, sep, query = server_url.partition("?")
+    url = f"{base.rsplit('/', 1)[0]}/{name}{sep}{query}"
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        engine = create_engine(sqlalchemy_url(url))
+        with engine.begin() as sa_conn:
+            config = _config()
+            config.attributes["connection"] = sa_conn
+            command.upgrade(config, "0008")
+        engine.dispose()
+        co = Coalition(clock_us=Clock())
+        with psycopg.connect(url, autocommit=True) as conn:
+            ok(onboard_partner(co, conn, "grocer", "Grocer", "EUR"))
+            ok(publish_earning_rules(co, conn, "grocer", EarningRules("EUR", 1, 100), 0, "r"))
+            ok(enroll_member(co, conn, "M1"))
+            old = EntryRequest(  # as the code before 0009 wrote it, and its read model
+                "card_linked",
+                "partner:grocer",
+                f"card:{GROCER_CARD}",
+                meta={"member": "M1", "partner": "grocer", "card": GROCER_CARD},
+            )
+            seq = ok(co.append(conn, old)).seq
+            conn.execute(
+                "INSERT INTO coalition_card VALUES ('grocer', %s, 'M1', %s)", (GROCER_CARD, seq)
+            )
+        upgrade_to_head(url)
+        with psycopg.connect(url, autocommit=True) as conn:
+            assert resolve_card(conn, "grocer", GROCER_CARD) == "M1"
+            assert ok(_till(co, conn, GROCER_CARD, "after-0009")).points == 10
+            ok(erase_member(co, conn, "M1", "erase-old"))
+            refused(_till(co, conn, GROCER_CARD, "after-erase"), RefusalCode.UNKNOWN_MEMBER)
+            verify_database(conn)
+            journal = b"".join(
+                bytes(r[0]) for r in conn.execute("SELECT canonical FROM ledger_entry")
+            )
+            assert GROCER_CARD.encode() in journal  # the chain cannot forget (PRIVACY.md §3)
+            # Only the old entry itself (its bytes and its reference column) keeps it.
+            rows = _all_table_text(conn).split("\n")
+            keeping = [r for r in rows if GROCER_CARD in r or GROCER_CARD.encode().hex() in r]
+            assert len(keeping) == 1 and f"card:{GROCER_CARD}" in keeping[0], keeping
+            assert conn.execute(
+                "SELECT count(*) FROM pg_tables WHERE tablename = 'coalition_card'"
+            ).fetchone() == (0,)
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

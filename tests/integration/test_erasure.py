@@ -100,6 +100,12 @@ def _size(conn: Any) -> int:
     return reads.head(conn).tree_size
 
 
+def _canonical(conn: Any, seq: int) -> bytes:
+    stored = reads.entry(conn, seq)
+    assert stored is not None
+    return stored.canonical
+
+
 def _secret(conn: Any, member: str) -> bytes | None:
     row = conn.execute(
         "SELECT secret FROM coalition_member_secret WHERE member_id = %s", (member,)
@@ -145,7 +151,9 @@ def _nowhere(card: str, text: str, raw: bytes) -> None:
         assert form.encode() not in raw
 
 
-def test_a_card_is_in_the_journal_only_as_a_pseudonym_under_the_members_secret(co, conn):
+def test_a_card_is_in_the_journal_only_as_a_pseudonym_under_the_members_secret(
+    co: Coalition, conn: Any
+) -> None:
     linked = ok(link_card(co, conn, "M1", "grocer", GROCER_CARD))
     [entry] = _entries(conn, "card_linked")
     secret = _secret(conn, "M1")
@@ -154,7 +162,7 @@ def test_a_card_is_in_the_journal_only_as_a_pseudonym_under_the_members_secret(c
     assert entry["seq"] == linked.seq
     assert entry["meta"] == {"member": "M1", "partner": "grocer", "card_pseudonym": expected}
     assert entry["ref"] == {"scope": "partner:grocer", "key": f"card:{expected}"}
-    canonical = reads.entry(conn, linked.seq).canonical
+    canonical = _canonical(conn, linked.seq)
     assert GROCER_CARD.encode() not in canonical and secret.hex().encode() not in canonical
     # Idempotent: the same link again is the same entry; another member can't take it.
     assert ok(link_card(co, conn, "M1", "grocer", GROCER_CARD)) == Recorded(linked.seq, True)
@@ -172,8 +180,8 @@ def test_a_card_is_in_the_journal_only_as_a_pseudonym_under_the_members_secret(c
 
 
 def test_erasure_keeps_the_journal_verifiable_and_settlement_stable_and_forgets_the_cards(
-    co, conn, signer, tmp_path
-):
+    co: Coalition, conn: Any, signer: Signer, tmp_path: Path
+) -> None:
     ok(link_card(co, conn, "M1", "grocer", GROCER_CARD))
     ok(link_card(co, conn, "M1", "airline", AIRLINE_CARD))
     ok(_till(co, conn, GROCER_CARD, "g1"))  # 10 points
@@ -193,7 +201,7 @@ def test_erasure_keeps_the_journal_verifiable_and_settlement_stable_and_forgets_
             co, conn, partner_id="airline", ref_key="a1", points=300, card_number=AIRLINE_CARD
         )
     )
-    co.clock_us.now_us = max(co.clock_us.now_us, FEB_MOSCOW_US)
+    co.clock_us.now_us = max(co.clock_us.now_us, FEB_MOSCOW_US)  # type: ignore[attr-defined]
     run = ok(settle.compute(co, conn, signer, period="2027-01", computed_by="alice"))
     linked_seq = _entries(conn, "card_linked")[0]["seq"]
 
@@ -267,7 +275,7 @@ def test_erasure_keeps_the_journal_verifiable_and_settlement_stable_and_forgets_
         linked_seq,
         proofs.inclusion_proof(conn, linked_seq, covering.tree_size),
         covering.signed_note,
-        reads.entry(conn, linked_seq).canonical,
+        _canonical(conn, linked_seq),
     )
     text, raw = _all_table_text(conn), export.read_bytes() + receipt
     for card in (GROCER_CARD, AIRLINE_CARD):
@@ -291,7 +299,7 @@ def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_the_cli_erases_and_says_what_it_refused(co, conn, db_url):
+def test_the_cli_erases_and_says_what_it_refused(co: Coalition, conn: Any, db_url: str) -> None:
     ok(link_card(co, conn, "M2", "grocer", GROCER_CARD))
     env = {**os.environ, "DATABASE_URL": db_url}
     done = _cli(env, "member", "erase", "--member", "NOBODY", "--reference", "cli-1")
@@ -306,7 +314,7 @@ def test_the_cli_erases_and_says_what_it_refused(co, conn, db_url):
     refused(_till(co, conn, GROCER_CARD, "g-cli"), RefusalCode.UNKNOWN_MEMBER)
 
 
-def test_an_old_journal_keeps_its_clear_cards_but_the_tables_forget_them(server_url):
+def test_an_old_journal_keeps_its_clear_cards_but_the_tables_forget_them(server_url: str) -> None:
     """Migration 0009 on a database whose journal has an old-form ``card_linked``
     (meta.card in clear): the till still finds the member (the index was made from the
     old read model, which is dropped); erasure empties the tables; the old entry keeps

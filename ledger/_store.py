@@ -20,6 +20,7 @@ from ledger.rules import Effects
 from ledger.state import HOLD_ACTIVE, Account, Corrected, Hold, Lot, State
 
 _ZERO_HASH = bytes(32)
+HEAD_QUEUE_LOCK = 727_001  # pg_advisory_xact_lock's first key: writers of a chain, in turn
 
 _LOCK_HEAD = (
     "SELECT tree_size, head_leaf_hash, last_time_us, frontier_hashes"
@@ -107,7 +108,15 @@ def lock_head(conn: psycopg.Connection[Any], chain_id: str) -> psycopg.Cursor[An
     cursor = conn.cursor()
     # A generic plan (what a prepared statement falls back to) cannot see how few
     # names the arrays hold and scans whole tables; plan each batch for its names.
-    conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
+    # Writers queue for the head in order: PostgreSQL grants a heavyweight lock to its
+    # waiters first, whereas a row freed by a commit goes to whoever asks next — and a
+    # pipelined writer asks at once (its next batch is queued behind its COMMIT), so
+    # without the queue another connection's writer could wait for as long as it streams.
+    conn.execute(
+        "SELECT set_config('plan_cache_mode', 'force_custom_plan', true),"
+        " pg_advisory_xact_lock(%s, hashtext(%s))",
+        (HEAD_QUEUE_LOCK, chain_id),
+    )
     cursor.execute(_LOCK_HEAD, (chain_id,))
     return cursor
 

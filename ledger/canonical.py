@@ -49,32 +49,49 @@ def check_json(value: JsonValue, depth: int = 0) -> None:
     """Refuse what ``canonical_bytes`` refuses, without encoding: anything but objects with
     string keys, lists, strings (no lone surrogates), booleans, null and integers within
     ±(2^53−1). A walk, so that the write path encodes an entry once and decodes nothing."""
-    if isinstance(value, str):
-        if not value.isascii():
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError as exc:
-                raise NotCanonicalizable(str(exc)) from None
-    elif value is None or value is True or value is False:
-        return
-    elif isinstance(value, int) and not isinstance(value, bool):
-        if not -INTEGER_MAX <= value <= INTEGER_MAX:
-            raise NotCanonicalizable(f"integer {value} outside ±(2^53−1)")
-    elif depth > _DEPTH_MAX:
-        raise NotCanonicalizable("nested too deeply")
-    elif isinstance(value, dict):
+    kind = type(value)
+    if kind is dict:
+        if depth > _DEPTH_MAX:
+            raise NotCanonicalizable("nested too deeply")
         for key, item in value.items():
-            if not isinstance(key, str):
-                raise NotCanonicalizable(f"key {key!r} is not a string")
-            check_json(key)
-            check_json(item, depth + 1)
-    elif isinstance(value, list):
+            if type(key) is not str or not key.isascii():
+                if not isinstance(key, str):
+                    raise NotCanonicalizable(f"key {key!r} is not a string")
+                _check_text(key)
+            item_kind = type(item)
+            if item_kind is str:  # the usual value, checked here rather than by a call
+                if not item.isascii():
+                    _check_text(item)
+            elif item_kind is not int or not -INTEGER_MAX <= item <= INTEGER_MAX:
+                check_json(item, depth + 1)
+    elif kind is str:
+        if not value.isascii():
+            _check_text(value)
+    elif kind is list:
+        if depth > _DEPTH_MAX:
+            raise NotCanonicalizable("nested too deeply")
         for item in value:
             check_json(item, depth + 1)
+    elif value is None or value is True or value is False:
+        return
+    elif isinstance(value, int):
+        if not -INTEGER_MAX <= value <= INTEGER_MAX:
+            raise NotCanonicalizable(f"integer {value} outside ±(2^53−1)")
     elif isinstance(value, float):
         raise NotCanonicalizable(f"number {value!r} is not an integer")
+    elif isinstance(value, str):
+        _check_text(value)
+    elif isinstance(value, (dict, list)):  # subclasses: what the encoder takes them for
+        check_json(dict(value) if isinstance(value, dict) else list(value), depth)
     else:
         raise NotCanonicalizable(f"{type(value).__name__} is not a JSON value")
+
+
+def _check_text(text: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise NotCanonicalizable(str(exc)) from None
 
 
 def encode_checked(value: JsonValue) -> bytes:

@@ -59,7 +59,7 @@ class GroupCommitter:
         conn = self._connect()
         try:
             pending = self._journal.append_stream(conn, self._take, self._done)
-            while pending is not None:  # the connection broke; this batch was never sent
+            while pending:  # the connection broke; these batches were never sent
                 conn.close()
                 conn = self._connect()
                 pending = self._journal.append_stream(conn, self._take, self._done, pending)

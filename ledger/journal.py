@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -109,30 +110,36 @@ class Journal:
         conn: psycopg.Connection[Any],
         take: Take,
         done: Done,
-        first: Sequence[EntryRequest] | None = None,
-    ) -> Sequence[EntryRequest] | None:
+        first: Sequence[Sequence[EntryRequest]] = (),
+    ) -> list[Sequence[EntryRequest]]:
         """Append the batches ``take`` hands out, one transaction each, overlapping the
         Python work of batch n+1 (judging, building, encoding, hashing) with the server
         writing and committing batch n. See docs/DESIGN.md, "Pipelined appends".
 
         ``take(wait)`` returns the next batch, or None: when ``wait`` is False, at once
         (nothing queued); when True, only to stop. ``done(batch, outcome)`` is called
-        once per batch, in order, after its commit (its results) or its failure (the
-        exception: nothing of it was written, or, if the connection broke, unknown).
+        once per batch, in the order taken, after its commit (its results) or its failure
+        (the exception: nothing of it was written, or, if the connection broke, unknown).
         ``conn`` is in autocommit mode (this method opens and commits each transaction).
-        Returns None when ``take`` says stop, or, if the connection broke, the batch taken
-        (``first`` of the next call, on a new connection) that was never sent.
+        Returns [] when ``take`` says stop, or, if the connection broke, the batches taken
+        and never sent (``first`` of the next call, on a new connection).
         """
         assert conn.autocommit, "append_stream runs its own transactions"
-        requests = take(True) if first is None else first
+        pending: deque[Sequence[EntryRequest]] = deque(first)
+        alone = False
         try:
             with conn.pipeline() as pipeline:
-                while requests is not None and not conn.broken:
-                    requests = self._stream(conn, pipeline, requests, take, done)
+                while not conn.broken:
+                    if not pending:
+                        requests = take(True)
+                        if requests is None:
+                            break
+                        pending.append(requests)
+                    alone = self._stream(conn, pipeline, pending, take, done, alone)
         except psycopg.Error:
             if not conn.broken:
                 raise
-        return requests
+        return list(pending)
 
     def _guard(
         self, conn: psycopg.Connection[Any], requests: Sequence[EntryRequest]
@@ -143,14 +150,16 @@ class Journal:
         self,
         conn: psycopg.Connection[Any],
         pipeline: psycopg.Pipeline,
-        requests: Sequence[EntryRequest],
+        pending: deque[Sequence[EntryRequest]],
         take: Take,
         done: Done,
-    ) -> Sequence[EntryRequest] | None:
-        """Run batches from ``requests`` (started afresh: nothing judged ahead) while each
-        next one is ready; returns the batch to start afresh next, or None to stop."""
-        assert len(requests) <= ENTRIES_PER_BATCH_MAX, "split the batch"
-        batch = _Batch(self.chain_id, self.clock_us(), requests)
+        alone: bool,
+    ) -> bool:
+        """Run batches, the first of ``pending`` started afresh (nothing judged ahead) and,
+        if ``alone``, committed before the next is read; the next while each is ready.
+        Returns with the batches to start afresh next (none: take more) left in
+        ``pending``, and whether the first of them must run alone."""
+        batch = _Batch(self.chain_id, self.clock_us(), pending.popleft())
         try:
             conn.execute("BEGIN")
             batch.start(_store.load(conn, self.chain_id, batch.requests), None)
@@ -158,19 +167,23 @@ class Journal:
         except Exception as exc:  # the caller gets it, per batch
             _recover(conn, pipeline)
             done(batch.requests, exc)
-            return None if conn.broken else take(True)
+            return False
         while True:
-            following = take(False)
+            following = None if alone else pending.popleft() if pending else take(False)
+            alone = False
+            loaded = None
             if following is not None:
-                assert len(following) <= ENTRIES_PER_BATCH_MAX, "split the batch"
+                try:
+                    # Read what the next batch touches still under this batch's lock,
+                    # before its writes: the rows are as this batch found them, and the
+                    # next batch sees this one's effects through the state it carries.
+                    queued = _store.queue_load(conn, self.chain_id, list(following))
+                    loaded = queued.parse(batch.first_seq)
+                except Exception:  # something the next batch carries: both start afresh,
+                    _recover(conn, pipeline)  # this one alone, the next on its own reads
+                    pending.extendleft([following, batch.requests])
+                    return True
             try:
-                # Read what the next batch touches still under this batch's lock, before
-                # its writes: the rows are as this batch found them, and the next batch
-                # sees this one's effects through the state it carries.
-                loaded = None
-                if following is not None:
-                    pending = _store.queue_load(conn, self.chain_id, list(following))
-                    loaded = pending.parse(batch.first_seq)
                 batch.queue_writes(conn, self.after_append)
                 commit = conn.execute("COMMIT")
                 if following is None:
@@ -179,11 +192,11 @@ class Journal:
                 _recover(conn, pipeline)
                 done(batch.requests, exc)
                 if following is not None:
-                    return following  # never written: it starts afresh
-                return None if conn.broken else take(True)
+                    pending.appendleft(following)  # never written: it starts afresh
+                return False
             if following is None or loaded is None:
                 done(batch.requests, batch.results)
-                return take(True)
+                return False
             # The next transaction locks the head at once: it waits for this commit.
             conn.execute("BEGIN")
             head = _store.lock_head(conn, self.chain_id)
@@ -195,18 +208,19 @@ class Journal:
                 after.judge(self._guard(conn, after.requests))
                 row = head.fetchone()  # the lock, after this batch's commit
             except Exception as exc:
-                committed = _committed(commit)
-                _recover(conn, pipeline)
-                done(batch.requests, batch.results if committed else exc)
+                _recover(conn, pipeline)  # first: the COMMIT's outcome comes with it
+                done(batch.requests, batch.results if _committed(commit) else exc)
                 # Judged on a state that may not be true (or never sent, if the connection
                 # broke): it starts afresh.
-                return after.requests
+                pending.appendleft(after.requests)
+                return False
             done(batch.requests, batch.results)
             if row is None or not batch.is_head(row):
                 # Another writer appended between the two: judge the batch again.
                 conn.execute("ROLLBACK")
                 pipeline.sync()
-                return after.requests
+                pending.appendleft(after.requests)
+                return False
             batch = after
 
 
@@ -220,16 +234,19 @@ def _committed(commit: psycopg.Cursor[Any]) -> bool:
 
 
 def _recover(conn: psycopg.Connection[Any], pipeline: psycopg.Pipeline) -> None:
-    """After a failure inside a streamed transaction: drain the pipeline and roll back."""
+    """After a failure inside a streamed transaction: drain the pipeline and roll back.
+
+    Through ``conn.rollback``, which also forgets the prepared statements (psycopg may
+    count one as prepared whose PREPARE was in the aborted part of the pipeline)."""
     if conn.broken or conn.closed:
         return
     with contextlib.suppress(psycopg.Error):  # the failure itself, or what it aborted
         pipeline.sync()
     if conn.broken:
         return
-    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-        conn.execute("ROLLBACK")
-        pipeline.sync()
+    if conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+        conn.execute("BEGIN")  # so that rollback() runs, and resets the statements
+    conn.rollback()
 
 
 @dataclass(slots=True)

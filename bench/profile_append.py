@@ -2,16 +2,20 @@
 
     .venv/bin/python -m bench.profile_append [--quick]
 
-Not part of run_all: it explains the figures bench.append prints. Phases are timed by
-wrapping ledger._store.load, ledger._store.write and the batch's run (the ledger code is
-untouched); "commit" is the rest of Journal.append: COMMIT, its fsync, and the pipeline
-delivering the queued writes. CPU comes from /proc: this process (all its threads) and
-the server backends connected to the benchmark database.
+Not part of run_all: it explains the figures bench.append and bench.side_by_side print.
+Phases are timed by wrapping the reads (ledger._store.lock_head, queue_load and
+PendingLoad.parse), the judging of a batch (rules, building, encoding, hashing:
+journal._Batch.judge) and ledger._store.write (the ledger code is untouched); "commit"
+is the rest of the writer's time: COMMIT, its fsync, the lock, the pipeline delivering
+the queued statements — in a stream, what the next batch's judging did not overlap.
+"gc" is the time the garbage collector ran. CPU comes from /proc: this process (all its
+threads) and the server backends connected to the benchmark database.
 """
 
 from __future__ import annotations
 
 import cProfile
+import gc
 import io
 import os
 import pstats
@@ -46,51 +50,68 @@ class Phases:
         self.seconds: dict[str, float] = {"load": 0.0, "rules+hash": 0.0, "write": 0.0}
         self.total = 0.0
         self.calls = 0
+        self.gc_seconds = 0.0
 
 
 @contextmanager
 def instrumented() -> Iterator[Phases]:
     phases = Phases()
-    original_load, original_write = _store.load, _store.write
-    original_run, original_append = journal._Batch.run, Journal.append
+    originals = (
+        _store.lock_head,
+        _store.queue_load,
+        _store.PendingLoad.parse,
+        _store.write,
+        journal._Batch.judge,
+        Journal.append,
+        Journal.append_stream,
+    )
+    lock_head, queue_load, parse, write, judge, append, append_stream = originals
 
-    def timed(name: str, call: Callable[..., Any]) -> Callable[..., Any]:
+    def timed(name: str, call: Callable[..., Any], count: bool = False) -> Callable[..., Any]:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             started = time.perf_counter()
             try:
                 return call(*args, **kwargs)
             finally:
-                phases.seconds[name] += time.perf_counter() - started
+                seconds = time.perf_counter() - started
+                if name == "total":
+                    phases.total += seconds
+                else:
+                    phases.seconds[name] += seconds
+                if count:
+                    phases.calls += 1
 
         return wrapper
 
-    def run(self: Any, *args: Any) -> Any:
-        started = time.perf_counter()
-        try:
-            return original_run(self, *args)
-        finally:
-            phases.seconds["rules+hash"] += time.perf_counter() - started
+    gc_started: list[float] = []
 
-    def append(self: Any, conn: Any, requests: Any) -> Any:
-        started = time.perf_counter()
-        try:
-            return original_append(self, conn, requests)
-        finally:
-            phases.total += time.perf_counter() - started
-            phases.calls += 1
+    def on_gc(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            gc_started.append(time.perf_counter())
+        elif gc_started:
+            phases.gc_seconds += time.perf_counter() - gc_started.pop()
 
-    _store.load = timed("load", original_load)
-    _store.write = timed("write", original_write)
-    journal._Batch.run = run  # type: ignore[method-assign]
-    Journal.append = append  # type: ignore[method-assign]
+    _store.lock_head = timed("load", lock_head)
+    _store.queue_load = timed("load", queue_load)
+    _store.PendingLoad.parse = timed("load", parse)  # type: ignore[method-assign]
+    _store.write = timed("write", write)
+    journal._Batch.judge = timed("rules+hash", judge)  # type: ignore[method-assign]
+    Journal.append = timed("total", append, count=True)  # type: ignore[method-assign]
+    Journal.append_stream = timed("total", append_stream)  # type: ignore[method-assign]
+    gc.callbacks.append(on_gc)
     try:
         yield phases
     finally:
-        _store.load, _store.write = original_load, original_write
-        journal._Batch.run = original_run  # type: ignore[method-assign]
-        Journal.append = original_append  # type: ignore[method-assign]
-    # run() includes load and write; keep only the Python work between them.
-    phases.seconds["rules+hash"] -= phases.seconds["load"] + phases.seconds["write"]
+        gc.callbacks.remove(on_gc)
+        _store.lock_head, _store.queue_load = lock_head, queue_load
+        _store.PendingLoad.parse = parse  # type: ignore[method-assign]
+        _store.write = write
+        journal._Batch.judge = judge  # type: ignore[method-assign]
+        Journal.append = append  # type: ignore[method-assign]
+        Journal.append_stream = append_stream  # type: ignore[method-assign]
+    # "commit": the rest of the writer's time — COMMIT, its fsync, waiting for the lock
+    # and the pipeline delivering the queued statements (in a stream, the time the next
+    # batch's judging did not cover).
     phases.seconds["commit"] = phases.total - sum(phases.seconds.values())
 
 
@@ -156,6 +177,7 @@ def _measure(db_url: str, label: str, run: Callable[[], int]) -> dict[str, Any]:
         "server_cpu_us_per_entry": 1e6 * server_cpu / entries,
         "append_calls": phases.calls,
         "phase_us_per_entry": per_entry_us,
+        "gc_us_per_entry": 1e6 * phases.gc_seconds / entries,
     }
     note(f"{label}: {entries / wall:,.0f} entries/s")
     return result
@@ -171,6 +193,31 @@ def _batched_run(db_url: str, batch_size: int, seconds: float) -> Callable[[], i
             while time.perf_counter() < deadline:
                 j.append(conn, [next(requests) for _ in range(batch_size)])
                 count += batch_size
+        return count
+
+    return run
+
+
+def _stream_run(db_url: str, batch_size: int, seconds: float) -> Callable[[], int]:
+    def run() -> int:
+        requests = transfers(f"prof-s{batch_size}-{time.monotonic_ns()}")
+        j = Journal()
+        count = 0
+        deadline = time.perf_counter() + seconds
+
+        def take(wait: bool) -> list[Any] | None:
+            if time.perf_counter() >= deadline:
+                return None
+            return [next(requests) for _ in range(batch_size)]
+
+        def done(batch: Any, outcome: Any) -> None:
+            nonlocal count
+            if isinstance(outcome, BaseException):
+                raise outcome
+            count += len(outcome)
+
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            j.append_stream(conn, take, done)
         return count
 
     return run
@@ -200,6 +247,7 @@ def main() -> None:
             _measure(
                 db.url, "Journal.append, batches of 1000", _batched_run(db.url, 1000, seconds)
             ),
+            _measure(db.url, "append_stream, batches of 1000", _stream_run(db.url, 1000, seconds)),
             _measure(db.url, "single call, 16 callers", _callers_run(db.url, 16, seconds)),
         ]
         profile_text = _profile(db.url, seconds)
@@ -210,7 +258,7 @@ def main() -> None:
             [
                 r["label"],
                 f"{r['entries_per_second']:,.0f}",
-                f"{r['entries'] / r['append_calls']:.1f}",
+                f"{r['entries'] / r['append_calls']:.1f}" if r["append_calls"] else "stream",
                 f"{r['wall_us_per_entry']:.0f}",
                 f"{p['load']:.0f}",
                 f"{p['rules+hash']:.0f}",
@@ -218,6 +266,7 @@ def main() -> None:
                 f"{p['commit']:.0f}",
                 f"{r['client_cpu_us_per_entry']:.0f}",
                 f"{r['server_cpu_us_per_entry']:.0f}",
+                f"{r['gc_us_per_entry']:.1f}",
             ]
         )
     print_table(
@@ -233,6 +282,7 @@ def main() -> None:
             "commit",
             "client CPU",
             "server CPU",
+            "gc",
         ],
         rows,
     )

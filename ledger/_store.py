@@ -106,17 +106,11 @@ def lock_head(conn: psycopg.Connection[Any], chain_id: str) -> psycopg.Cursor[An
     """Queue the lock of the chain head (every writer of the chain takes it first); the
     cursor yields (tree_size, head_leaf_hash, last_time_us, frontier_hashes)."""
     cursor = conn.cursor()
-    # A generic plan (what a prepared statement falls back to) cannot see how few
-    # names the arrays hold and scans whole tables; plan each batch for its names.
     # Writers queue for the head in order: PostgreSQL grants a heavyweight lock to its
     # waiters first, whereas a row freed by a commit goes to whoever asks next — and a
     # pipelined writer asks at once (its next batch is queued behind its COMMIT), so
     # without the queue another connection's writer could wait for as long as it streams.
-    conn.execute(
-        "SELECT set_config('plan_cache_mode', 'force_custom_plan', true),"
-        " pg_advisory_xact_lock(%s, hashtext(%s))",
-        (HEAD_QUEUE_LOCK, chain_id),
-    )
+    conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (HEAD_QUEUE_LOCK, chain_id))
     cursor.execute(_LOCK_HEAD, (chain_id,))
     return cursor
 
@@ -177,15 +171,18 @@ def queue_load(
     name_list = sorted(names)
     corrected = sorted({r.corrects_seq for r in requests if r.corrects_seq is not None})
     cursors = [conn.cursor() for _ in range(6 if corrected else 4)]
+    # Never prepared: a generic plan (what a prepared statement falls back to) cannot see
+    # how few names the arrays hold and scans whole tables; each batch's reads are
+    # planned for its names (unnamed statements always are).
     refs = (_texts([r.ref_scope for r in requests]), _texts([r.ref_key for r in requests]))
     names_array, holds_array = _texts(name_list), _int8s(hold_seqs)
-    cursors[0].execute(_REFS, refs)
-    cursors[1].execute(_HOLDS, (holds_array, names_array))
-    cursors[2].execute(_ACCOUNTS, (names_array, holds_array))
-    cursors[3].execute(_LOTS, (names_array, _texts(lot_ids)))
+    cursors[0].execute(_REFS, refs, prepare=False)
+    cursors[1].execute(_HOLDS, (holds_array, names_array), prepare=False)
+    cursors[2].execute(_ACCOUNTS, (names_array, holds_array), prepare=False)
+    cursors[3].execute(_LOTS, (names_array, _texts(lot_ids)), prepare=False)
     if corrected:  # read under the head lock with the rest, so no correction slips by
-        cursors[4].execute(_MOVED, (chain_id, _int8s(corrected)))
-        cursors[5].execute(_CORRECTED_SO_FAR, (chain_id, _int8s(corrected)))
+        cursors[4].execute(_MOVED, (chain_id, _int8s(corrected)), prepare=False)
+        cursors[5].execute(_CORRECTED_SO_FAR, (chain_id, _int8s(corrected)), prepare=False)
     return PendingLoad(cursors, corrected, name_list)
 
 
@@ -237,10 +234,12 @@ def write(
     foreign keys are checked at its end, when every row is in); it reaches the server
     before the COMMIT. Returns the Merkle frontier after the batch."""
     parts: list[str] = []
+    parts_sql: list[str] = []
     params: list[Any] = []
 
     def part(sql: str, *values: Any) -> None:
         parts.append(f"w{len(parts)} AS ({sql})")
+        parts_sql.append(sql)
         params.extend(values)
 
     part(
@@ -323,10 +322,15 @@ def write(
         )
     params += [state.tree_size, rows.leaf_hash[-1], state.last_time_us, _byteas(frontier)]
     params.append(chain_id)
+    # Inserts from arrays and the head's update plan the same for any batch, so the
+    # statement may be prepared; an UPDATE … FROM unnest (lots, holds) is planned for its
+    # batch, as the reads are (a generic plan could scan the table).
+    updates = any(sql.startswith("UPDATE") for sql in parts_sql)
     conn.execute(
         "WITH " + ", ".join(parts) + " UPDATE ledger_chain SET tree_size = %s,"
         " head_leaf_hash = %s, last_time_us = %s, frontier_hashes = %b WHERE chain_id = %s",
         params,
+        prepare=False if updates else None,
     )
     return frontier
 

@@ -702,9 +702,10 @@ def test_a_revoked_key_is_refused_from_the_revocations_answer_on(api: str, seede
     key each.
 
     What is guaranteed, and asserted: the key is checked once per request as it is
-    admitted (before GraphQL runs), against the database (no cache), and the revocation
-    commits before it answers — so every request that starts after the revocation's answer
-    came back is refused UNAUTHENTICATED, and writes nothing. A request admitted before the
+    admitted (before GraphQL runs), and the worker that revokes a key drops it from its
+    cache as the revocation commits (other workers hear of it by NOTIFY within a second:
+    tests/e2e/test_workers.py) — so on this one-worker server every request that starts
+    after the revocation's answer came back is refused UNAUTHENTICATED, and writes nothing. A request admitted before the
     revocation committed runs to completion with the key (it may be Earned, and written
     after the revocation); one admitted after the commit but before the answer is refused
     (UNAUTHENTICATED, or RATE_LIMITED: a refused key's requests share the anonymous bucket

@@ -701,18 +701,18 @@ def test_a_revoked_key_is_refused_from_the_revocations_answer_on(api: str, seede
     stop, and then a second wave of eight earns is sent with that key. Three rounds, a new
     key each.
 
-    What is guaranteed, and asserted: the key is checked once per request as it is
-    admitted (before GraphQL runs), and the worker that revokes a key drops it from its
-    cache as the revocation commits (other workers hear of it by NOTIFY within a second:
+    What is guaranteed, and asserted: the key is checked once per request as it is admitted
+    (before GraphQL runs), and the worker that revokes a key drops it from its cache as the
+    revocation commits (other workers hear of it by NOTIFY within a second:
     tests/e2e/test_workers.py) — so on this one-worker server every request that starts
-    after the revocation's answer came back is refused UNAUTHENTICATED, and writes nothing. A request admitted before the
-    revocation committed runs to completion with the key (it may be Earned, and written
-    after the revocation); one admitted after the commit but before the answer is refused
-    (UNAUTHENTICATED, or RATE_LIMITED: a refused key's requests share the anonymous bucket
-    of their address). Which in-flight requests succeed is not guaranteed and not asserted,
-    beyond this: the sixteen answered before the revocation was sent are Earned, each
-    in-flight answer is Earned or one of those refusals, and the journal holds exactly the
-    earns answered Earned.
+    after the revocation's answer came back is refused UNAUTHENTICATED, and writes nothing.
+    A request admitted before the revocation committed runs to completion with the key (it
+    may be Earned, and written after the revocation); one admitted after the commit but
+    before the answer is refused (UNAUTHENTICATED, or RATE_LIMITED: a refused key's requests
+    share the anonymous bucket of their address). Which in-flight requests succeed is not
+    guaranteed and not asserted, beyond this: the sixteen answered before the revocation was
+    sent are Earned, each in-flight answer is Earned or one of those refusals, and the
+    journal holds exactly the earns answered Earned.
 
     The second wave waits for the anonymous bucket to refill (the in-flight refusals may
     have emptied it), so that it meets the key's refusal, not the rate limit."""

@@ -47,9 +47,8 @@ from coalition.api.ratelimit import RateLimiter, retry_after_header
 from coalition.api.schema import build_schema
 from coalition.api.trusted import DocumentRefused, TrustedDocuments
 from coalition.api_keys import Principal
-from coalition.context import Coalition
+from coalition.context import Coalition, after_append
 from coalition.keys import load_signer
-from coalition.projections import project
 from coalition.settings import Settings
 from graphql import GraphQLError
 from ledger import checkpoint_log, proofs, reads
@@ -65,7 +64,7 @@ class _CoalitionWithMetrics(Coalition):
 
         def keep(conn: Any, appended: list[Any]) -> None:
             APPEND_BATCH.observe(len(appended))
-            project(conn, appended)
+            after_append(conn, appended)
 
         self.journal.after_append = keep
 

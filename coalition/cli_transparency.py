@@ -229,6 +229,12 @@ def serve(args: argparse.Namespace) -> int:
             CheckpointPolicy(settings.checkpoint_entries_max, settings.checkpoint_seconds_max),
         )
         checkpointer.start()
+        # The webhook worker, like the checkpointer, runs once, here in the parent.
+        from coalition.webhook_delivery import WebhookDelivery
+        from coalition.webhook_secrets import load_webhook_key
+
+        webhooks = WebhookDelivery(url, load_webhook_key(settings))
+        webhooks.start()
         try:
             base = f"http://{args.host}:{args.port}"
             print(
@@ -276,6 +282,7 @@ def serve(args: argparse.Namespace) -> int:
                     access_log=False,
                 )
         finally:
+            webhooks.stop()
             checkpointer.stop()
     return EXIT_OK
 

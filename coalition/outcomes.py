@@ -41,6 +41,8 @@ class RefusalCode(enum.StrEnum):
     UNKNOWN_PAYMENT = "unknown_payment"
     SETTLEMENT_INPUT_MISSING = "settlement_input_missing"
     PARTY_NOT_PAYABLE = "party_not_payable"  # no bank account, or a rate missing
+    UNKNOWN_SUBSCRIPTION = "unknown_subscription"  # none, or another partner's
+    TOO_MANY_SUBSCRIPTIONS = "too_many_subscriptions"
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from coalition import payable
+from coalition import outbox, payable
 from coalition.banking import bank_account_problem
 from coalition.context import Coalition, Conn, stored_entry
 from coalition.outcomes import Recorded, Refusal, RefusalCode
@@ -307,6 +307,8 @@ def _compute_new(
                     "INSERT INTO coalition_statement VALUES (%s, %s, %s, %s)",
                     (run_id, party, fmt, content),
                 )
+        kinds = ["settlement_run.computed"] + (["statement.revised"] if latest else [])
+        _run_events(conn, run_id, period, revision, parties(run), kinds, co.clock_us())
     found = get_run(conn, run_id)
     assert found is not None
     return found
@@ -525,6 +527,17 @@ def _approve(co: Coalition, conn: Conn, run_id: str, approved_by: str) -> Record
             " AND revision < %s",
             (record.period, record.revision),
         )
+    positions = run_json.get("position_changes", run_json["positions"])
+    parties_ = sorted({p["party"] for p in positions})
+    _run_events(
+        conn,
+        run_id,
+        record.period,
+        record.revision,
+        parties_,
+        ["settlement_run.approved"],
+        first.time_us,
+    )
     return Recorded(first.seq)
 
 
@@ -599,12 +612,46 @@ def _confirm_payment(
         "SELECT count(*) FROM coalition_payment_confirmation WHERE run_id = %s", (run_id,)
     ).fetchone() or (0,)
     if confirmed == len(payments):  # a superseded run stays superseded, paid or not
-        conn.execute(
+        moved = conn.execute(
             "UPDATE coalition_settlement_run SET status = 'paid' WHERE run_id = %s"
             " AND status = 'approved'",
             (run_id,),
         )
+        if moved.rowcount == 1:  # in this transaction: announced once, when it happens
+            parties_ = sorted({p for p in payments.values() for p in (p["payer"], p["payee"])})
+            _run_events(
+                conn,
+                run_id,
+                record.period,
+                record.revision,
+                parties_,
+                ["settlement_run.paid"],
+                outcome.time_us,
+            )
     return Recorded(outcome.seq, outcome.replayed)
+
+
+def _run_events(
+    conn: Conn,
+    run_id: str,
+    period: str,
+    revision: int,
+    parties_: list[str],
+    kinds: list[str],
+    at_us: int,
+) -> None:
+    """Tell each partner of the run (the operator is none) that it moved, in the
+    transaction that moved it: the run, never another party's figures."""
+    data = {"run": run_id, "period": period, "revision": revision}
+    outbox.record(
+        conn,
+        [
+            outbox.Event(party, kind, at_us, data)
+            for kind in kinds
+            for party in parties_
+            if party != OPERATOR
+        ],
+    )
 
 
 def _payment_postings(

@@ -1,0 +1,145 @@
+"""The outbox against PostgreSQL: an event exists exactly when its fact committed (on a
+plain append, through the thread group committer's pipelined stream, in a settlement
+run's transaction, for a checkpoint), seqs in commit order without gaps, and each event
+names only the partner whose data it is about."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+import pytest
+
+from coalition import outbox, settle
+from coalition.context import Coalition
+from coalition.earn import earn_points
+from coalition.outcomes import Refusal, RefusalCode
+from coalition.seed import seed_if_empty
+from ledger import checkpoint_log
+from ledger.group_commit import GroupCommitter
+from ledger.journal import Appended
+from ledger.signed_note import Signer
+from ledger.timefmt import now_us
+
+
+def _events(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
+    return conn.execute(
+        "SELECT event_seq, partner_id, event_type, payload FROM coalition_event ORDER BY event_seq"
+    ).fetchall()
+
+
+def _earn(co: Coalition, conn: psycopg.Connection[Any], ref: str, partner: str = "grocer") -> Any:
+    return earn_points(
+        co,
+        conn,
+        partner_id=partner,
+        ref_key=ref,
+        purchase_minor=100_000,
+        currency="RUB",
+        member_id="M002",
+    )
+
+
+def test_an_event_commits_and_rolls_back_with_its_entry(db_url: str) -> None:
+    seed_if_empty(db_url)
+    co = Coalition()
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        before = _events(conn)
+        assert [e[0] for e in before] == list(range(1, len(before) + 1))  # no gaps
+        with conn.transaction():
+            earned = _earn(co, conn, "rolled-back")
+            assert not isinstance(earned, Refusal)
+            assert len(_events(conn)) == len(before) + 1  # written with it, in its transaction
+            raise psycopg.Rollback()
+        assert _events(conn) == before
+        assert outbox.last_seq(conn) == len(before)  # the seq given back, no gap
+        earned = _earn(co, conn, "kept")
+        assert not isinstance(earned, Refusal)
+        [(seq, partner, kind, payload)] = _events(conn)[len(before) :]
+        assert (seq, partner, kind) == (len(before) + 1, "grocer", "earn.recorded")
+        assert payload["entry_seq"] == earned.seq and payload["ref"] == "kept"
+        assert "input" not in payload
+        replay = _earn(co, conn, "kept")  # an idempotent retry: no second event
+        assert not isinstance(replay, Refusal) and replay.replayed
+        assert len(_events(conn)) == len(before) + 1
+
+
+class _Capture(Coalition):
+    def __init__(self) -> None:
+        super().__init__()
+        self.requests: list[Any] = []
+
+    def append_once(self, conn: Any, request: Any) -> Any:
+        self.requests.append(request)
+        return Refusal(RefusalCode.INVALID_REQUEST, "captured, not appended")
+
+
+def test_the_pipelined_group_committer_writes_each_batchs_events_in_order(db_url: str) -> None:
+    seed_if_empty(db_url)
+    co = Coalition()
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        start = outbox.last_seq(conn)
+        capture = _Capture()
+        for i in range(60):  # each request as the use case builds it, not appended
+            _earn(capture, conn, f"stream-{i}", "grocer" if i % 2 else "airline")
+        requests = capture.requests
+    committer = GroupCommitter(lambda: psycopg.connect(db_url, autocommit=True), co.journal, 16)
+    try:
+        import concurrent.futures
+
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(committer.submit, requests))
+    finally:
+        committer.close()
+    assert all(isinstance(r, Appended) for r in results), results
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        events = [e for e in _events(conn) if e[0] > start]
+    assert [e[0] for e in events] == list(range(start + 1, start + 61))
+    by_entry = {e[3]["entry_seq"]: e for e in events}
+    assert sorted(by_entry) == sorted(r.seq for r in results if isinstance(r, Appended))
+    # Seq order is the journal's order: the outbox was written in each batch's transaction.
+    assert [e[3]["entry_seq"] for e in events] == sorted(by_entry)
+    for request, result in zip(requests, results, strict=True):
+        assert isinstance(result, Appended)
+        assert by_entry[result.seq][1] == request.meta["partner"]
+
+
+def test_checkpoints_and_settlement_runs_announce_themselves(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seed_if_empty(db_url)
+    monkeypatch.setattr(settle, "_period_over", lambda co, end_us: True)
+    co = Coalition()
+    signer = Signer.from_seed("ledger.outbox.example", bytes(32))
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        start = outbox.last_seq(conn)
+        stored = checkpoint_log.sign_now(conn, signer, now_us())
+        [(_, partner, kind, payload)] = [e for e in _events(conn) if e[0] > start]
+        assert (partner, kind) == (None, "checkpoint.signed")
+        assert payload["tree_size"] == stored.tree_size
+        assert payload["root_hash"] == stored.root_hash.hex()
+        start = outbox.last_seq(conn)
+        from datetime import datetime
+        from zoneinfo import ZoneInfo
+
+        today = datetime.now(ZoneInfo(settle.timezone())).date()
+        run = settle.compute(
+            co, conn, signer, period=f"{today.year:04d}-{today.month:02d}", computed_by="a"
+        )
+        assert not isinstance(run, Refusal), run
+        computed = [e for e in _events(conn) if e[0] > start and e[2] != "checkpoint.signed"]
+        assert {e[2] for e in computed} == {"settlement_run.computed"}
+        parties = {e[1] for e in computed}
+        assert parties and None not in parties and "coalition" not in parties
+        assert all(
+            e[3] == {"run": run.run_id, "period": run.period, "revision": 1} for e in computed
+        )
+        start = outbox.last_seq(conn)
+        approved = settle.approve(co, conn, run.run_id, "b")
+        assert not isinstance(approved, Refusal), approved
+        kinds = [e[2] for e in _events(conn) if e[0] > start]
+        assert "settlement_run.approved" in kinds and "settlement_run.computed" not in kinds
+        start = outbox.last_seq(conn)
+        refused = settle.approve(co, conn, run.run_id, "c")  # refused: nothing announced
+        assert isinstance(refused, Refusal)
+        assert outbox.last_seq(conn) == start

@@ -28,6 +28,7 @@ from strawberry.types import ExecutionContext
 
 from coalition.api import inputs
 from coalition.api.errors import BadInput, Unauthenticated, should_mask
+from coalition.api.event_stream import EventSubscription
 from coalition.api.mutation import Mutation
 from coalition.api.query import Query
 from coalition.api.results import REFUSALS
@@ -194,6 +195,7 @@ def build_schema(*, development: bool, extra_extensions: tuple[Any, ...] = ()) -
     return _Schema(
         query=merge_types("Query", (Query, WebhookQuery)),
         mutation=merge_types("Mutation", (Mutation, WebhookMutation)),
+        subscription=EventSubscription,
         types=list(REFUSALS.values()),
         extensions=extensions,
         scalar_overrides={Long: LONG_SCALAR},

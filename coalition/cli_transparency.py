@@ -231,10 +231,14 @@ def serve(args: argparse.Namespace) -> int:
         checkpointer.start()
         # The webhook worker, like the checkpointer, runs once, here in the parent.
         from coalition.webhook_delivery import WebhookDelivery
-        from coalition.webhook_secrets import load_webhook_key
+        from coalition.webhook_secrets import WebhookKeyError, load_webhook_key
 
-        webhooks = WebhookDelivery(url, load_webhook_key(settings))
-        webhooks.start()
+        webhooks = None
+        try:
+            webhooks = WebhookDelivery(url, load_webhook_key(settings))
+            webhooks.start()
+        except WebhookKeyError as exc:
+            print(f"webhooks not delivered: {exc}", file=sys.stderr, flush=True)
         try:
             base = f"http://{args.host}:{args.port}"
             print(
@@ -282,7 +286,8 @@ def serve(args: argparse.Namespace) -> int:
                     access_log=False,
                 )
         finally:
-            webhooks.stop()
+            if webhooks is not None:
+                webhooks.stop()
             checkpointer.stop()
     return EXIT_OK
 

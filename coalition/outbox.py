@@ -8,7 +8,7 @@ in the transaction that moves the run; checkpoints by a trigger (migration 0010w
 Each event belongs to the partner whose data it is about (``partner_id``), or to nobody
 (NULL: a public fact, a signed checkpoint). Its seq comes from one counter row updated
 in the writing transaction, so seqs are given out in commit order, without gaps: a
-reader resuming after seq N misses nothing (docs/DESIGN.md §7).
+reader resuming after seq N misses nothing (docs/DESIGN.md, "Events out").
 """
 
 from __future__ import annotations

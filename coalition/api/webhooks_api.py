@@ -12,19 +12,32 @@ from strawberry.types import Info
 
 from coalition import outbox, webhooks
 from coalition.api.context import ApiContext
+from coalition.api.errors import ApiError
 from coalition.api.results import refusal, union
 from coalition.api.types import Long
 from coalition.outcomes import Refusal, RefusalCode
 from coalition.settings import Settings
-from coalition.webhook_secrets import WebhookKey, load_webhook_key
+from coalition.webhook_secrets import WebhookKey, WebhookKeyError, load_webhook_key
 from ledger.timefmt import format_time_us, now_us
 
 Ctx = Info[ApiContext, None]
 DELIVERIES_MAX = 200
 
 
-@functools.lru_cache(maxsize=4)
+class WebhooksDisabled(ApiError):
+    code = "WEBHOOKS_DISABLED"
+    message = "webhooks are not configured on this server (no COALITION_WEBHOOK_KEY)"
+
+
 def _key(settings: Settings) -> WebhookKey:
+    try:
+        return _loaded(settings)
+    except WebhookKeyError:
+        raise WebhooksDisabled() from None
+
+
+@functools.lru_cache(maxsize=4)
+def _loaded(settings: Settings) -> WebhookKey:
     return load_webhook_key(settings)
 
 

@@ -1,4 +1,4 @@
-"""Events out: the outbox and webhook subscriptions (docs/WEBHOOKS.md, DESIGN.md §7).
+"""Events out: the outbox and webhook subscriptions (docs/WEBHOOKS.md, DESIGN.md "Events out").
 
 - ``coalition_event_head``: one row, the last event seq given out. Every writer of an
   event updates it in its own transaction, so seqs are handed out in commit order: a

@@ -39,6 +39,7 @@ ENTRY_EVENT_TYPES = {
     "refund_redemption": "refund.redemption",
 }
 OTHER_EVENT_TYPES = (
+    "hold.expired",  # by a sweep (coalition/hold_expiry.py): no entry announces it
     "points.expired",  # to each issuer whose lots an expiry sweep closed
     "checkpoint.signed",  # public: to every partner that subscribes to it
     "settlement_run.computed",

@@ -18,6 +18,7 @@ number of either may run against one database.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import random
@@ -29,7 +30,7 @@ from typing import Any
 import httpx
 import psycopg
 
-from coalition import outbox
+from coalition import hold_expiry, outbox
 from coalition.webhook_secrets import WebhookKey, WebhookKeyError
 from coalition.webhook_signature import HEADER, sign
 from ledger.timefmt import format_time_us, now_us
@@ -83,6 +84,8 @@ class WebhookDelivery:
             threading.Thread(target=self._run, name=f"webhooks-{i}", daemon=True)
             for i in range(threads)
         ]
+        self._swept_at = 0.0
+        self._sweep_lock = threading.Lock()
 
     def start(self) -> None:
         for thread in self._threads:
@@ -99,11 +102,22 @@ class WebhookDelivery:
                 try:
                     with psycopg.connect(self._url, autocommit=True) as conn:
                         while not self._stop.is_set():
+                            self._sweep_holds(conn)
                             if not self.deliver_due(conn, http):
                                 self._stop.wait(self.policy.poll_seconds)
                 except Exception:
                     _log.exception("webhook delivery failed; retrying")
                     self._stop.wait(self.policy.poll_seconds)
+
+    def _sweep_holds(self, conn: psycopg.Connection[Any]) -> None:
+        """Announce expired holds (``hold_expiry``), at most once a second per process."""
+        with self._sweep_lock:
+            if time.monotonic() - self._swept_at < 1.0:
+                return
+            self._swept_at = time.monotonic()
+        # Another process announcing the same holds first: its events stand, ours roll back.
+        with contextlib.suppress(psycopg.errors.UniqueViolation):
+            hold_expiry.sweep(conn, now_us())
 
     def deliver_due(self, conn: psycopg.Connection[Any], http: httpx.Client) -> int:
         """Attempt the events of every due subscription this worker can lock; how many

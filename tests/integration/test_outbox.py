@@ -10,10 +10,11 @@ from typing import Any
 import psycopg
 import pytest
 
-from coalition import outbox, settle
+from coalition import hold_expiry, outbox, settle
 from coalition.context import Coalition
 from coalition.earn import earn_points
 from coalition.outcomes import Refusal, RefusalCode
+from coalition.redeem import authorise, capture
 from coalition.seed import seed_if_empty
 from ledger import checkpoint_log
 from ledger.group_commit import GroupCommitter
@@ -143,3 +144,48 @@ def test_checkpoints_and_settlement_runs_announce_themselves(
         refused = settle.approve(co, conn, run.run_id, "c")  # refused: nothing announced
         assert isinstance(refused, Refusal)
         assert outbox.last_seq(conn) == start
+
+
+def test_an_expired_hold_is_announced_once_and_a_captured_one_never(db_url: str) -> None:
+    seed_if_empty(db_url)
+    now = {"us": now_us()}
+    co = Coalition(clock_us=lambda: now["us"])
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        lapsing = authorise(
+            co,
+            conn,
+            partner_id="airline",
+            ref_key="lapse",
+            points=5,
+            member_id="M003",
+            hold_seconds=1,
+        )
+        taken = authorise(
+            co,
+            conn,
+            partner_id="airline",
+            ref_key="take",
+            points=5,
+            member_id="M003",
+            hold_seconds=1,
+        )
+        assert not isinstance(lapsing, Refusal) and not isinstance(taken, Refusal)
+        assert not isinstance(
+            capture(
+                co, conn, partner_id="airline", ref_key="cap", hold_seq=taken.hold_seq, points=5
+            ),
+            Refusal,
+        )
+        start = outbox.last_seq(conn)
+        assert hold_expiry.sweep(conn, now["us"]) == 0  # not expired yet
+        later = now["us"] + 2_000_000 + hold_expiry.CLOCK_SKEW_SECONDS * 1_000_000
+        assert hold_expiry.sweep(conn, later) == 1
+        [(_, partner, kind, payload)] = [e for e in _events(conn) if e[0] > start]
+        assert (partner, kind) == ("airline", "hold.expired")
+        assert payload == {"hold": lapsing.hold_seq, "ref": "lapse", "member": "M003", "points": 5}
+        assert hold_expiry.sweep(conn, later) == 0  # once
+        now["us"] = later  # and it can no longer be captured
+        late = capture(
+            co, conn, partner_id="airline", ref_key="late", hold_seq=lapsing.hold_seq, points=5
+        )
+        assert isinstance(late, Refusal) and late.code is RefusalCode.HOLD_EXPIRED

@@ -12,6 +12,8 @@
   its signing secret sealed (AES-256-GCM under a key from settings, never the database),
   and its cursor: every event up to ``after_seq`` is delivered.
 - ``coalition_webhook_delivery``: the delivery log, one row per attempt.
+- ``coalition_hold_expiry_notice``: the holds whose expiry was announced (once each; a
+  hold expires by time, with no entry to announce it: coalition/hold_expiry.py).
 - A trigger on ``ledger_checkpoint`` writes ``checkpoint.signed`` in the signing
   transaction, whichever code path signs.
 
@@ -77,6 +79,11 @@ CREATE TABLE coalition_webhook_delivery (
 CREATE INDEX coalition_webhook_delivery_subscription
     ON coalition_webhook_delivery (subscription_id, delivery_id);
 
+CREATE TABLE coalition_hold_expiry_notice (
+    hold_seq bigint PRIMARY KEY,
+    event_seq bigint NOT NULL
+);
+
 CREATE FUNCTION coalition_checkpoint_event() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     seq bigint;
@@ -103,6 +110,7 @@ def upgrade() -> None:
     op.execute("GRANT SELECT, INSERT ON coalition_event TO coalition_app")
     op.execute("GRANT SELECT, INSERT, UPDATE ON coalition_webhook_subscription TO coalition_app")
     op.execute("GRANT SELECT, INSERT ON coalition_webhook_delivery TO coalition_app")
+    op.execute("GRANT SELECT, INSERT ON coalition_hold_expiry_notice TO coalition_app")
 
 
 def downgrade() -> None:

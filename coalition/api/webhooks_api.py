@@ -179,5 +179,6 @@ class WebhookQuery:
         )
 
     @strawberry.field(description="The event types a subscription may name.")
-    def webhook_event_types(self) -> list[str]:
+    def webhook_event_types(self, info: Ctx) -> list[str]:
+        info.context.who()
         return list(outbox.EVENT_TYPES)

@@ -614,11 +614,13 @@ def _confirm_payment(
     if confirmed == len(payments):  # a superseded run stays superseded, paid or not
         moved = conn.execute(
             "UPDATE coalition_settlement_run SET status = 'paid' WHERE run_id = %s"
-            " AND status = 'approved'",
+            " AND status = 'approved' RETURNING run_id",
             (run_id,),
-        )
-        if moved.rowcount == 1:  # in this transaction: announced once, when it happens
-            parties_ = sorted({p for p in payments.values() for p in (p["payer"], p["payee"])})
+        ).fetchone()
+        if moved is not None:  # in this transaction: announced once, when it happens
+            parties_ = sorted(
+                {who for pay in payments.values() for who in (pay["payer"], pay["payee"])}
+            )
             _run_events(
                 conn,
                 run_id,

@@ -21,7 +21,7 @@ import pytest
 import xmlschema
 
 from coalition import settle
-from coalition.cli import main
+from coalition.cli.main import main
 from coalition.context import Coalition
 from coalition.earn import earn_points
 from coalition.earning import EarningRules

@@ -4,13 +4,13 @@ from-export) and ``reconcile``. Each is a thin call into coalition.settle."""
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
 import psycopg
 
 from coalition import payable
+from coalition.cli._common import write_atomically
 from coalition.context import Coalition
 from coalition.database import database_url
 from coalition.keys import load_signer
@@ -99,12 +99,6 @@ def _refused(outcome: object) -> bool:
         print(f"refused: {outcome}", file=sys.stderr)
         return True
     return False
-
-
-def _write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def compute(args: argparse.Namespace) -> int:
@@ -213,7 +207,7 @@ def statement(args: argparse.Namespace) -> int:
     if content is None:
         print(f"no {args.format} statement for {args.party} in run {args.run}", file=sys.stderr)
         return EXIT_REFUSED
-    _write(args.out, content)
+    write_atomically(args.out, content)
     print(f"statement of {args.party} for {args.run} → {args.out}")
     return EXIT_OK
 
@@ -248,7 +242,7 @@ def payment_file(args: argparse.Namespace) -> int:
     if _refused(outcome):
         return EXIT_REFUSED
     assert isinstance(outcome, bytes)
-    _write(args.out, outcome)
+    write_atomically(args.out, outcome)
     message_id = ET.fromstring(outcome).findtext(f".//{{{NAMESPACE}}}MsgId")
     print(f"pain.001.001.09 for {args.run} (MsgId {message_id}, execution {day}) → {args.out}")
     return EXIT_OK
@@ -273,7 +267,7 @@ def from_export(args: argparse.Namespace) -> int:
     except (FromExportError, SettlementError, MissingTerms) as exc:
         print(f"refused: {exc}", file=sys.stderr)
         return EXIT_REFUSED
-    _write(args.out, run.to_bytes())
+    write_atomically(args.out, run.to_bytes())
     print(f"run {args.run} recomputed from {args.export} → {args.out}")
     return EXIT_OK
 
@@ -321,7 +315,7 @@ def reconcile(args: argparse.Namespace) -> int:
             f"theirs={mismatch['theirs']}"
         )
     if args.out:
-        _write(args.out, json.dumps(result, indent=2, sort_keys=True).encode() + b"\n")
+        write_atomically(args.out, json.dumps(result, indent=2, sort_keys=True).encode() + b"\n")
     differ = result["missing_ours"] or result["missing_theirs"] or result["mismatched"]
     return EXIT_RECORDS_DIFFER if differ else EXIT_OK
 

@@ -17,14 +17,21 @@ def add_verbs(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("apikey", help="API keys: create, list, revoke")
     keys = p.add_subparsers(required=True, metavar="ACTION")
     c = keys.add_parser("create", help="create a key (printed once, stored hashed)")
-    c.add_argument("--role", required=True, choices=("partner", "auditor", "finance", "operator"))
+    c.add_argument(
+        "--role",
+        required=True,
+        choices=("partner", "auditor", "finance", "operator"),
+        help="what the key may do (docs/DESIGN.md §4)",
+    )
     c.add_argument("--partner", help="the partner a partner key acts for")
-    c.add_argument("--label", required=True)
+    c.add_argument(
+        "--label", required=True, help="who holds it, for the list (e.g. 'till 12, Main St')"
+    )
     c.set_defaults(handler=apikey_create)
     ls = keys.add_parser("list", help="list keys (never their secrets)")
     ls.set_defaults(handler=apikey_list)
     rv = keys.add_parser("revoke", help="revoke a key; it fails from the next request")
-    rv.add_argument("key_id")
+    rv.add_argument("key_id", help="the key's id, as 'apikey list' prints it")
     rv.set_defaults(handler=apikey_revoke)
 
 

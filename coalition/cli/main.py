@@ -53,7 +53,12 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_demo)
 
     p = sub.add_parser("export", help="write the journal as journal.jsonl")
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="the journal.jsonl to write (replaced whole, never half-written)",
+    )
     p.set_defaults(handler=_export)
 
     p = sub.add_parser(

@@ -21,7 +21,7 @@ from ledger.timefmt import now_us
 
 def add_verbs(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("checkpoint", help="sign a checkpoint of the journal as a signed note")
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True, help="where to write the signed checkpoint")
     p.add_argument("--latest", action="store_true", help="write the latest stored one instead")
     p.set_defaults(handler=checkpoint)
 
@@ -29,12 +29,14 @@ def add_verbs(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(handler=vkey)
 
     p = sub.add_parser("prove", help="write a receipt (C2SP tlog-proof@v1) for entry N")
-    p.add_argument("--seq", type=int, required=True)
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--seq", type=int, required=True, help="the entry's sequence number")
+    p.add_argument("--out", type=Path, required=True, help="where to write the receipt")
     p.set_defaults(handler=prove)
 
     p = sub.add_parser("verify-receipt", help="check a receipt offline against a pinned key")
-    p.add_argument("--receipt", type=Path, required=True)
+    p.add_argument(
+        "--receipt", type=Path, required=True, help="a receipt written by 'coalition prove'"
+    )
     p.add_argument("--vkey", required=True, help="the verifier key you pinned (text or @file)")
     p.set_defaults(handler=verify_receipt)
 
@@ -47,11 +49,21 @@ def add_verbs(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("key", help="signing keys: generate a new one, or rotate to it")
     key_sub = p.add_subparsers(required=True, metavar="ACTION")
     g = key_sub.add_parser("generate", help="write a new signing key file (mode 0600)")
-    g.add_argument("--out", type=Path, required=True)
+    g.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="where to write the key file (created with mode 0600; never overwritten)",
+    )
     g.add_argument("--name", default=None, help="key name = log origin (default: settings)")
     g.set_defaults(handler=key_generate)
     r = key_sub.add_parser("rotate", help="record a move to a new key in the journal")
-    r.add_argument("--new-key-file", type=Path, required=True)
+    r.add_argument(
+        "--new-key-file",
+        type=Path,
+        required=True,
+        help="the new key file, made by 'coalition key generate'",
+    )
     r.set_defaults(handler=key_rotate)
 
 

@@ -31,6 +31,7 @@ from ledger.export import export_journal
 from ledger.signed_note import Signer
 from ledger.timefmt import parse_time_us
 from settlement.terms import PartnerTerms
+from tests.integration._world import SteppingClock, balance, ok, pay_all
 from tests.tools.independent_settlement import recompute
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,15 +41,6 @@ XSD = Path(sepaxml.__file__).parent / "schemas" / "pain.001.001.09.xsd"
 BANKS = {"grocer": "DE89370400440532013000", "airline": "DE02120300000000202051"}
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now_us = T0
-
-    def __call__(self) -> int:
-        self.now_us += 1_000_000
-        return self.now_us
-
-
 @pytest.fixture()
 def signer() -> Signer:
     return Signer.from_seed("ledger.test.example", bytes(range(32)))
@@ -56,7 +48,7 @@ def signer() -> Signer:
 
 @pytest.fixture()
 def co() -> Coalition:
-    return Coalition(clock_us=Clock())
+    return Coalition(clock_us=SteppingClock(T0))
 
 
 @pytest.fixture()
@@ -99,11 +91,6 @@ def january(co: Coalition, conn: Any, signer: Signer, **kwargs: Any) -> Any:
     """Compute 2027-01 once it has ended in the coalition's time zone."""
     co.clock_us.now_us = max(co.clock_us.now_us, FEB_MOSCOW_US)  # type: ignore[attr-defined]
     return settle.compute(co, conn, signer, period="2027-01", computed_by="alice", **kwargs)
-
-
-def ok(outcome: Any) -> Any:
-    assert not isinstance(outcome, Refusal), outcome
-    return outcome
 
 
 def test_a_run_prices_lines_nets_to_zero_and_is_stable(co, conn, signer):
@@ -252,24 +239,13 @@ def test_a_period_means_its_label_in_the_coalitions_time_zone(co, conn, signer):
     assert february.start_seq == run.end_seq and later["points"] == 70
 
 
-def _balance(conn: Any, account: str) -> int:
-    row = conn.execute("SELECT balance FROM ledger_balance WHERE account = %s", (account,))
-    found = row.fetchone()
-    return 0 if found is None else int(found[0])
-
-
-def _pay_all(co: Coalition, conn: Any, run_id: str) -> None:
-    for payment in json.loads(settle.get_run(conn, run_id).run_bytes)["payments"]:
-        ok(settle.confirm_payment(co, conn, run_id, payment["end_to_end_id"], "bob"))
-
-
 @pytest.mark.parametrize("paid_first", [True, False], ids=["paid", "approved-not-paid"])
 def test_a_correction_posts_and_pays_only_the_difference(co, conn, signer, tmp_path, paid_first):
     airline = "partner:airline:settlement:EUR"
     first = ok(january(co, conn, signer))
     ok(settle.approve(co, conn, first.run_id, "bob"))
     if paid_first:
-        _pay_all(co, conn, first.run_id)
+        pay_all(co, conn, first.run_id, "bob")
     # Back-dated terms (effective from the epoch): airline now gets 1.00 a point.
     dearer = PartnerTerms(Decimal(50), Decimal(100), 100, Decimal("0.5"), "monthly", "multilateral")
     ok(publish_terms(co, conn, "airline", dearer, 0, "terms-airline-2"))
@@ -297,7 +273,7 @@ def test_a_correction_posts_and_pays_only_the_difference(co, conn, signer, tmp_p
     assert entry["corrects"] == settle.get_run(conn, first.run_id).approved_seq
     assert entry["meta"]["supersedes"] == "2027-01" and entry["meta"]["cut"]["tree_size"] > 0
     expected_due = 29_700 if not paid_first else 1_485
-    assert _balance(conn, airline) == expected_due
+    assert balance(conn, airline) == expected_due
     # A correction of the correction: the old rate again (v3, back-dated too).
     ok(
         publish_terms(
@@ -320,10 +296,10 @@ def test_a_correction_posts_and_pays_only_the_difference(co, conn, signer, tmp_p
     ok(settle.approve(co, conn, third.run_id, "carol"))
     for run_id in (first.run_id, second.run_id, third.run_id):
         if not (paid_first and run_id == first.run_id):
-            _pay_all(co, conn, run_id)
+            pay_all(co, conn, run_id, "bob")
     # Over all revisions, every party has been owed and paid what the latest says.
     for account in (airline, "partner:grocer:settlement:EUR", "coalition:revenue:EUR"):
-        assert _balance(conn, account) == 0, account
+        assert balance(conn, account) == 0, account
     statuses = [settle.get_run(conn, r).status for r in (first.run_id, second.run_id, third.run_id)]
     assert statuses == ["superseded", "superseded", "paid"]
     # Each revision recomputes from the export with its id alone.

@@ -26,7 +26,7 @@ from coalition.members import enroll_member
 from coalition.outcomes import Refusal, RefusalCode
 from coalition.partners import onboard_partner, publish_earning_rules, publish_terms
 from coalition.redeem import redeem_points
-from ledger import checkpoint_log
+from ledger import checkpoint_log, reads
 from ledger.export import export_journal
 from ledger.signed_note import Signer
 from ledger.timefmt import parse_time_us
@@ -130,6 +130,31 @@ def test_approval_needs_a_second_person_and_a_period_settles_once(co, conn, sign
         "SELECT balance FROM ledger_balance WHERE account = 'partner:airline:settlement:EUR'"
     ).fetchone()
     assert balance == (0,)  # paid out in full
+
+
+def test_a_payment_confirmed_twice_says_by_whom_and_writes_nothing(co, conn, signer):
+    run = ok(january(co, conn, signer))
+    ok(settle.approve(co, conn, run.run_id, "bob"))
+    payments = [p["end_to_end_id"] for p in json.loads(run.run_bytes)["payments"]]
+    first = ok(settle.confirm_payment(co, conn, run.run_id, payments[0], "bob"))
+    size = reads.head(conn).tree_size
+    other = settle.confirm_payment(co, conn, run.run_id, payments[0], "carol")
+    assert isinstance(other, Refusal) and other.code is RefusalCode.PAYMENT_ALREADY_CONFIRMED
+    assert "bob" in other.detail and str(first.seq) in other.detail, other.detail
+    retry = ok(settle.confirm_payment(co, conn, run.run_id, payments[0], "bob"))
+    assert (retry.seq, retry.replayed) == (first.seq, True)
+    for e2e in payments[1:]:
+        ok(settle.confirm_payment(co, conn, run.run_id, e2e, "bob"))
+    assert settle.get_run(conn, run.run_id).status == "paid"
+    size = reads.head(conn).tree_size
+    # Once the run is paid, a retry still gets its original answer, and a stranger's
+    # confirmation is still told who made it (not "the run is paid").
+    late = ok(settle.confirm_payment(co, conn, run.run_id, payments[0], "bob"))
+    assert (late.seq, late.replayed) == (first.seq, True)
+    late_other = settle.confirm_payment(co, conn, run.run_id, payments[-1], "carol")
+    assert isinstance(late_other, Refusal)
+    assert late_other.code is RefusalCode.PAYMENT_ALREADY_CONFIRMED
+    assert reads.head(conn).tree_size == size
 
 
 def test_a_period_not_yet_over_is_refused(co, conn, signer):

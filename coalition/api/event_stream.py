@@ -140,7 +140,7 @@ class EventStreamHandler(BaseGraphQLTransportWSHandler[ApiContext, None]):
         if self.connection_init_received or self.connection_timed_out:
             await super().handle_connection_init(message)  # its refusal
             return
-        from coalition.app import _principal  # the same check as every HTTP request
+        from coalition.api.app import _principal  # the same check as every HTTP request
 
         state = self.view.state  # type: ignore[attr-defined]
         payload = message.get("payload") or {}

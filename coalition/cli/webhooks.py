@@ -28,28 +28,43 @@ def add_verbs(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("webhooks", help="webhook subscriptions and their delivery worker")
     verbs = p.add_subparsers(required=True, metavar="ACTION")
     d = verbs.add_parser("deliver", help="run the delivery worker until SIGTERM or SIGINT")
-    d.add_argument("--threads", type=int, default=2)
-    d.add_argument("--attempts", type=int, default=_DEFAULT.attempts_max)
-    d.add_argument("--backoff-seconds", type=float, default=_DEFAULT.backoff_base_seconds)
-    d.add_argument("--poll-seconds", type=float, default=_DEFAULT.poll_seconds)
+    d.add_argument("--threads", type=int, default=2, help="subscriptions delivered at once")
+    d.add_argument(
+        "--attempts",
+        type=int,
+        default=_DEFAULT.attempts_max,
+        help="failed attempts at one event before the endpoint is marked failing",
+    )
+    d.add_argument(
+        "--backoff-seconds",
+        type=float,
+        default=_DEFAULT.backoff_base_seconds,
+        help="the first retry's delay, doubled at each failure (with jitter)",
+    )
+    d.add_argument(
+        "--poll-seconds",
+        type=float,
+        default=_DEFAULT.poll_seconds,
+        help="how often the outbox is read for due events",
+    )
     d.set_defaults(handler=deliver)
     c = verbs.add_parser("create", help="subscribe a partner's URL (the secret is shown once)")
-    c.add_argument("--partner", required=True)
-    c.add_argument("--url", required=True)
+    c.add_argument("--partner", required=True, help="the partner whose events it receives")
+    c.add_argument("--url", required=True, help="the endpoint events are POSTed to")
     c.add_argument(
         "--events", required=True, help=f"comma-separated: {', '.join(outbox.EVENT_TYPES)}"
     )
     c.set_defaults(handler=create)
     ls = verbs.add_parser("list", help="subscriptions (never their secrets)")
-    ls.add_argument("--partner")
+    ls.add_argument("--partner", help="only this partner's (default: every partner's)")
     ls.set_defaults(handler=list_)
     for name, help_ in (("delete", "stop and remove"), ("reactivate", "retry a failing one")):
         v = verbs.add_parser(name, help=help_)
-        v.add_argument("subscription_id")
+        v.add_argument("subscription_id", help="as create or list printed it")
         v.set_defaults(handler=delete if name == "delete" else reactivate)
     lg = verbs.add_parser("log", help="a subscription's delivery attempts, newest first")
-    lg.add_argument("subscription_id")
-    lg.add_argument("--limit", type=int, default=50)
+    lg.add_argument("subscription_id", help="as create or list printed it")
+    lg.add_argument("--limit", type=int, default=50, help="attempts shown (default 50)")
     lg.set_defaults(handler=log)
 
 

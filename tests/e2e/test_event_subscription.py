@@ -19,7 +19,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from coalition.api import event_stream
-from coalition.app import create_app
+from coalition.api.app import create_app
 from coalition.settings import Settings
 from tests.e2e.test_payable import Api
 from tests.e2e.test_webhooks import earn, redeem

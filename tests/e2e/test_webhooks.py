@@ -30,7 +30,7 @@ import psycopg
 import pytest
 from starlette.applications import Starlette
 
-from coalition.app import create_app
+from coalition.api.app import create_app
 from coalition.settings import Settings
 from coalition.webhook_delivery import DeliveryPolicy, WebhookDelivery
 from coalition.webhook_secrets import load_webhook_key

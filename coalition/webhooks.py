@@ -77,11 +77,13 @@ def create(
         return Refusal(RefusalCode.INVALID_REQUEST, problem)
     with conn.transaction():
         known = conn.execute(
-            "SELECT 1 FROM coalition_partner WHERE partner_id = %s FOR SHARE", (partner_id,)
+            "SELECT 1 FROM coalition_partner WHERE partner_id = %s FOR NO KEY UPDATE",
+            (partner_id,),
         ).fetchone()
         if known is None:
             return Refusal(RefusalCode.UNKNOWN_PARTNER, f"no partner {partner_id}")
-        # The partner's row is locked: two creations at once count each other.
+        # The partner's row is locked (NO KEY UPDATE: exclusive among creations, unlike
+        # FOR SHARE): two creations at once count each other.
         (count,) = conn.execute(
             "SELECT count(*) FROM coalition_webhook_subscription"
             " WHERE partner_id = %s AND status <> 'deleted'",

@@ -189,3 +189,51 @@ def test_an_expired_hold_is_announced_once_and_a_captured_one_never(db_url: str)
             co, conn, partner_id="airline", ref_key="late", hold_seq=lapsing.hold_seq, points=5
         )
         assert isinstance(late, Refusal) and late.code is RefusalCode.HOLD_EXPIRED
+
+
+def test_the_app_role_may_do_everything_events_need(db_url: str) -> None:
+    """As ``coalition_app`` (what deployments log in as): an earn with its event, a
+    checkpoint and its trigger, a subscription, a hold sweep, and a delivery attempt
+    logged — every grant migration 0010w makes is used, none is missing."""
+    import http.server
+    import threading
+
+    import httpx
+
+    from coalition import webhooks
+    from coalition.webhook_delivery import DeliveryPolicy, WebhookDelivery
+    from coalition.webhook_secrets import WebhookKey
+
+    seed_if_empty(db_url)
+    received: list[bytes] = []
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received.append(self.rfile.read(int(self.headers["Content-Length"])))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    key = WebhookKey(bytes(range(32)))
+    try:
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            conn.execute("SET ROLE coalition_app")
+            url = f"http://127.0.0.1:{server.server_address[1]}/"
+            made = webhooks.create(conn, key, "grocer", url, ["earn.recorded"], now_us())
+            assert not isinstance(made, Refusal), made
+            assert not isinstance(_earn(Coalition(), conn, "as-app"), Refusal)
+            checkpoint_log.sign_now(conn, Signer.from_seed("ledger.app.example", bytes(32)), 1)
+            hold_expiry.sweep(conn, now_us())
+            worker = WebhookDelivery(db_url, key, DeliveryPolicy())
+            with httpx.Client() as http:
+                assert worker.deliver_due(conn, http) == 1
+            [logged] = webhooks.deliveries(conn, "grocer", made.subscription.subscription_id, 5)
+            assert logged.delivered and logged.status_code == 204
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert len(received) == 1 and b'"ref":"as-app"' in received[0]

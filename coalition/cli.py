@@ -81,11 +81,13 @@ def _parser() -> argparse.ArgumentParser:
     from coalition.cli_settle import add_partner_verbs
     from coalition.cli_settle import add_verbs as add_settle_verbs
     from coalition.cli_transparency import add_verbs as add_transparency_verbs
+    from coalition.cli_worker import add_verbs as add_worker_verbs
 
     add_transparency_verbs(sub)
     add_coalition_verbs(sub)
     add_settle_verbs(sub)
     add_partner_verbs(sub)
+    add_worker_verbs(sub)
     return parser
 
 

@@ -16,7 +16,7 @@ from coalition.settings import Settings
 from ledger import checkpoint_log, proofs, reads
 from ledger.receipt import format_receipt
 from ledger.signed_note import format_vkey
-from ledger.timefmt import now_us
+from ledger.timefmt import format_time_us, now_us
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -68,9 +68,19 @@ def add_verbs(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("apikey", help="API keys: create, list, revoke")
     keys = p.add_subparsers(required=True, metavar="ACTION")
     c = keys.add_parser("create", help="create a key (printed once, stored hashed)")
-    c.add_argument("--role", required=True, choices=("partner", "auditor", "finance", "operator"))
+    c.add_argument(
+        "--role",
+        required=True,
+        choices=("partner", "auditor", "finance", "operator", "metrics"),
+        help="what the key may do (metrics: read /metrics, nothing else)",
+    )
     c.add_argument("--partner", help="the partner a partner key acts for")
-    c.add_argument("--label", required=True)
+    c.add_argument("--label", required=True, help="who or what holds it (1–100 characters)")
+    c.add_argument(
+        "--expires",
+        help="when the key stops working: an instant with its offset"
+        " (2027-06-30T00:00:00Z) or a date (its midnight in COALITION_TIMEZONE)",
+    )
     c.set_defaults(handler=apikey_create)
     ls = keys.add_parser("list", help="list keys (never their secrets)")
     ls.set_defaults(handler=apikey_list)
@@ -209,9 +219,8 @@ def serve(args: argparse.Namespace) -> int:
 
     from coalition.api.observability import configure_logging
     from coalition.app import create_app
-    from coalition.checkpointer import Checkpointer
+    from coalition.cli_worker import in_serve, start_scheduler
     from coalition.seed import seed_if_empty
-    from ledger.checkpoint_log import CheckpointPolicy
 
     settings = Settings.from_env()
     workers = settings.workers if args.workers is None else args.workers
@@ -220,15 +229,10 @@ def serve(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     with database_url() as url:
         # Once per deployment, here in the serving parent, never in a worker: the
-        # migrations, the demo seed and the checkpointer (one signer).
+        # migrations, the demo seed and the scheduler (checkpoints and the other jobs).
         upgrade_to_head(url)
         keys = seed_if_empty(url) if args.seed else {}
-        checkpointer = Checkpointer(
-            url,
-            load_signer(settings),
-            CheckpointPolicy(settings.checkpoint_entries_max, settings.checkpoint_seconds_max),
-        )
-        checkpointer.start()
+        scheduler = start_scheduler(url, settings) if in_serve() else None
         try:
             base = f"http://{args.host}:{args.port}"
             print(
@@ -276,24 +280,28 @@ def serve(args: argparse.Namespace) -> int:
                     access_log=False,
                 )
         finally:
-            checkpointer.stop()
+            if scheduler is not None:
+                scheduler.stop()
     return EXIT_OK
 
 
 def apikey_create(args: argparse.Namespace) -> int:
     from coalition.api_keys import create_key
+    from coalition.time_input import parse_instant
 
     with database_url() as url, psycopg.connect(url, autocommit=True) as conn:
         upgrade_to_head(url)
         try:
-            key, info = create_key(conn, args.role, args.partner, args.label, now_us())
+            expires_us = None if args.expires is None else parse_instant(args.expires)
+            key, info = create_key(conn, args.role, args.partner, args.label, now_us(), expires_us)
         except ValueError as exc:
             print(str(exc), file=sys.stderr)
             return EXIT_USAGE
     print(key)
     print(
         f"key {info.key_id} ({info.role}{' for ' + info.partner_id if info.partner_id else ''})"
-        " — store it now: only its hash is kept",
+        + ("" if info.expires_at_us is None else f", expires {format_time_us(info.expires_at_us)}")
+        + " — store it now: only its hash is kept",
         file=sys.stderr,
     )
     return EXIT_OK
@@ -304,8 +312,9 @@ def apikey_list(args: argparse.Namespace) -> int:
 
     with database_url() as url, psycopg.connect(url, autocommit=True) as conn:
         upgrade_to_head(url)
+        now = now_us()
         for info in list_keys(conn):
-            state = "revoked" if info.revoked_at_us is not None else "active"
+            state = info.state(now)
             print(
                 f"{info.key_id}  {info.role:<9} {info.partner_id or '-':<20} {state:<8} "
                 f"{info.label}"

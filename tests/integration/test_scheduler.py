@@ -1,3 +1,4 @@
+# ruff: noqa: F811  (pytest fixtures imported from another module, used as parameters)
 """The scheduler (coalition/scheduler.py) and its jobs against a real PostgreSQL: two
 schedulers at once run a job once (the advisory lock, then the cadence read under it);
 a job that fails is recorded and counted and the scheduler goes on; ``stop`` cancels a
@@ -6,6 +7,7 @@ and never approves; a suspended partner's writes are refused inside the append."
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Iterator
@@ -89,7 +91,7 @@ def test_started_schedulers_keep_one_cadence_between_them(db_url: str) -> None:
         s.stop()
     # Three schedulers with a 0.5 s cadence: about 5 runs in 2.2 s, not 15.
     assert 3 <= len(runs) <= 6, runs
-    gaps = [b - a for a, b in zip(runs, runs[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(runs)]
     assert min(gaps) >= 0.45, gaps
 
 

@@ -244,7 +244,7 @@ def app_from_env() -> Starlette:
     """The app as each worker process of ``coalition serve --workers N`` builds it: the
     settings from the environment, the database from ``DATABASE_URL`` (which serve sets
     for its workers, the embedded server's too). Migrations, the demo seed and the
-    checkpointer are the serving parent's, once per deployment, never a worker's."""
+    scheduler are the serving parent's, once per deployment, never a worker's."""
     from coalition.api.observability import configure_logging
 
     configure_logging()

@@ -219,7 +219,7 @@ def serve(args: argparse.Namespace) -> int:
 
     from coalition.api.observability import configure_logging
     from coalition.app import create_app
-    from coalition.cli_worker import in_serve, start_scheduler
+    from coalition.jobs import in_serve, start_scheduler
     from coalition.seed import seed_if_empty
 
     settings = Settings.from_env()

@@ -1,20 +1,18 @@
 """CLI verb ``worker``: run the scheduled jobs (``coalition.jobs``) in a process of their
-own, until SIGTERM or SIGINT; and the start of the same scheduler inside ``serve``."""
+own, until SIGTERM or SIGINT (``serve`` starts the same scheduler: ``coalition.jobs``)."""
 
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 import threading
 from types import FrameType
 
 from coalition.database import database_url
-from coalition.jobs import scheduled_jobs
+from coalition.jobs import scheduled_jobs, start_scheduler
 from coalition.keys import load_signer
 from coalition.migrate import upgrade_to_head
-from coalition.scheduler import Scheduler
 from coalition.settings import Settings
 
 EXIT_OK = 0
@@ -31,21 +29,6 @@ def add_verbs(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         " once: an advisory lock per job lets one run it at a time.",
     )
     p.set_defaults(handler=worker)
-
-
-def in_serve() -> bool:
-    """Whether ``serve`` runs the scheduler too (COALITION_SCHEDULER, ``on`` by default;
-    ``off`` when a ``coalition worker`` runs it instead)."""
-    value = os.environ.get("COALITION_SCHEDULER", "on").strip().lower()
-    if value not in ("on", "off"):
-        raise ValueError(f"COALITION_SCHEDULER is on or off (not {value!r})")
-    return value == "on"
-
-
-def start_scheduler(url: str, settings: Settings) -> Scheduler:
-    scheduler = Scheduler(url, scheduled_jobs(url, settings, load_signer(settings)))
-    scheduler.start()
-    return scheduler
 
 
 def worker(args: argparse.Namespace) -> int:

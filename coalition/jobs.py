@@ -26,8 +26,9 @@ from coalition.checkpointer import Checkpointer
 from coalition.context import Coalition
 from coalition.expiry import expire_points
 from coalition.hold_timeout import void_expired_holds
+from coalition.keys import load_signer
 from coalition.outcomes import Refusal
-from coalition.scheduler import Job, JobResult
+from coalition.scheduler import Job, JobResult, Scheduler
 from coalition.settings import Settings
 from ledger import checkpoint_log
 from ledger.checkpoint_log import CheckpointPolicy
@@ -124,3 +125,18 @@ def compute_last_period(
     if isinstance(outcome, Refusal):
         return JobResult("refused", f"period {period}: {outcome}")
     return JobResult("ok", f"computed run {outcome.run_id} of {period}, to approve")
+
+
+def in_serve() -> bool:
+    """Whether ``serve`` runs the scheduler too (COALITION_SCHEDULER, ``on`` by default;
+    ``off`` when a ``coalition worker`` runs it instead)."""
+    value = os.environ.get("COALITION_SCHEDULER", "on").strip().lower()
+    if value not in ("on", "off"):
+        raise ValueError(f"COALITION_SCHEDULER is on or off (not {value!r})")
+    return value == "on"
+
+
+def start_scheduler(url: str, settings: Settings) -> Scheduler:
+    scheduler = Scheduler(url, scheduled_jobs(url, settings, load_signer(settings)))
+    scheduler.start()
+    return scheduler

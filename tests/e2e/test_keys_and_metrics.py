@@ -14,8 +14,8 @@ import httpx
 import psycopg
 from starlette.applications import Starlette
 
+from coalition.api.app import create_app
 from coalition.api_keys import create_key
-from coalition.app import create_app
 from coalition.job_record import record_run
 from coalition.settings import Settings
 from ledger.timefmt import format_time_us, now_us, parse_time_us

@@ -9,14 +9,12 @@ import sys
 import threading
 from types import FrameType
 
+from coalition.cli._common import EXIT_OK, EXIT_USAGE
 from coalition.database import database_url
 from coalition.jobs import scheduled_jobs, start_scheduler
 from coalition.keys import load_signer
 from coalition.migrate import upgrade_to_head
 from coalition.settings import Settings
-
-EXIT_OK = 0
-EXIT_USAGE = 2
 
 
 def add_verbs(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -1,5 +1,6 @@
-"""API keys: create (the secret is shown once), list without secrets, revoke, and
-authenticate a presented key — against a stored SHA-256 of its secret only.
+"""API keys: create (the secret is shown once, optionally with an expiry), list without
+secrets, revoke, and authenticate a presented key — against a stored SHA-256 of its
+secret only.
 
 A key reads ``ck_<key id>_<secret>``; the key id finds the row, the secret's hash is
 compared in constant time. Secrets are 256 random bits, so a plain SHA-256 (not a slow
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from coalition.context import Conn
 from coalition.partners import get_partner
 
-ROLES = ("partner", "auditor", "finance", "operator")
+ROLES = ("partner", "auditor", "finance", "operator", "metrics")
 API_KEY_CHANNEL = "coalition_api_key"  # NOTIFY payload: the key id changed ("*": all)
 _KEY = re.compile(r"ck_([a-z0-9]{12})_([A-Za-z0-9_-]{43})")
 
@@ -27,6 +28,19 @@ class Principal:
     key_id: str
     role: str
     partner_id: str | None
+    # A partner key's partner is suspended (as read when the key was checked): it may read
+    # its own records and write nothing (docs/DESIGN.md, "Suspended partners").
+    suspended: bool = False
+    expires_at_us: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class KeyExpired:
+    """The presented key is the right secret of a key past its expiry: its holder is told
+    so (they hold the secret, so this says nothing they could not know)."""
+
+    key_id: str
+    expired_at_us: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,10 +51,23 @@ class ApiKeyInfo:
     label: str
     created_at_us: int
     revoked_at_us: int | None
+    expires_at_us: int | None = None
+
+    def state(self, now_us: int) -> str:
+        if self.revoked_at_us is not None:
+            return "revoked"
+        if self.expires_at_us is not None and self.expires_at_us <= now_us:
+            return "expired"
+        return "active"
 
 
 def create_key(
-    conn: Conn, role: str, partner_id: str | None, label: str, now_us: int
+    conn: Conn,
+    role: str,
+    partner_id: str | None,
+    label: str,
+    now_us: int,
+    expires_at_us: int | None = None,
 ) -> tuple[str, ApiKeyInfo]:
     """Return the key text (to hand over once; it is not kept) and its record."""
     if role not in ROLES:
@@ -51,19 +78,22 @@ def create_key(
         raise ValueError(f"no partner {partner_id}")
     if not 0 < len(label) <= 100:
         raise ValueError("label: 1–100 characters")
+    if expires_at_us is not None and expires_at_us <= now_us:
+        raise ValueError("a key's expiry is in the future")
     key_id = secrets.token_hex(6)
     secret = secrets.token_urlsafe(32)
     conn.execute(
         "INSERT INTO coalition_api_key (key_id, secret_sha256, role, partner_id, label,"
-        " created_at_us) VALUES (%s, %s, %s, %s, %s, %s)",
-        (key_id, _digest(secret), role, partner_id, label, now_us),
+        " created_at_us, expires_at_us) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+        (key_id, _digest(secret), role, partner_id, label, now_us, expires_at_us),
     )
-    return f"ck_{key_id}_{secret}", ApiKeyInfo(key_id, role, partner_id, label, now_us, None)
+    info = ApiKeyInfo(key_id, role, partner_id, label, now_us, None, expires_at_us)
+    return f"ck_{key_id}_{secret}", info
 
 
 def list_keys(conn: Conn) -> list[ApiKeyInfo]:
     rows = conn.execute(
-        "SELECT key_id, role, partner_id, label, created_at_us, revoked_at_us"
+        "SELECT key_id, role, partner_id, label, created_at_us, revoked_at_us, expires_at_us"
         " FROM coalition_api_key ORDER BY created_at_us, key_id"
     ).fetchall()
     return [ApiKeyInfo(*row) for row in rows]
@@ -89,6 +119,8 @@ class KeyRecord:
     role: str
     partner_id: str | None
     revoked: bool
+    expires_at_us: int | None = None
+    partner_suspended: bool = False  # the partner's status as read with the row
 
 
 def parse_key(presented: str) -> tuple[str, str] | None:
@@ -99,32 +131,45 @@ def parse_key(presented: str) -> tuple[str, str] | None:
 
 def lookup_key(conn: Conn, key_id: str) -> KeyRecord | None:
     row = conn.execute(
-        "SELECT secret_sha256, role, partner_id, revoked_at_us FROM coalition_api_key"
-        " WHERE key_id = %s",
+        "SELECT k.secret_sha256, k.role, k.partner_id, k.revoked_at_us, k.expires_at_us,"
+        " coalesce(p.status <> 'active', false) FROM coalition_api_key k"
+        " LEFT JOIN coalition_partner p ON p.partner_id = k.partner_id WHERE k.key_id = %s",
         (key_id,),
     ).fetchone()
     if row is None:
         return None
-    return KeyRecord(key_id, bytes(row[0]), row[1], row[2], row[3] is not None)
+    return KeyRecord(key_id, bytes(row[0]), row[1], row[2], row[3] is not None, row[4], row[5])
 
 
-def check_secret(record: KeyRecord | None, secret: str) -> Principal | None:
-    """The principal if ``secret`` is the live key's, else None — the same work either way."""
+def check_secret(
+    record: KeyRecord | None, secret: str, now_us: int
+) -> Principal | KeyExpired | None:
+    """The principal if ``secret`` is the live key's, ``KeyExpired`` if it is the secret of
+    a key past its expiry at ``now_us``, else None — the same work either way."""
     if record is None or record.revoked:
         hmac.compare_digest(_digest(secret), bytes(32))
         return None
     if not hmac.compare_digest(_digest(secret), record.secret_sha256):
         return None
-    return Principal(record.key_id, record.role, record.partner_id)
+    if record.expires_at_us is not None and record.expires_at_us <= now_us:
+        return KeyExpired(record.key_id, record.expires_at_us)
+    return Principal(
+        record.key_id,
+        record.role,
+        record.partner_id,
+        record.partner_suspended,
+        record.expires_at_us,
+    )
 
 
-def authenticate(conn: Conn, presented: str) -> Principal | None:
-    """The key's principal, or None (unknown, malformed or revoked — never which)."""
+def authenticate(conn: Conn, presented: str, now_us: int) -> Principal | KeyExpired | None:
+    """The key's principal, ``KeyExpired``, or None (unknown, malformed, revoked or a wrong
+    secret — never which)."""
     parsed = parse_key(presented)
     if parsed is None:
         return None
     key_id, secret = parsed
-    return check_secret(lookup_key(conn, key_id), secret)
+    return check_secret(lookup_key(conn, key_id), secret, now_us)
 
 
 def _digest(secret: str) -> bytes:

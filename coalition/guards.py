@@ -14,7 +14,9 @@ entries of the same batch that it let through before. What the ledger's own rule
 - A refund of a redemption stays within the points redeemed, and gives back to the lots
   it chose for the points already refunded (else ``BUSY``).
 - Earns, bonuses, redemptions and holds need the partner active and the member active
-  at the moment of writing (a suspension or a block that committed first wins).
+  at the moment of writing (a suspension or a block that committed first wins); so does
+  every entry written in a partner's name (ref scope ``partner:<id>``: captures, voids,
+  refunds, card links), because a suspended partner's keys write nothing.
 - Nothing names an erased member again: no card link, status change or second erasure
   (an erasure that committed first wins: ``MEMBER_ERASED``).
 - An earn is priced by the earning rules in force when it is written (a publication
@@ -37,11 +39,22 @@ from ledger.state import State
 
 Conn = Any  # a psycopg connection, in the batch's transaction
 
+_PARTNER_SCOPE = "partner:"  # the ref scope of what a partner's key writes
 _NEEDS_ACTIVE_PARTNER = frozenset({"earn", "redeem", "authorise"})
 _NEEDS_ACTIVE_MEMBER = frozenset({"earn", "bonus", "redeem", "authorise"})
 # Facts about a member that an erasure ends: nothing may name the member afterwards.
 _NEEDS_UNERASED_MEMBER = frozenset({"card_linked", "member_status", "member_erased"})
 _MEMBER_KINDS = _NEEDS_ACTIVE_MEMBER | _NEEDS_UNERASED_MEMBER
+
+
+def _partners_needed_active(request: EntryRequest) -> set[str]:
+    needed = set()
+    kind, meta = request.kind, request.meta
+    if kind in _NEEDS_ACTIVE_PARTNER or (kind == "bonus" and meta["partner"] != OPERATOR):
+        needed.add(meta["partner"])
+    if request.ref_scope.startswith(_PARTNER_SCOPE):
+        needed.add(request.ref_scope.removeprefix(_PARTNER_SCOPE))
+    return needed
 
 
 def refused(code: RefusalCode, detail: str) -> Rejection:
@@ -73,10 +86,10 @@ class CoalitionGuard:
 
     def judge(self, request: EntryRequest, state: State, time_us: int) -> Rejection | None:
         meta, kind = request.meta, request.kind
-        if kind in _NEEDS_ACTIVE_PARTNER or (kind == "bonus" and meta["partner"] != OPERATOR):
-            status = self.partner_status.get(meta["partner"])
+        for partner in _partners_needed_active(request):
+            status = self.partner_status.get(partner)
             if status != "active":
-                detail = f"partner {meta['partner']} is {status or 'unknown'}"
+                detail = f"partner {partner} is {status or 'unknown'}"
                 return refused(RefusalCode.PARTNER_SUSPENDED, detail)
         if kind in _MEMBER_KINDS:
             status = self.member_status.get(meta["member"])
@@ -165,8 +178,7 @@ def before_append(conn: Conn, requests: Sequence[EntryRequest]) -> CoalitionGuar
             earn_seqs.add(r.meta["earn_seq"])
         elif r.kind == "refund_redemption":
             redemption_seqs.add(r.meta["redemption_seq"])
-        if r.kind in _NEEDS_ACTIVE_PARTNER or (r.kind == "bonus" and r.meta["partner"] != OPERATOR):
-            partners.add(r.meta["partner"])
+        partners.update(_partners_needed_active(r))
         if r.kind in _MEMBER_KINDS:
             members.add(r.meta["member"])
     if not (earn_seqs or redemption_seqs or partners or members):

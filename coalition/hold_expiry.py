@@ -37,7 +37,12 @@ def sweep(conn: Conn, now_us: int) -> int:
         rows = conn.execute(
             "SELECT h.hold_seq, h.amount, h.expires_us, e.canonical FROM ledger_hold h"
             " JOIN ledger_entry e ON e.chain_id = %s AND e.seq = h.hold_seq"
-            " WHERE h.status = 'active' AND h.expires_us <= %s AND NOT EXISTS ("
+            # A hold the holds job timed out (a void of kind hold_timeout) expired all
+            # the same: its partner is told, as of any hold still active past expiry.
+            " WHERE (h.status = 'active' OR (h.status = 'voided' AND EXISTS ("
+            " SELECT 1 FROM ledger_entry v WHERE v.chain_id = e.chain_id"
+            " AND v.seq = h.closed_seq AND v.kind = 'hold_timeout')))"
+            " AND h.expires_us <= %s AND NOT EXISTS ("
             " SELECT 1 FROM coalition_hold_expiry_notice n WHERE n.hold_seq = h.hold_seq)"
             " ORDER BY h.hold_seq LIMIT %s",
             (DEFAULT_CHAIN_ID, horizon_us, HOLDS_PER_SWEEP_MAX),

@@ -3,7 +3,7 @@
 ``record_entries`` runs in the journal's ``after_append`` (every append path: a plain
 append, the API's group committer, the thread committer's pipelined stream), so an event
 exists exactly when its entry committed. Settlement runs write theirs with ``record``
-in the transaction that moves the run; checkpoints by a trigger (migration 0010w).
+in the transaction that moves the run; checkpoints by a trigger (migration 0010).
 
 Each event belongs to the partner whose data it is about (``partner_id``), or to nobody
 (NULL: a public fact, a signed checkpoint). Its seq comes from one counter row updated
@@ -24,7 +24,7 @@ from coalition.accounts import OPERATOR
 from ledger.journal import Appended
 from ledger.requests import EntryRequest
 
-PAYLOAD_BYTES_MAX = 16384  # as migration 0010w's CHECK: an event is a notice, not a report
+PAYLOAD_BYTES_MAX = 16384  # as migration 0010's CHECK: an event is a notice, not a report
 
 # Entry kind → event type. Kinds not named here (partners, terms, members, keys) are
 # the operator's facts, not a partner's activity, and raise no event.
@@ -153,5 +153,5 @@ def events_for(
 
 def last_seq(conn: Conn) -> int:
     row = conn.execute("SELECT last_seq FROM coalition_event_head").fetchone()
-    assert row is not None, "migration 0010w makes the head"
+    assert row is not None, "migration 0010 makes the head"
     return int(row[0])

@@ -12,6 +12,7 @@ from typing import Any
 from coalition import accounts
 from coalition.context import Coalition, Conn, stored_entry
 from coalition.earn import active_partner, find_member
+from coalition.hold_timeout import timed_out
 from coalition.outcomes import Authorised, Redeemed, Refusal, RefusalCode, Voided
 from ledger import reads
 from ledger.requests import EntryRequest, HoldRequest, PostingRequest
@@ -112,6 +113,8 @@ def capture(
     refused = active_partner(conn, partner_id)
     if refused is not None:
         return refused
+    if timed_out(conn, hold_seq):
+        return Refusal(RefusalCode.HOLD_EXPIRED, f"hold {hold_seq} has expired")
     member = hold["member"]
     meta = {
         "input": {"hold": hold_seq, "points": points},

@@ -83,6 +83,7 @@ def seed_if_empty(database_url: str) -> dict[str, str]:
             ("finance", None),
             ("finance", None),
             ("operator", None),
+            ("metrics", None),  # the scraper's: /metrics and nothing else
         )
         for role, for_partner in roles:
             label = f"{role} {for_partner}" if for_partner else role

@@ -46,3 +46,25 @@ def period_bounds(name: str, zone: str) -> tuple[str, int, int]:
     start = datetime.combine(first, time(0), tz)
     end = datetime.combine(after, time(0), tz)
     return cycle, datetime_to_us(start), datetime_to_us(end)
+
+
+CYCLES = ("daily", "weekly", "monthly")
+
+
+def last_ended(cycle: str, zone: str, now_us: int) -> str:
+    """The name of the latest period of ``cycle`` to have ended by ``now_us`` in ``zone``:
+    yesterday, last ISO week or last month, counted from the local date now."""
+    if cycle not in CYCLES:
+        raise InvalidPeriod(f"cycle {cycle!r}: use one of {', '.join(CYCLES)}")
+    today = (
+        (datetime(1970, 1, 1, tzinfo=ZoneInfo("UTC")) + timedelta(microseconds=now_us))
+        .astimezone(ZoneInfo(zone))
+        .date()
+    )
+    if cycle == "daily":
+        return (today - timedelta(days=1)).isoformat()
+    if cycle == "weekly":
+        year, week, _ = (today - timedelta(days=7)).isocalendar()
+        return f"{year:04d}-W{week:02d}"
+    last_month = today.replace(day=1) - timedelta(days=1)
+    return f"{last_month.year:04d}-{last_month.month:02d}"

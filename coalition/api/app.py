@@ -1,5 +1,6 @@
 """The Starlette application: ``/graphql`` (GraphiQL only in development), ``/healthz``,
-``/readyz``, ``/metrics``, ``/checkpoint`` and plain-text proofs for witnesses.
+``/readyz``, ``/metrics`` (for a ``metrics`` or ``operator`` key), ``/checkpoint`` and
+plain-text proofs for witnesses.
 
 Every request gets a request id (echoed as ``X-Request-Id`` and on every log line); the
 API key is checked once per request, then the key's token bucket; bodies are bounded.
@@ -37,8 +38,10 @@ from coalition.api.event_stream import ConnectionSlots, EventStreamHandler
 from coalition.api.group_commit import GroupCommittedCoalition, GroupCommitter
 from coalition.api.http_body import JsonRequests
 from coalition.api.keycache import ApiKeyCache
+from coalition.api.metrics_access import MetricsAccess, expired_refusal
 from coalition.api.observability import (
     APPEND_BATCH,
+    JOBS,
     JOURNAL_LENGTH,
     RATE_LIMITED,
     REGISTRY,
@@ -48,8 +51,9 @@ from coalition.api.observability import (
 from coalition.api.ratelimit import RateLimiter, retry_after_header
 from coalition.api.schema import build_schema
 from coalition.api.trusted import DocumentRefused, TrustedDocuments
-from coalition.api_keys import Principal
+from coalition.api_keys import KeyExpired, Principal
 from coalition.context import Coalition, after_append
+from coalition.job_record import job_records
 from coalition.keys import load_signer
 from coalition.settings import Settings
 from graphql import GraphQLError
@@ -140,6 +144,7 @@ def create_app(
         "ws_slots": ConnectionSlots(),
     }
     limiter = limiter or RateLimiter()
+    metrics_access = MetricsAccess(api_keys, database)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -159,6 +164,8 @@ def create_app(
         if length is not None and (not length.isdigit() or int(length) > BODY_BYTES_MAX):
             return _too_large()
         principal = await _principal(api_keys, database, headers.get("authorization", ""))
+        if isinstance(principal, KeyExpired):
+            return expired_refusal(principal)
         scope["principal"] = principal
         client = scope["client"][0] if scope.get("client") else "unknown"
         key = principal.key_id if principal else client
@@ -189,11 +196,16 @@ def create_app(
         return JSONResponse(body, status_code=status, headers=headers or None)
 
     async def metrics(request: Request) -> Response:
+        refused = await metrics_access.refusal(request.headers.get("authorization", ""))
+        if refused is not None:
+            return refused
         # The metrics answer during an outage too (database_up says it); only the
-        # journal's length, which needs the database, is then left as last seen.
+        # journal's length and the jobs' record, which need the database, are then
+        # left as last seen.
         with contextlib.suppress(DatabaseUnavailable):
             head = await database.run(reads.head)
             JOURNAL_LENGTH.set(head.tree_size)
+            JOBS.update(await database.run(job_records))
         return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
     async def checkpoint(request: Request) -> Response:
@@ -242,7 +254,7 @@ def app_from_env() -> Starlette:
     """The app as each worker process of ``coalition serve --workers N`` builds it: the
     settings from the environment, the database from ``DATABASE_URL`` (which serve sets
     for its workers, the embedded server's too). Migrations, the demo seed and the
-    checkpointer are the serving parent's, once per deployment, never a worker's."""
+    scheduler are the serving parent's, once per deployment, never a worker's."""
     from coalition.api.observability import configure_logging
 
     configure_logging()
@@ -332,7 +344,9 @@ async def _proof(database: Database, fn: Callable[..., list[bytes]], *args: int)
     return PlainTextResponse(body, media_type=TEXT)
 
 
-async def _principal(api_keys: ApiKeyCache, database: Database, header: str) -> Principal | None:
+async def _principal(
+    api_keys: ApiKeyCache, database: Database, header: str
+) -> Principal | KeyExpired | None:
     if not header.lower().startswith("bearer "):
         return None
     return await api_keys.authenticate(database, header[7:].strip())

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from coalition.api.db import Database
-from coalition.api.errors import Forbidden, Unauthenticated
+from coalition.api.errors import Forbidden, PartnerSuspended, Unauthenticated
 from coalition.api.keycache import ApiKeyCache
 from coalition.api.loaders import Loaders
 from coalition.api_keys import Principal
@@ -35,12 +35,16 @@ class ApiContext:
     def __post_init__(self) -> None:
         self.loaders = Loaders(self.database)  # per request: batches never cross callers
 
-    def who(self, *roles: str) -> Principal:
-        """The caller, if it holds one of ``roles`` (else a typed GraphQL error)."""
+    def who(self, *roles: str, own_records: bool = False) -> Principal:
+        """The caller, if it holds one of ``roles`` (else a typed GraphQL error). A
+        suspended partner's key passes only where ``own_records`` says the field reads
+        the partner's own records (reconciliation); elsewhere ``PARTNER_SUSPENDED``."""
         if self.principal is None:
             raise Unauthenticated()
         if roles and self.principal.role not in roles:
             raise Forbidden()
+        if self.principal.suspended and not own_records:
+            raise PartnerSuspended()
         return self.principal
 
     async def db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:

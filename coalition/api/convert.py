@@ -270,4 +270,5 @@ def api_key(info: ApiKeyInfo) -> ApiKey:
         partner_id=info.partner_id,
         label=info.label,
         revoked=info.revoked_at_us is not None,
+        expires_at=None if info.expires_at_us is None else format_time_us(info.expires_at_us),
     )

@@ -27,6 +27,14 @@ class Forbidden(ApiError):
     message = "this key may not do that"
 
 
+class PartnerSuspended(ApiError):
+    """A suspended partner's key asked for something beyond reading its own records
+    (docs/DESIGN.md, "Suspended partners")."""
+
+    code = "PARTNER_SUSPENDED"
+    message = "this partner is suspended: its keys may read its own records, nothing else"
+
+
 class DatabaseUnavailable(ApiError):
     """PostgreSQL cannot be reached (down, restarting, the connection lost): the request
     is answered 503 with ``Retry-After``. A mutation caught by it may or may not have

@@ -24,6 +24,13 @@ notification came in between. So:
 
 Unknown key ids are not cached (a key made a moment ago works at once), nor wrong
 secrets (each is checked against the row, in constant time, hit or miss).
+
+A key's expiry is in its row and compared with the clock at every check, cached or not:
+an expired key is refused from the microsecond it expires, with no notification. A
+partner's suspension is read with the row (the partner's status); migration 0011 has a
+change of status announced on the same channel (payload ``partner:<id>``), which drops
+that partner's keys. A row whose partner is suspended is never kept, so a reactivation
+is seen at the next request.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ import psycopg
 from coalition.api.db import Database
 from coalition.api_keys import (
     API_KEY_CHANNEL,
+    KeyExpired,
     KeyRecord,
     Principal,
     check_secret,
@@ -47,6 +55,7 @@ from coalition.api_keys import (
     parse_key,
 )
 from coalition.database import psycopg_url
+from ledger.timefmt import now_us
 
 PING_SECONDS = 0.1
 FRESH_SECONDS = 0.5
@@ -109,8 +118,17 @@ class ApiKeyCache:
         self._changes += 1
         self._entries.pop(key_id, None)
 
-    async def authenticate(self, database: Database, presented: str) -> Principal | None:
-        """The key's principal, or None (unknown, malformed or revoked — never which)."""
+    def forget_partner(self, partner_id: str) -> None:
+        """Drop a partner's keys (its status changed: read it again at the next request)."""
+        self._changes += 1
+        for key_id in [k for k, e in self._entries.items() if e.record.partner_id == partner_id]:
+            del self._entries[key_id]
+
+    async def authenticate(
+        self, database: Database, presented: str
+    ) -> Principal | KeyExpired | None:
+        """The key's principal, ``KeyExpired`` (the right secret of an expired key), or
+        None (unknown, malformed, revoked or a wrong secret — never which)."""
         parsed = parse_key(presented)
         if parsed is None:
             return None
@@ -119,7 +137,7 @@ class ApiKeyCache:
         entry = self._entries.get(key_id)
         if entry is not None and now - entry.read_at < self._ttl_seconds and self.listening:
             self.hits += 1
-            return check_secret(entry.record, secret)
+            return check_secret(entry.record, secret, now_us())
         self.misses += 1
         keepable = self.listening
         epoch, changes = self._epoch, self._changes
@@ -127,6 +145,7 @@ class ApiKeyCache:
         if (
             record is not None
             and not record.revoked
+            and not record.partner_suspended
             and keepable
             and self._listening
             and (epoch, changes) == (self._epoch, self._changes)
@@ -134,12 +153,14 @@ class ApiKeyCache:
             if len(self._entries) >= ENTRIES_MAX:
                 self._entries.clear()
             self._entries[key_id] = _Entry(record, now)
-        return check_secret(record, secret)
+        return check_secret(record, secret, now_us())
 
     def _notified(self, notify: psycopg.Notify) -> None:
         self._changes += 1
         if notify.payload == "*":
             self._entries.clear()
+        elif notify.payload.startswith("partner:"):
+            self.forget_partner(notify.payload.removeprefix("partner:"))
         else:
             self._entries.pop(notify.payload, None)
 

@@ -41,7 +41,7 @@ from coalition.api.types import (
     SettlementRun,
     settlement_warning,
 )
-from coalition.api_keys import create_key, revoke_key
+from coalition.api_keys import Principal, create_key, revoke_key
 from coalition.earning import EarningRules
 from coalition.outcomes import Refusal, RefusalCode
 from coalition.time_input import parse_instant
@@ -61,6 +61,18 @@ class MemberRef:
 def _invalid(detail: str) -> Any:
     """The union refusal InvalidRequest, for arguments a use case would refuse anyway."""
     return refusal(Refusal(RefusalCode.INVALID_REQUEST, detail))
+
+
+def _till(info: Ctx, *roles: str) -> Principal | Any:
+    """The caller, or — for a suspended partner's key — the union refusal
+    PARTNER_SUSPENDED: such a key writes nothing (docs/DESIGN.md, "Suspended partners").
+    The journal's guard refuses the same in the transaction that writes, for a
+    suspension that commits after this key was checked."""
+    who = info.context.who(*roles, own_records=True)
+    if who.suspended:
+        detail = f"partner {who.partner_id} is suspended"
+        return refusal(Refusal(RefusalCode.PARTNER_SUSPENDED, detail))
+    return who
 
 
 def _answer(outcome: Any, success: Any) -> Any:
@@ -92,7 +104,9 @@ class Mutation:
         currency: str,
         category: str | None = None,
     ) -> Any:
-        who = info.context.who("partner")
+        who = _till(info, "partner")
+        if not isinstance(who, Principal):
+            return who
         outcome = await info.context.db(
             lambda conn: earn.earn_points(
                 info.context.tills,
@@ -112,7 +126,9 @@ class Mutation:
 
     @strawberry.mutation(graphql_type=RedeemResult, description="Spend points at the till.")
     async def redeem(self, info: Ctx, reference: str, member: MemberRef, points: Long) -> Any:
-        who = info.context.who("partner")
+        who = _till(info, "partner")
+        if not isinstance(who, Principal):
+            return who
         outcome = await info.context.db(
             lambda conn: redeem.redeem_points(
                 info.context.tills,
@@ -130,7 +146,9 @@ class Mutation:
     async def authorise(
         self, info: Ctx, reference: str, member: MemberRef, points: Long, hold_seconds: int = 900
     ) -> Any:
-        who = info.context.who("partner")
+        who = _till(info, "partner")
+        if not isinstance(who, Principal):
+            return who
         outcome = await info.context.db(
             lambda conn: redeem.authorise(
                 info.context.tills,
@@ -155,7 +173,9 @@ class Mutation:
 
     @strawberry.mutation(graphql_type=CaptureResult, description="Capture (part of) a hold.")
     async def capture(self, info: Ctx, reference: str, hold_seq: Long, points: Long) -> Any:
-        who = info.context.who("partner")
+        who = _till(info, "partner")
+        if not isinstance(who, Principal):
+            return who
         outcome = await info.context.db(
             lambda conn: redeem.capture(
                 info.context.tills,
@@ -170,7 +190,9 @@ class Mutation:
 
     @strawberry.mutation(graphql_type=VoidResult, description="Release a hold.")
     async def void(self, info: Ctx, reference: str, hold_seq: Long) -> Any:
-        who = info.context.who("partner")
+        who = _till(info, "partner")
+        if not isinstance(who, Principal):
+            return who
         outcome = await info.context.db(
             lambda conn: redeem.void(
                 info.context.tills,
@@ -186,7 +208,9 @@ class Mutation:
     async def refund_purchase(
         self, info: Ctx, reference: str, earn_reference: str, refund_minor: Long
     ) -> Any:
-        who = info.context.who("partner")
+        who = _till(info, "partner")
+        if not isinstance(who, Principal):
+            return who
         outcome = await info.context.db(
             lambda conn: refunds.refund_purchase(
                 info.context.tills,
@@ -203,7 +227,9 @@ class Mutation:
     async def refund_redemption(
         self, info: Ctx, reference: str, redemption_reference: str, points: Long
     ) -> Any:
-        who = info.context.who("partner")
+        who = _till(info, "partner")
+        if not isinstance(who, Principal):
+            return who
         outcome = await info.context.db(
             lambda conn: refunds.refund_redemption(
                 info.context.tills,
@@ -218,7 +244,9 @@ class Mutation:
 
     @strawberry.mutation(graphql_type=RecordResult, description="Enrol a member (idempotent).")
     async def enroll_member(self, info: Ctx, member_id: str) -> Any:
-        info.context.who("partner", "operator")
+        who = _till(info, "partner", "operator")
+        if not isinstance(who, Principal):
+            return who
         return _recorded(
             await info.context.db(
                 lambda conn: members.enroll_member(info.context.coalition, conn, member_id)
@@ -227,7 +255,9 @@ class Mutation:
 
     @strawberry.mutation(graphql_type=RecordResult, description="Link this partner's card.")
     async def link_card(self, info: Ctx, member_id: str, card_number: str) -> Any:
-        who = info.context.who("partner")
+        who = _till(info, "partner")
+        if not isinstance(who, Principal):
+            return who
         return _recorded(
             await info.context.db(
                 lambda conn: members.link_card(
@@ -269,13 +299,16 @@ class Mutation:
         self, info: Ctx, reference: str, partner_id: str, status: str
     ) -> Any:
         info.context.who("operator")
-        return _recorded(
-            await info.context.db(
-                lambda conn: partners.set_partner_status(
-                    info.context.coalition, conn, partner_id, status, reference
-                )
+        outcome = await info.context.db(
+            lambda conn: partners.set_partner_status(
+                info.context.coalition, conn, partner_id, status, reference
             )
         )
+        if info.context.api_keys is not None:
+            # This process checks the partner's keys afresh from its next request; the
+            # others when the status change's notification reaches them (api.keycache).
+            info.context.api_keys.forget_partner(partner_id)
+        return _recorded(outcome)
 
     @strawberry.mutation(graphql_type=RecordResult, description="Operator: a new terms version.")
     async def publish_terms(
@@ -347,14 +380,23 @@ class Mutation:
             )
         )
 
-    @strawberry.mutation(description="Operator: a new API key (the key is shown once).")
+    @strawberry.mutation(
+        description="Operator: a new API key (the key is shown once); expiresAt, an instant"
+        " with its offset, ends it (refused from then on with API_KEY_EXPIRED)."
+    )
     async def create_api_key(
-        self, info: Ctx, role: Role, label: str, partner_id: str | None = None
+        self,
+        info: Ctx,
+        role: Role,
+        label: str,
+        partner_id: str | None = None,
+        expires_at: str | None = None,
     ) -> CreatedApiKey:
         info.context.who("operator")
         try:
+            expires_us = None if expires_at is None else parse_instant(expires_at)
             key, created = await info.context.db(
-                create_key, role.value, partner_id, label, now_us()
+                create_key, role.value, partner_id, label, now_us(), expires_us
             )
         except ValueError as exc:
             raise BadInput(str(exc)) from None

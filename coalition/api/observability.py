@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 from strawberry.extensions import SchemaExtension
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
@@ -102,3 +104,48 @@ class OperationMetrics(SchemaExtension):
         outcome = "error" if result is not None and result.errors else "ok"
         REQUESTS.labels(name, outcome).inc()
         LATENCY.labels(name).observe(time.perf_counter() - started)
+
+
+class JobMetrics(Collector):
+    """The scheduled jobs as recorded in the database (``coalition.job_record``), so every
+    process shows the same figures, whichever ran the job; refreshed at each scrape."""
+
+    def __init__(self) -> None:
+        self._records: list[Any] = []
+
+    def update(self, records: list[Any]) -> None:
+        self._records = records
+
+    def collect(self) -> Iterator[Metric]:
+        last_run = GaugeMetricFamily(
+            "coalition_job_last_run_timestamp_seconds",
+            "when the job's last run started (Unix time)",
+            labels=["job"],
+        )
+        duration = GaugeMetricFamily(
+            "coalition_job_last_duration_seconds",
+            "how long the job's last run took",
+            labels=["job"],
+        )
+        outcome = GaugeMetricFamily(
+            "coalition_job_last_outcome",
+            "1 for the outcome of the job's last run (ok, refused, failed), else 0",
+            labels=["job", "outcome"],
+        )
+        runs = CounterMetricFamily(
+            "coalition_job_runs",
+            "the job's runs by outcome; busy: attempts that found it running elsewhere",
+            labels=["job", "outcome"],
+        )
+        for r in self._records:
+            last_run.add_metric([r.job], r.last_started_us / 1e6)
+            duration.add_metric([r.job], r.last_duration_us / 1e6)
+            for name in ("ok", "refused", "failed"):
+                outcome.add_metric([r.job, name], 1.0 if r.last_outcome == name else 0.0)
+            for name, count in r.runs.items():
+                runs.add_metric([r.job, name], count)
+        yield from (last_run, duration, outcome, runs)
+
+
+JOBS = JobMetrics()
+REGISTRY.register(JOBS)

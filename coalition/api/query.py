@@ -48,7 +48,7 @@ Ctx = Info[ApiContext, None]
 class Query:
     @strawberry.field(description="Who this API key is.")
     def me(self, info: Ctx) -> Me:
-        who = info.context.who()
+        who = info.context.who(own_records=True)
         return Me(role=Role(who.role), partner_id=who.partner_id, key_id=who.key_id)
 
     @strawberry.field(description="A member's points (members are coalition-wide).")
@@ -61,7 +61,7 @@ class Query:
 
     @strawberry.field(description="A partner's points position (own partner only, for partners).")
     async def partner(self, info: Ctx, partner_id: str) -> PartnerReport | None:
-        who = info.context.who(*EVERYONE)
+        who = info.context.who(*EVERYONE, own_records=True)
         if who.role == "partner" and who.partner_id != partner_id:
             return None
         return await info.context.db(convert.partner, partner_id)
@@ -75,7 +75,7 @@ class Query:
         kind: str | None = None,
         account: str | None = None,
     ) -> JournalEntryConnection:
-        who = info.context.who(*EVERYONE)
+        who = info.context.who(*EVERYONE, own_records=True)
         scope = _scope(who) if who.role == "partner" else None
         return await info.context.db(
             convert.entries, _page(first), _cursor(after), kind, account, scope
@@ -83,7 +83,7 @@ class Query:
 
     @strawberry.field(description="One entry by its sequence number.")
     async def entry(self, info: Ctx, seq: Long) -> JournalEntry | None:
-        who = info.context.who(*EVERYONE)
+        who = info.context.who(*EVERYONE, own_records=True)
         stored = await info.context.loaders.entry.load(seq) if seq >= 0 else None
         if stored is None or (who.role == "partner" and stored.ref_scope != _scope(who)):
             return None
@@ -91,7 +91,7 @@ class Query:
 
     @strawberry.field(description="Signed checkpoints, oldest first.")
     async def checkpoints(self, info: Ctx, first: int = 50, after_id: Long = 0) -> list[Checkpoint]:
-        info.context.who(*EVERYONE)
+        info.context.who(*EVERYONE, own_records=True)
         rows = await info.context.db(
             checkpoint_log.list_checkpoints, after_id=after_id, limit=_page(first)
         )
@@ -103,13 +103,13 @@ class Query:
     async def inclusion_proof(
         self, info: Ctx, seq: Long, checkpoint_id: Long | None = None
     ) -> InclusionProof | None:
-        who = info.context.who(*EVERYONE)
+        who = info.context.who(*EVERYONE, own_records=True)
         scope = f"partner:{who.partner_id}" if who.role == "partner" else None
         return await info.context.db(convert.inclusion, seq, checkpoint_id, scope)
 
     @strawberry.field(description="RFC 9162 consistency proof between two tree sizes (base64).")
     async def consistency_proof(self, info: Ctx, from_size: Long, to_size: Long) -> list[str]:
-        info.context.who(*EVERYONE)
+        info.context.who(*EVERYONE, own_records=True)
         try:
             path = await info.context.db(proofs.consistency_proof, from_size, to_size)
         except proofs.ProofUnavailable as exc:
@@ -135,14 +135,14 @@ class Query:
         " with the statement formats it may fetch; never another partner's."
     )
     async def my_runs(self, info: Ctx, first: int = 20) -> list[PartnerRun]:
-        who = info.context.who("partner")
+        who = info.context.who("partner", own_records=True)
         return await info.context.db(convert.partner_runs, who.partner_id or "", _page(first))
 
     @strawberry.field(description="A party's statement of a run (own statements, for partners).")
     async def statement(
         self, info: Ctx, run_id: str, party: str, format: str = "json"
     ) -> Statement | None:
-        who = info.context.who(*EVERYONE)
+        who = info.context.who(*EVERYONE, own_records=True)
         if who.role == "partner" and who.partner_id != party:
             return None
         if format not in ("json", "csv", "pdf"):
@@ -164,7 +164,7 @@ class Query:
     async def reconciliations(
         self, info: Ctx, partner_id: str, first: int = 20
     ) -> list[Reconciliation]:
-        who = info.context.who(*EVERYONE)
+        who = info.context.who(*EVERYONE, own_records=True)
         if who.role == "partner" and who.partner_id != partner_id:
             return []
         return await info.context.db(convert.reconciliations, partner_id, _page(first))

@@ -55,6 +55,7 @@ class Role(enum.Enum):
     AUDITOR = "auditor"
     FINANCE = "finance"
     OPERATOR = "operator"
+    METRICS = "metrics"  # reads /metrics, nothing else
 
 
 @strawberry.type
@@ -323,6 +324,7 @@ class ApiKey:
     partner_id: str | None
     label: str
     revoked: bool
+    expires_at: str | None = None  # RFC 3339, UTC; none: the key does not expire
 
 
 @strawberry.type

@@ -10,7 +10,7 @@ import psycopg
 from coalition.cli._common import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from coalition.database import database_url
 from coalition.migrate import upgrade_to_head
-from ledger.timefmt import now_us
+from ledger.timefmt import format_time_us, now_us
 
 
 def add_verbs(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -20,12 +20,17 @@ def add_verbs(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     c.add_argument(
         "--role",
         required=True,
-        choices=("partner", "auditor", "finance", "operator"),
-        help="what the key may do (docs/DESIGN.md §4)",
+        choices=("partner", "auditor", "finance", "operator", "metrics"),
+        help="what the key may do (docs/DESIGN.md §4; metrics: read /metrics, nothing else)",
     )
     c.add_argument("--partner", help="the partner a partner key acts for")
     c.add_argument(
         "--label", required=True, help="who holds it, for the list (e.g. 'till 12, Main St')"
+    )
+    c.add_argument(
+        "--expires",
+        help="when the key stops working: an instant with its offset"
+        " (2027-06-30T00:00:00Z) or a date (its midnight in COALITION_TIMEZONE)",
     )
     c.set_defaults(handler=apikey_create)
     ls = keys.add_parser("list", help="list keys (never their secrets)")
@@ -37,18 +42,21 @@ def add_verbs(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def apikey_create(args: argparse.Namespace) -> int:
     from coalition.api_keys import create_key
+    from coalition.time_input import parse_instant
 
     with database_url() as url, psycopg.connect(url, autocommit=True) as conn:
         upgrade_to_head(url)
         try:
-            key, info = create_key(conn, args.role, args.partner, args.label, now_us())
+            expires_us = None if args.expires is None else parse_instant(args.expires)
+            key, info = create_key(conn, args.role, args.partner, args.label, now_us(), expires_us)
         except ValueError as exc:
             print(str(exc), file=sys.stderr)
             return EXIT_USAGE
     print(key)
     print(
         f"key {info.key_id} ({info.role}{' for ' + info.partner_id if info.partner_id else ''})"
-        " — store it now: only its hash is kept",
+        + ("" if info.expires_at_us is None else f", expires {format_time_us(info.expires_at_us)}")
+        + " — store it now: only its hash is kept",
         file=sys.stderr,
     )
     return EXIT_OK
@@ -59,8 +67,9 @@ def apikey_list(args: argparse.Namespace) -> int:
 
     with database_url() as url, psycopg.connect(url, autocommit=True) as conn:
         upgrade_to_head(url)
+        now = now_us()
         for info in list_keys(conn):
-            state = "revoked" if info.revoked_at_us is not None else "active"
+            state = info.state(now)
             print(
                 f"{info.key_id}  {info.role:<9} {info.partner_id or '-':<20} {state:<8} "
                 f"{info.label}"

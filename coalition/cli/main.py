@@ -91,6 +91,7 @@ def _parser() -> argparse.ArgumentParser:
     from coalition.cli.settle import add_verbs as add_settle_verbs
     from coalition.cli.transparency import add_verbs as add_transparency_verbs
     from coalition.cli.webhooks import add_verbs as add_webhook_verbs
+    from coalition.cli.worker import add_verbs as add_worker_verbs
 
     add_transparency_verbs(sub)
     add_serve_verbs(sub)
@@ -99,6 +100,7 @@ def _parser() -> argparse.ArgumentParser:
     add_settle_verbs(sub)
     add_partner_verbs(sub)
     add_webhook_verbs(sub)
+    add_worker_verbs(sub)
     return parser
 
 

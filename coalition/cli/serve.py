@@ -1,5 +1,5 @@
 """``coalition serve``: the HTTP API (GraphQL, checkpoints, proofs, health) in one or
-several worker processes, with the checkpointer beside them."""
+several worker processes, with the scheduler and the webhook worker beside them."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import sys
 
 from coalition.cli._common import EXIT_OK, EXIT_USAGE
 from coalition.database import database_url
-from coalition.keys import load_signer
 from coalition.migrate import upgrade_to_head
 from coalition.settings import Settings
 
@@ -42,27 +41,26 @@ def serve(args: argparse.Namespace) -> int:
 
     from coalition.api.app import create_app
     from coalition.api.observability import configure_logging
-    from coalition.checkpointer import Checkpointer
+    from coalition.jobs import in_serve, start_scheduler
     from coalition.seed import seed_if_empty
-    from ledger.checkpoint_log import CheckpointPolicy
 
-    settings = Settings.from_env()
+    try:
+        settings = Settings.from_env()
+        scheduled = in_serve()
+    except ValueError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_USAGE
     workers = settings.workers if args.workers is None else args.workers
     if not 1 <= workers <= 256:
         print("--workers: 1–256 processes", file=sys.stderr)
         return EXIT_USAGE
     with database_url() as url:
         # Once per deployment, here in the serving parent, never in a worker: the
-        # migrations, the demo seed and the checkpointer (one signer).
+        # migrations, the demo seed and the scheduler (checkpoints and the other jobs).
         upgrade_to_head(url)
         keys = seed_if_empty(url) if args.seed else {}
-        checkpointer = Checkpointer(
-            url,
-            load_signer(settings),
-            CheckpointPolicy(settings.checkpoint_entries_max, settings.checkpoint_seconds_max),
-        )
-        checkpointer.start()
-        # The webhook worker, like the checkpointer, runs once, here in the parent.
+        scheduler = start_scheduler(url, settings) if scheduled else None
+        # The webhook worker, like the scheduler, runs once, here in the parent.
         from coalition.webhook_delivery import WebhookDelivery
         from coalition.webhook_secrets import WebhookKeyError, load_webhook_key
 
@@ -121,5 +119,6 @@ def serve(args: argparse.Namespace) -> int:
         finally:
             if webhooks is not None:
                 webhooks.stop()
-            checkpointer.stop()
+            if scheduler is not None:
+                scheduler.stop()
     return EXIT_OK

@@ -46,6 +46,7 @@ _SEED_LABELS = {
     "finance": "finance",
     "finance2": "finance (second)",
     "operator": "operator",
+    "metrics": "metrics",
 }
 
 

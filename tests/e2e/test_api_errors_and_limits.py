@@ -54,6 +54,10 @@ def post(
     return httpx.post(f"{url}/graphql", json=body, headers=sent, timeout=TIMEOUT_SECONDS)
 
 
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
 def data(response: httpx.Response) -> dict[str, Any]:
     assert response.status_code == 200, response.text
     answer: dict[str, Any] = response.json()
@@ -390,7 +394,9 @@ def test_a_key_over_its_rate_gets_429_with_retry_after(limited_api: str, shared:
     assert 1 <= retry_after_seconds <= 1000
     # Buckets are per key: another partner is not held back by grocer's burst.
     assert data(post(limited_api, ME, key=airline))["me"]["partnerId"] == "airline"
-    metrics = httpx.get(f"{limited_api}/metrics", timeout=TIMEOUT_SECONDS).text
+    metrics = httpx.get(
+        f"{limited_api}/metrics", headers=bearer(shared.keys["metrics"]), timeout=TIMEOUT_SECONDS
+    ).text
     assert re.search(r'^api_rate_limited_total\{role="partner"\} [1-9]', metrics, re.M)
 
 
@@ -459,7 +465,9 @@ def test_operational_endpoints(
 
     data(post(api, "query WhoAmI { me { keyId } }", key=seeded.keys["auditor"]))
     data(post(api, "query MadeUpName123 { me { keyId } }", key=seeded.keys["auditor"]))
-    metrics = httpx.get(f"{api}/metrics", timeout=TIMEOUT_SECONDS)
+    metrics = httpx.get(
+        f"{api}/metrics", headers=bearer(seeded.keys["metrics"]), timeout=TIMEOUT_SECONDS
+    )
     assert metrics.status_code == 200
     assert re.search(
         r'^graphql_requests_total\{operation="WhoAmI",outcome="ok"\} [1-9]', metrics.text, re.M

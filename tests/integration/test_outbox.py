@@ -194,7 +194,7 @@ def test_an_expired_hold_is_announced_once_and_a_captured_one_never(db_url: str)
 def test_the_app_role_may_do_everything_events_need(db_url: str) -> None:
     """As ``coalition_app`` (what deployments log in as): an earn with its event, a
     checkpoint and its trigger, a subscription, a hold sweep, and a delivery attempt
-    logged — every grant migration 0010w makes is used, none is missing."""
+    logged — every grant migration 0010 makes is used, none is missing."""
     import http.server
     import threading
 

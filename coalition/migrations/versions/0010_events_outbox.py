@@ -17,13 +17,13 @@
 - A trigger on ``ledger_checkpoint`` writes ``checkpoint.signed`` in the signing
   transaction, whichever code path signs.
 
-Revision ID: 0010w
+Revision ID: 0010
 Revises: 0009
 """
 
 from alembic import op
 
-revision = "0010w"
+revision = "0010"
 down_revision = "0009"
 branch_labels = None
 depends_on = None

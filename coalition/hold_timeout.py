@@ -1,0 +1,71 @@
+"""The hold time-out job: close every hold past its expiry with a void, so the journal
+says what became of it and the active holds a member's spending is judged against stay
+few.
+
+An expired hold already reserves nothing and cannot be captured (docs/FORMAT.md §6):
+this job changes no balance and no availability. Each void is an ordinary ``void`` of
+hold H (kind ``hold_timeout``, scope ``coalition``, reference ``hold-timeout:<H>``), so a
+rerun, or two runs at once, void each hold once; a hold captured or voided between the
+read and the append is refused alone (``hold_not_active``) and left as it is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from coalition.context import Coalition, Conn
+from ledger.journal import Appended
+from ledger.rejections import Rejection
+from ledger.requests import EntryRequest
+from ledger.timefmt import format_time_us
+
+SCOPE = "coalition"
+KIND = "hold_timeout"
+HOLDS_PER_RUN_MAX = 5_000  # the rest wait for the next run
+ENTRIES_PER_BATCH_MAX = 500
+
+
+@dataclass(frozen=True, slots=True)
+class TimedOut:
+    voided: int  # holds closed by this run
+    refused: list[str] = field(default_factory=list)  # holds the ledger refused, and why
+
+
+def void_expired_holds(co: Coalition, conn: Conn, *, as_of_us: int) -> TimedOut:
+    if as_of_us > co.clock_us():
+        raise ValueError("holds cannot be timed out as of a moment still to come")
+    rows = conn.execute(
+        "SELECT hold_seq, expires_us FROM ledger_hold WHERE status = 'active'"
+        " AND expires_us <= %s ORDER BY hold_seq LIMIT %s",
+        (as_of_us, HOLDS_PER_RUN_MAX),
+    ).fetchall()
+    requests = [
+        EntryRequest(
+            KIND,
+            SCOPE,
+            f"hold-timeout:{hold_seq}",
+            meta={"hold": hold_seq, "expired": format_time_us(expires_us)},
+            void_hold_seq=hold_seq,
+        )
+        for hold_seq, expires_us in rows
+    ]
+    voided, refused = 0, []
+    for start in range(0, len(requests), ENTRIES_PER_BATCH_MAX):
+        batch = requests[start : start + ENTRIES_PER_BATCH_MAX]
+        for request, outcome in zip(batch, co.journal.append(conn, batch), strict=True):
+            if isinstance(outcome, Appended) and not outcome.replayed:
+                voided += 1
+            elif isinstance(outcome, Rejection):
+                refused.append(f"hold {request.meta['hold']}: {outcome}")
+    return TimedOut(voided, refused)
+
+
+def timed_out(conn: Conn, hold_seq: int) -> bool:
+    """Whether hold ``hold_seq`` was closed by this job (a capture of it is then refused
+    as expired, which it was, rather than as closed)."""
+    row = conn.execute(
+        "SELECT e.kind FROM ledger_hold h JOIN ledger_entry e ON e.seq = h.closed_seq"
+        " WHERE h.hold_seq = %s",
+        (hold_seq,),
+    ).fetchone()
+    return row is not None and row[0] == KIND

@@ -1,0 +1,142 @@
+"""The scheduled jobs and their cadences (environment, read once at start; each in
+seconds, 0 = the job is not run):
+
+- ``checkpoint`` (``COALITION_JOB_CHECKPOINT_SECONDS``, 1): signs a checkpoint when the
+  policy (``COALITION_CHECKPOINT_ENTRIES`` / ``_SECONDS``) says one is due;
+- ``expiry`` (``COALITION_JOB_EXPIRY_SECONDS``, 3600): moves expired points to breakage
+  (``coalition.expiry``);
+- ``holds`` (``COALITION_JOB_HOLDS_SECONDS``, 60): voids holds past their expiry
+  (``coalition.hold_timeout``);
+- ``settle`` (``COALITION_JOB_SETTLE_SECONDS``, 3600): computes the run of the last ended
+  period of ``COALITION_SETTLE_CYCLE`` (monthly, weekly or daily) if it has none.
+
+Period close computes only: approval is a second person's, always (docs/SETTLEMENT.md).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import psycopg
+
+from coalition import settle
+from coalition.checkpointer import Checkpointer
+from coalition.context import Coalition
+from coalition.expiry import expire_points
+from coalition.hold_timeout import void_expired_holds
+from coalition.keys import load_signer
+from coalition.outcomes import Refusal
+from coalition.scheduler import Job, JobResult, Scheduler
+from coalition.settings import Settings
+from ledger import checkpoint_log
+from ledger.checkpoint_log import CheckpointPolicy
+from ledger.signed_note import Signer
+from settlement.periods import CYCLES, last_ended
+
+COMPUTED_BY = "scheduler"
+DEFAULT_SECONDS = {"checkpoint": 1.0, "expiry": 3600.0, "holds": 60.0, "settle": 3600.0}
+DEFAULT_CYCLE = "monthly"
+
+
+def cadences(env: Mapping[str, str]) -> dict[str, float]:
+    """Each job's interval in seconds (0: the job is not run), from the environment."""
+    found = {}
+    for job, default in DEFAULT_SECONDS.items():
+        name = f"COALITION_JOB_{job.upper()}_SECONDS"
+        text = env.get(name, "").strip()
+        try:
+            seconds = float(text) if text else default
+        except ValueError:
+            raise ValueError(f"{name} is a number of seconds (not {text!r})") from None
+        if not 0 <= seconds <= 366 * 86400:
+            raise ValueError(f"{name}: 0 (off) to a year of seconds (not {text!r})")
+        found[job] = seconds
+    return found
+
+
+def settle_cycle(env: Mapping[str, str]) -> str:
+    cycle = env.get("COALITION_SETTLE_CYCLE", "").strip() or DEFAULT_CYCLE
+    if cycle not in CYCLES:
+        raise ValueError(f"COALITION_SETTLE_CYCLE is one of {', '.join(CYCLES)} (not {cycle!r})")
+    return cycle
+
+
+def scheduled_jobs(
+    database_url: str, settings: Settings, signer: Signer, env: Mapping[str, str] | None = None
+) -> list[Job]:
+    env = os.environ if env is None else env
+    every = cadences(env)
+    cycle = settle_cycle(env)
+    co = Coalition()
+    policy = CheckpointPolicy(settings.checkpoint_entries_max, settings.checkpoint_seconds_max)
+    checkpointer = Checkpointer(database_url, signer, policy)
+
+    def checkpoint(conn: psycopg.Connection[Any]) -> JobResult:
+        signed = checkpointer.tick(conn)
+        return JobResult(
+            "ok", "" if signed is None else f"signed a checkpoint of {signed.tree_size}"
+        )
+
+    def expiry(conn: psycopg.Connection[Any]) -> JobResult:
+        expired = expire_points(co, conn, as_of_us=co.clock_us())
+        detail = f"{expired.points} points expired in {expired.entries} entries"
+        if expired.refused:
+            detail += f"; {len(expired.refused)} left for the next run: {expired.refused[0]}"
+        return JobResult("ok", detail if expired.entries or expired.refused else "")
+
+    def holds(conn: psycopg.Connection[Any]) -> JobResult:
+        done = void_expired_holds(co, conn, as_of_us=co.clock_us())
+        detail = f"{done.voided} expired holds voided"
+        if done.refused:
+            detail += f"; {len(done.refused)} refused: {done.refused[0]}"
+        return JobResult("ok", detail if done.voided or done.refused else "")
+
+    def close_period(conn: psycopg.Connection[Any]) -> JobResult:
+        return compute_last_period(co, conn, signer, cycle)
+
+    jobs = [
+        Job(
+            "checkpoint", every["checkpoint"], checkpoint, (checkpoint_log.InconsistentCheckpoint,)
+        ),
+        Job("expiry", every["expiry"], expiry),
+        Job("holds", every["holds"], holds),
+        Job("settle", every["settle"], close_period),
+    ]
+    return [job for job in jobs if job.interval_seconds > 0]
+
+
+def compute_last_period(
+    co: Coalition, conn: psycopg.Connection[Any], signer: Signer, cycle: str
+) -> JobResult:
+    """Compute the run of the latest ended period of ``cycle`` unless it has one (computed,
+    approved or paid: a person takes it from there). Earlier periods left without a run
+    are not computed here (``settle compute`` does that)."""
+    period = last_ended(cycle, settle.timezone(), co.clock_us())
+    existing = conn.execute(
+        "SELECT run_id, status FROM coalition_settlement_run WHERE period = %s"
+        " ORDER BY revision DESC LIMIT 1",
+        (period,),
+    ).fetchone()
+    if existing is not None:
+        return JobResult("ok", "")
+    outcome = settle.compute(co, conn, signer, period=period, computed_by=COMPUTED_BY)
+    if isinstance(outcome, Refusal):
+        return JobResult("refused", f"period {period}: {outcome}")
+    return JobResult("ok", f"computed run {outcome.run_id} of {period}, to approve")
+
+
+def in_serve() -> bool:
+    """Whether ``serve`` runs the scheduler too (COALITION_SCHEDULER, ``on`` by default;
+    ``off`` when a ``coalition worker`` runs it instead)."""
+    value = os.environ.get("COALITION_SCHEDULER", "on").strip().lower()
+    if value not in ("on", "off"):
+        raise ValueError(f"COALITION_SCHEDULER is on or off (not {value!r})")
+    return value == "on"
+
+
+def start_scheduler(url: str, settings: Settings) -> Scheduler:
+    scheduler = Scheduler(url, scheduled_jobs(url, settings, load_signer(settings)))
+    scheduler.start()
+    return scheduler

@@ -32,6 +32,7 @@ from coalition.api.context import ApiContext
 from coalition.api.errors import BadInput, DatabaseUnavailable
 from coalition.api.trusted import DocumentRefused
 from coalition.api.types import Long
+from coalition.api_keys import KeyExpired
 from coalition.webhooks import check_types
 from ledger.timefmt import format_time_us
 
@@ -153,6 +154,9 @@ class EventStreamHandler(BaseGraphQLTransportWSHandler[ApiContext, None]):
             )
         except DatabaseUnavailable:
             await self.websocket.close(1013, "database unavailable: try again later")
+            return
+        if isinstance(principal, KeyExpired):  # the right secret of a key past its expiry
+            await self.websocket.close(4401, "API_KEY_EXPIRED: the key has expired")
             return
         if principal is None or principal.role != "partner":
             await self.websocket.close(4403, "Forbidden: a partner key is required")

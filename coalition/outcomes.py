@@ -41,6 +41,7 @@ class RefusalCode(enum.StrEnum):
     UNKNOWN_PAYMENT = "unknown_payment"
     SETTLEMENT_INPUT_MISSING = "settlement_input_missing"
     PARTY_NOT_PAYABLE = "party_not_payable"  # no bank account, or a rate missing
+    CONTROL_TOTALS_MISMATCH = "control_totals_mismatch"  # a batch file's trailer is wrong
 
 
 @dataclass(frozen=True, slots=True)

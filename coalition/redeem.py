@@ -32,10 +32,15 @@ def redeem_points(
     member_id: str | None = None,
     card_number: str | None = None,
 ) -> Redeemed | Refusal:
-    checked = _check(conn, partner_id, points, member_id, card_number)
+    checked = check_spend(conn, partner_id, points, member_id, card_number)
     if isinstance(checked, Refusal):
         return checked
     member = checked
+    request = redemption_request(partner_id, ref_key, member, points)
+    return _redeemed(co, conn, request, member, points)
+
+
+def redemption_request(partner_id: str, ref_key: str, member: str, points: int) -> EntryRequest:
     meta = {
         "input": {"member": member, "points": points},
         "partner": partner_id,
@@ -43,14 +48,13 @@ def redeem_points(
         "ref": ref_key,
         "points": points,
     }
-    request = EntryRequest(
+    return EntryRequest(
         "redeem",
         f"partner:{partner_id}",
         ref_key,
         meta=meta,
         postings=_spend(member, partner_id, points),
     )
-    return _redeemed(co, conn, request, member, points)
 
 
 def authorise(
@@ -66,7 +70,7 @@ def authorise(
 ) -> Authorised | Refusal:
     if type(hold_seconds) is not int or not 1 <= hold_seconds <= HOLD_SECONDS_MAX:
         return Refusal(RefusalCode.INVALID_REQUEST, f"hold lasts 1–{HOLD_SECONDS_MAX} seconds")
-    checked = _check(conn, partner_id, points, member_id, card_number)
+    checked = check_spend(conn, partner_id, points, member_id, card_number)
     if isinstance(checked, Refusal):
         return checked
     member = checked
@@ -87,7 +91,7 @@ def authorise(
     )
     outcome = co.append_once(conn, request)
     if isinstance(outcome, Refusal):
-        return _explain_shortfall(conn, outcome, member, points, co.clock_us())
+        return explain_shortfall(conn, outcome, member, points, co.clock_us())
     appended, _ = outcome
     entry = stored_entry(conn, appended.seq)
     return Authorised(
@@ -156,9 +160,11 @@ def void(
     return Voided(appended.seq, appended.replayed)
 
 
-def _check(
+def check_spend(
     conn: Conn, partner_id: str, points: int, member_id: str | None, card_number: str | None
 ) -> str | Refusal:
+    """The member a spend would debit, or what it is refused before its append (a quote
+    asks the same)."""
     if type(points) is not int or not 0 < points <= AMOUNT_MAX:
         return Refusal(RefusalCode.INVALID_REQUEST, "points: a positive integer")
     refused = active_partner(conn, partner_id)
@@ -188,7 +194,7 @@ def _redeemed(
 ) -> Redeemed | Refusal:
     outcome = co.append_once(conn, request)
     if isinstance(outcome, Refusal):
-        return _explain_shortfall(conn, outcome, member, points, co.clock_us())
+        return explain_shortfall(conn, outcome, member, points, co.clock_us())
     appended, stored_meta = outcome
     by_issuer = issuers_of(conn, appended.seq)
     return Redeemed(appended.seq, stored_meta["points"], by_issuer, appended.replayed)
@@ -201,7 +207,7 @@ def issuers_of(conn: Conn, seq: int) -> dict[str, int]:
     return {str(origin): int(points) for origin, points in rows}
 
 
-def _explain_shortfall(
+def explain_shortfall(
     conn: Conn, refusal: Refusal, member: str, points: int, now_us: int
 ) -> Refusal:
     """Say 'expired' when the member would have had enough but for points past expiry."""

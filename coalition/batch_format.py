@@ -90,7 +90,7 @@ def parse_batch(data: bytes, fmt: str, partner_id: str) -> Batch | Refusal:
     batch_id = header.get("batch_id")
     if _text_problem(batch_id) is not None:
         return _whole("the header's batch_id: 1–128 printable characters")
-    if header.get("partner") != partner_id:
+    if header.get("partner", partner_id) != partner_id:  # optional; if given, the submitter
         return _whole(f"the header names partner {header.get('partner')!r}, not {partner_id}")
     body = rows[1:-1]
     if len(body) > RECORDS_MAX:

@@ -113,7 +113,8 @@ class Journal:
         appended (None if not). One read-only snapshot, no lock: writers never wait for
         it, and an append that commits after it may be judged otherwise."""
         assert len(requests) <= ENTRIES_PER_BATCH_MAX, "split the batch"
-        with conn.transaction(force_rollback=True):
+        # READ ONLY: the server refuses any write in it, so ending it by COMMIT is safe.
+        with conn.transaction():
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             with conn.pipeline():
                 batch = _Batch(self.chain_id, self.clock_us(), requests)

@@ -21,12 +21,17 @@ def _time(time_us: int | None) -> str | None:
     return None if time_us is None else format_time_us(time_us)
 
 
-def redemption_quote(q: quote.RedemptionQuote) -> RedemptionQuote:
+def redemption_quote(q: quote.RedemptionQuote, partner_id: str) -> RedemptionQuote:
+    """Another issuer's lot is named by its issuer, not its id: a lot id is the seq of
+    another partner's entry (the redemption's own answer names issuers only)."""
     return RedemptionQuote(
         points=q.points,
         lots=[
             LotDraw(
-                lot_id=d.lot_id, issuer=d.issuer, points=d.points, expires_at=_time(d.expires_us)
+                lot_id=d.lot_id if d.issuer == partner_id else None,
+                issuer=d.issuer,
+                points=d.points,
+                expires_at=_time(d.expires_us),
             )
             for d in q.lots
         ],

@@ -197,7 +197,7 @@ class Query:
         )
         if isinstance(outcome, Refusal):
             return refusal(outcome)
-        return convert_partner.redemption_quote(outcome)
+        return convert_partner.redemption_quote(outcome, who.partner_id or "")
 
     @strawberry.field(
         description="A member's points after entry `atSeq`, or after every entry stamped at"

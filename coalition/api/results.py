@@ -97,7 +97,7 @@ class Recorded:
 
 @strawberry.type(description="A lot a quoted redemption would draw from.")
 class LotDraw:
-    lot_id: str
+    lot_id: str | None  # for a partner, only of the lots it issued (seqs are its own)
     issuer: str
     points: Long
     expires_at: str | None

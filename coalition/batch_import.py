@@ -141,6 +141,8 @@ def import_batch(
             task = greenlet(_use_case)
             settle(record, task, task.switch(deferred, conn, batch.partner_id, record))
         drain()
+        if progress is not None:
+            progress(len(results), total)
     finally:
         if pool is not None:
             pool.shutdown()

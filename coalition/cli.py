@@ -77,6 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     add_export_options(p)
     p.set_defaults(handler=_verify)
 
+    from coalition.cli_batch import add_verbs as add_batch_verbs
     from coalition.cli_coalition import add_verbs as add_coalition_verbs
     from coalition.cli_settle import add_partner_verbs
     from coalition.cli_settle import add_verbs as add_settle_verbs
@@ -86,6 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     add_coalition_verbs(sub)
     add_settle_verbs(sub)
     add_partner_verbs(sub)
+    add_batch_verbs(sub)
     return parser
 
 

@@ -11,8 +11,7 @@ from typing import Any
 import strawberry
 from strawberry.types import Info
 
-from coalition import reports
-from coalition import quote
+from coalition import quote, reports
 from coalition.api import convert, convert_partner
 from coalition.api.context import ApiContext
 from coalition.api.errors import BadInput
@@ -21,14 +20,14 @@ from coalition.api.results import PaymentFileResult, RedeemQuoteResult, refusal
 from coalition.api.types import (
     Checkpoint,
     InclusionProof,
-    MemberAsOf,
-    PartnerAsOf,
     JournalEntry,
     JournalEntryConnection,
     Kpis,
     Long,
     Me,
     Member,
+    MemberAsOf,
+    PartnerAsOf,
     PartnerReport,
     PartnerRun,
     Reconciliation,

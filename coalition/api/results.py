@@ -11,7 +11,7 @@ from typing import Annotated, Any, Union
 import strawberry
 
 from coalition import outcomes
-from coalition.api.types import Checkpoint, Long, PaymentFile, SettlementWarning
+from coalition.api.types import Long, PaymentFile, SettlementWarning
 
 RefusalCode = strawberry.enum(outcomes.RefusalCode, name="RefusalCode")
 

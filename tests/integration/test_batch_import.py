@@ -7,6 +7,7 @@ import json
 import time
 from collections.abc import Iterator
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -14,6 +15,7 @@ import pytest
 
 from coalition.batch_format import Batch, format_batch, parse_batch, write_results
 from coalition.batch_import import import_batch
+from coalition.cli import main
 from coalition.context import Coalition
 from coalition.earn import earn_points
 from coalition.earning import EarningRules
@@ -25,8 +27,8 @@ from ledger import reads
 from ledger.verify_db import verify_database
 from settlement.terms import PartnerTerms
 
-DAY_US = 86_400_000_000
 T0 = 1_800_000_000_000_000
+EFFECTIVE_US = 1_600_000_000_000_000  # 2020: in force for the CLI's real clock too
 TERMS = PartnerTerms(
     Decimal("0.01"), Decimal("0.008"), 50, Decimal("0.5"), "monthly", "multilateral"
 )
@@ -44,8 +46,8 @@ def conn(db_url: str, co: Coalition) -> Iterator[psycopg.Connection[Any]]:
     with psycopg.connect(db_url, autocommit=True) as c:
         for partner in ("grocer", "fuel"):
             ok(onboard_partner(co, c, partner, f"{partner.title()} Ltd", "RUB"))
-            ok(publish_terms(co, c, partner, TERMS, T0 - DAY_US, f"terms-{partner}"))
-            ok(publish_earning_rules(co, c, partner, RULES, T0 - DAY_US, f"rules-{partner}"))
+            ok(publish_terms(co, c, partner, TERMS, EFFECTIVE_US, f"terms-{partner}"))
+            ok(publish_earning_rules(co, c, partner, RULES, EFFECTIVE_US, f"rules-{partner}"))
         for m in range(MEMBERS):
             ok(enroll_member(co, c, f"M{m}"))
         yield c
@@ -187,3 +189,31 @@ def test_a_large_batch_imports_and_a_resubmission_writes_nothing(
     assert totals_again == {**totals, "replayed": LARGE_LINES}
     # Same seq and points per line; only the replayed flag differs.
     assert again.replace(",true,", ",false,").split("\n")[1:-2] == first.split("\n")[1:-2]
+
+
+def test_the_cli_imports_with_progress_and_writes_the_result_file(
+    conn: Any,
+    db_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", db_url)
+    rows = [earn_row("c1", "M1", 10_000), earn_row("c2", "NOBODY", 100)]
+    path = tmp_path / "eod.csv"
+    path.write_text(format_batch("csv", "EOD-1", "grocer", rows))
+    assert main(["batch", "import", str(path), "--partner", "grocer"]) == 1  # a line refused
+    captured = capsys.readouterr()
+    assert "batch EOD-1: 2 lines, 1 accepted (0 replayed), 1 refused" in captured.out
+    assert "batch EOD-1: 2/2" in captured.err  # the progress line
+    results = (tmp_path / "eod.results.csv").read_text().splitlines()
+    assert results[0] == "line,ref,status,seq,replayed,points,code,message"
+    assert results[1].startswith("2,c1,accepted,") and ",false,100,," in results[1]
+    assert results[2].startswith("3,c2,refused,,false,,unknown_member,")
+    assert results[3] == "totals,EOD-1,2,1,0,1,,"
+    size = reads.head(conn).tree_size
+    tampered = path.read_text().replace("trailer,2,10100", "trailer,2,10101")
+    path.write_text(tampered)
+    assert main(["batch", "import", str(path), "--partner", "grocer"]) == 1
+    assert "control_totals_mismatch" in capsys.readouterr().err
+    assert reads.head(conn).tree_size == size

@@ -15,7 +15,7 @@ import pytest
 
 from coalition.batch_format import Batch, format_batch, parse_batch, write_results
 from coalition.batch_import import import_batch
-from coalition.cli import main
+from coalition.cli.main import main
 from coalition.context import Coalition
 from coalition.earn import earn_points
 from coalition.earning import EarningRules

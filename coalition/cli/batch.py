@@ -2,7 +2,8 @@
 through the single calls' use cases, with progress, and the per-line result file.
 
 Exit codes: 0 every line accepted (or replayed); 1 the batch was refused whole (nothing
-written) or some lines were refused (the result file names them); 2 bad usage.
+written), some lines were refused (the result file names them) or the database went away
+midway (re-submit: what was written replays); 2 bad usage.
 """
 
 from __future__ import annotations
@@ -54,12 +55,22 @@ def import_file(args: argparse.Namespace) -> int:
     assert isinstance(batch, Batch)
     out = args.results or args.file.with_name(f"{args.file.stem}.results.{fmt}")
     progress = Progress(f"batch {batch.batch_id}", batch.lines)
-    with (
-        database_url() as url,
-        psycopg.connect(url, autocommit=True) as conn,
-        psycopg.connect(url, autocommit=True) as append_conn,
-    ):
-        results = import_batch(Coalition(), conn, batch, append_conn, progress)
+    try:
+        with (
+            database_url() as url,
+            psycopg.connect(url, autocommit=True) as conn,
+            psycopg.connect(url, autocommit=True) as append_conn,
+        ):
+            results = import_batch(Coalition(), conn, batch, append_conn, progress)
+    except psycopg.OperationalError as exc:
+        progress.done()
+        # Chunks committed before stay; each record is idempotent by its reference.
+        print(
+            f"the database went away ({exc.sqlstate or 'no connection'}): re-submit the"
+            " batch; the lines already written replay",
+            file=sys.stderr,
+        )
+        return EXIT_REFUSED
     progress.done()
     text, totals = write_results(fmt, batch.batch_id, results)
     out.write_text(text, encoding="utf-8")

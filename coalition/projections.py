@@ -23,48 +23,68 @@ Handler = Callable[[Conn, dict[str, Any], Appended], None]
 
 
 def project(conn: Conn, appended: list[tuple[EntryRequest, Appended]]) -> None:
+    moving: list[tuple[EntryRequest, Appended]] = []
     for request, result in appended:
         handler = _HANDLERS.get(request.kind)
         if handler is not None:
             handler(conn, request.meta, result)
         if request.kind in _MOVES_LOTS:
-            _lot_use(conn, request.kind, request.meta, result)
+            moving.append((request, result))
+    if moving:
+        _lot_use(conn, moving)
 
 
 # Kinds whose member postings take or give back lots, and so move issuers' points.
 _MOVES_LOTS = frozenset({"redeem", "capture", "expire", "refund_earn", "refund_redemption"})
 
 
-def _lot_use(conn: Conn, kind: str, meta: dict[str, Any], r: Appended) -> None:
-    """Record per issuer (lot origin) how many points the entry took from members."""
-    row = conn.execute(
-        "SELECT canonical FROM ledger_entry WHERE seq = %s AND leaf_hash = %s", (r.seq, r.leaf_hash)
-    ).fetchone()
-    assert row is not None
-    entry = json.loads(bytes(row[0]))
-    taken: dict[str, int] = {}
-    for posting in entry["postings"]:
-        if not posting["account"].startswith("member:") or "lots" not in posting:
-            continue
-        sign = -1 if posting["amount"] > 0 else 1  # a credit gives points back
-        for take in posting["lots"]:
-            taken[take["lot"]] = taken.get(take["lot"], 0) + sign * take["amount"]
-    if not taken:
+def _lot_use(conn: Conn, moving: list[tuple[EntryRequest, Appended]]) -> None:
+    """Record per issuer (lot origin) how many points each entry took from members: for
+    the whole batch, two reads and one insert (a read per entry cost the append path a
+    round trip each — the lots are chosen by the ledger, so they are read back)."""
+    canonical = {
+        int(seq): (bytes(leaf_hash), bytes(body))
+        for seq, leaf_hash, body in conn.execute(
+            "SELECT seq, leaf_hash, canonical FROM ledger_entry"
+            " WHERE seq = ANY(%s) AND leaf_hash = ANY(%s)",
+            ([r.seq for _, r in moving], [r.leaf_hash for _, r in moving]),
+        ).fetchall()
+    }
+    taken_by_entry: list[tuple[EntryRequest, Appended, dict[str, int]]] = []
+    for request, r in moving:
+        leaf_hash, body = canonical[r.seq]
+        assert leaf_hash == r.leaf_hash, f"entry {r.seq} is not the one appended"
+        taken: dict[str, int] = {}
+        for posting in json.loads(body)["postings"]:
+            if not posting["account"].startswith("member:") or "lots" not in posting:
+                continue
+            sign = -1 if posting["amount"] > 0 else 1  # a credit gives points back
+            for take in posting["lots"]:
+                taken[take["lot"]] = taken.get(take["lot"], 0) + sign * take["amount"]
+        if taken:
+            taken_by_entry.append((request, r, taken))
+    if not taken_by_entry:
         return
+    lot_ids = sorted({lot for _, _, taken in taken_by_entry for lot in taken})
     origins = dict(
         conn.execute(
-            "SELECT lot_id, origin FROM ledger_lot WHERE lot_id = ANY(%s)", (list(taken),)
+            "SELECT lot_id, origin FROM ledger_lot WHERE lot_id = ANY(%s)", (lot_ids,)
         ).fetchall()
     )
-    by_origin: dict[str, int] = {}
-    for lot_id, points in taken.items():
-        by_origin[origins[lot_id]] = by_origin.get(origins[lot_id], 0) + points
-    partner = meta.get("partner", "coalition")
-    for origin, points in sorted(by_origin.items()):
-        conn.execute(
-            "INSERT INTO coalition_lot_use VALUES (%s, %s, %s, %s, %s, %s)",
-            (r.seq, kind, partner, origin, points, r.time_us),
-        )
+    rows: list[tuple[int, str, str, str, int, int]] = []
+    for request, r, taken in taken_by_entry:
+        by_origin: dict[str, int] = {}
+        for lot_id, points in taken.items():
+            by_origin[origins[lot_id]] = by_origin.get(origins[lot_id], 0) + points
+        partner = request.meta.get("partner", "coalition")
+        for origin, points in sorted(by_origin.items()):
+            rows.append((r.seq, request.kind, partner, origin, points, r.time_us))
+    columns = list(zip(*rows, strict=True))
+    conn.execute(
+        "INSERT INTO coalition_lot_use SELECT * FROM unnest(%s::bigint[], %s::text[],"
+        " %s::text[], %s::text[], %s::bigint[], %s::bigint[])",
+        [list(c) for c in columns],
+    )
 
 
 def _partner_onboarded(conn: Conn, meta: dict[str, Any], r: Appended) -> None:

@@ -33,10 +33,15 @@ def redeem_points(
     member_id: str | None = None,
     card_number: str | None = None,
 ) -> Redeemed | Refusal:
-    checked = _check(conn, partner_id, points, member_id, card_number)
+    checked = check_spend(conn, partner_id, points, member_id, card_number)
     if isinstance(checked, Refusal):
         return checked
     member = checked
+    request = redemption_request(partner_id, ref_key, member, points)
+    return _redeemed(co, conn, request, member, points)
+
+
+def redemption_request(partner_id: str, ref_key: str, member: str, points: int) -> EntryRequest:
     meta = {
         "input": {"member": member, "points": points},
         "partner": partner_id,
@@ -44,14 +49,13 @@ def redeem_points(
         "ref": ref_key,
         "points": points,
     }
-    request = EntryRequest(
+    return EntryRequest(
         "redeem",
         f"partner:{partner_id}",
         ref_key,
         meta=meta,
         postings=_spend(member, partner_id, points),
     )
-    return _redeemed(co, conn, request, member, points)
 
 
 def authorise(
@@ -67,7 +71,7 @@ def authorise(
 ) -> Authorised | Refusal:
     if type(hold_seconds) is not int or not 1 <= hold_seconds <= HOLD_SECONDS_MAX:
         return Refusal(RefusalCode.INVALID_REQUEST, f"hold lasts 1–{HOLD_SECONDS_MAX} seconds")
-    checked = _check(conn, partner_id, points, member_id, card_number)
+    checked = check_spend(conn, partner_id, points, member_id, card_number)
     if isinstance(checked, Refusal):
         return checked
     member = checked
@@ -88,7 +92,7 @@ def authorise(
     )
     outcome = co.append_once(conn, request)
     if isinstance(outcome, Refusal):
-        return _explain_shortfall(conn, outcome, member, points, co.clock_us())
+        return explain_shortfall(conn, outcome, member, points, co.clock_us())
     appended, _ = outcome
     entry = stored_entry(conn, appended.seq)
     return Authorised(
@@ -159,9 +163,11 @@ def void(
     return Voided(appended.seq, appended.replayed)
 
 
-def _check(
+def check_spend(
     conn: Conn, partner_id: str, points: int, member_id: str | None, card_number: str | None
 ) -> str | Refusal:
+    """The member a spend would debit, or what it is refused before its append (a quote
+    asks the same)."""
     if type(points) is not int or not 0 < points <= AMOUNT_MAX:
         return Refusal(RefusalCode.INVALID_REQUEST, "points: a positive integer")
     refused = active_partner(conn, partner_id)
@@ -191,7 +197,7 @@ def _redeemed(
 ) -> Redeemed | Refusal:
     outcome = co.append_once(conn, request)
     if isinstance(outcome, Refusal):
-        return _explain_shortfall(conn, outcome, member, points, co.clock_us())
+        return explain_shortfall(conn, outcome, member, points, co.clock_us())
     appended, stored_meta = outcome
     by_issuer = issuers_of(conn, appended.seq)
     return Redeemed(appended.seq, stored_meta["points"], by_issuer, appended.replayed)
@@ -204,7 +210,7 @@ def issuers_of(conn: Conn, seq: int) -> dict[str, int]:
     return {str(origin): int(points) for origin, points in rows}
 
 
-def _explain_shortfall(
+def explain_shortfall(
     conn: Conn, refusal: Refusal, member: str, points: int, now_us: int
 ) -> Refusal:
     """Say 'expired' when the member would have had enough but for points past expiry."""

@@ -82,11 +82,20 @@ class Loaded:
     names: list[str] = field(default_factory=list)  # accounts read by name: all they hold
 
 
-def load(conn: psycopg.Connection[Any], chain_id: str, requests: list[EntryRequest]) -> Loaded:
-    """Lock the chain head and read what the batch touches, in one round trip."""
-    head = lock_head(conn, chain_id)
+def load(
+    conn: psycopg.Connection[Any], chain_id: str, requests: list[EntryRequest], lock: bool = True
+) -> Loaded:
+    """Lock the chain head and read what the batch touches, in one round trip (without
+    ``lock``, for a preview in a read-only snapshot: the head as that snapshot sees it)."""
+    if lock:
+        head = lock_head(conn, chain_id)
+    else:
+        head = conn.cursor()
+        head.execute(_LOCK_HEAD.removesuffix(" FOR UPDATE"), (chain_id,))
     pending = queue_load(conn, chain_id, requests)
     row = head.fetchone()
+    if row is None and not lock:  # nothing appended yet: an empty chain
+        row = (0, _ZERO_HASH, 0, [])
     if row is None:  # the chain's first append ever
         conn.execute(
             "INSERT INTO ledger_chain VALUES (%s, 0, %s, 0, '{}') ON CONFLICT DO NOTHING",

@@ -105,6 +105,28 @@ class Journal:
             batch.queue_writes(conn, self.after_append)
             return batch.results
 
+    def preview(
+        self, conn: psycopg.Connection[Any], requests: Sequence[EntryRequest]
+    ) -> list[tuple[AppendResult, dict[str, Any] | None]]:
+        """Judge ``requests`` exactly as ``append`` would, and write nothing: each result
+        (a seq that would be given, a rejection, a replay) with the entry that would be
+        appended (None if not). One read-only snapshot, no lock: writers never wait for
+        it, and an append that commits after it may be judged otherwise."""
+        assert len(requests) <= ENTRIES_PER_BATCH_MAX, "split the batch"
+        # READ ONLY: the server refuses any write in it, so ending it by COMMIT is safe.
+        with conn.transaction():
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            with conn.pipeline():
+                batch = _Batch(self.chain_id, self.clock_us(), requests)
+                batch.entries = []
+                batch.start(_store.load(conn, self.chain_id, batch.requests, lock=False), None)
+                batch.judge(self._guard(conn, batch.requests))
+        by_seq = {e["seq"]: e for e in batch.entries}
+        return [
+            (r, by_seq.get(r.seq) if isinstance(r, Appended) and not r.replayed else None)
+            for r in batch.results
+        ]
+
     def append_stream(
         self,
         conn: psycopg.Connection[Any],
@@ -280,6 +302,7 @@ class _Batch:
         self.known_refs: dict[tuple[str, str], tuple[bytes, Appended]] = {}
         self.batch_refs: dict[tuple[str, str], tuple[bytes, Appended]] = {}
         self.before: _Carry | None = None
+        self.entries: list[dict[str, Any]] | None = None  # kept only for a preview
 
     def start(self, loaded: _store.Loaded, before: _Carry | None) -> None:
         """The batch's view: what it loaded, under what the batch before left (if that
@@ -400,6 +423,8 @@ class _Batch:
         outcome = apply_entry(entry, state)
         if isinstance(outcome, Rejection):
             return outcome
+        if self.entries is not None:
+            self.entries.append(entry)
         leaf_hash = hashlib.sha256(b"\x00" + canonical).digest()
         state.prev_leaf_hash_hex = leaf_hash.hex()
         self.effects.append(outcome)

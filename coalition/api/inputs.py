@@ -126,12 +126,14 @@ RULES: Mapping[str, Rule] = {
     "legalName": Text(200),
     "records": Text(RECORDS_LENGTH_MAX, multiline=True),
     "url": Text(2000),  # a webhook endpoint (coalition.webhooks checks the rest)
+    "batch": Text(RECORDS_LENGTH_MAX, multiline=True),  # a batch file (docs/BATCH.md)
     "issuancePricePerPoint": Rate(),
     "redemptionRatePerPoint": Rate(),
     "breakageShare": Rate(Decimal(1)),
     "effectiveFrom": _TIME,
     "fromTime": _TIME,
     "toTime": _TIME,
+    "atTime": _TIME,
     "purchaseMinor": _AMOUNT,
     "refundMinor": _AMOUNT,
     "points": _AMOUNT,

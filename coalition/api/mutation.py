@@ -12,7 +12,7 @@ import strawberry
 from strawberry.types import Info
 
 from coalition import earn, members, partners, payable, redeem, refunds, settle
-from coalition.api import convert
+from coalition.api import convert, convert_partner
 from coalition.api.context import ApiContext
 from coalition.api.errors import BadInput
 from coalition.api.results import (
@@ -21,6 +21,7 @@ from coalition.api.results import (
     CaptureResult,
     Earned,
     EarnResult,
+    ImportBatchResult,
     IssuerPoints,
     PartyNotPayable,
     Recorded,
@@ -241,6 +242,25 @@ class Mutation:
             )
         )
         return _answer(outcome, _refunded)
+
+    @strawberry.mutation(
+        graphql_type=ImportBatchResult,
+        description="Partner: a batch file (docs/BATCH.md; `format` csv or jsonl) as text,"
+        " within the request body's 1 MiB; larger files go by `coalition batch import`."
+        " Each record runs the single call's use case with its own reference; the answer"
+        " is a result per line and the totals. A re-submitted batch replays; a batch whose"
+        " trailer does not add up is refused whole (CONTROL_TOTALS_MISMATCH).",
+    )
+    async def import_batch(self, info: Ctx, batch: str, format: str) -> Any:
+        who = info.context.who("partner")
+        outcome = await info.context.job(
+            convert_partner.imported_batch,
+            info.context.coalition,
+            who.partner_id or "",
+            batch.encode(),
+            format,
+        )
+        return refusal(outcome) if isinstance(outcome, Refusal) else outcome
 
     @strawberry.mutation(graphql_type=RecordResult, description="Enrol a member (idempotent).")
     async def enroll_member(self, info: Ctx, member_id: str) -> Any:

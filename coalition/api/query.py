@@ -11,11 +11,12 @@ from typing import Any
 import strawberry
 from strawberry.types import Info
 
-from coalition import reports
-from coalition.api import convert
+from coalition import quote, reports
+from coalition.api import convert, convert_partner
 from coalition.api.context import ApiContext
 from coalition.api.errors import BadInput
-from coalition.api.results import PaymentFileResult, refusal
+from coalition.api.mutation import MemberRef
+from coalition.api.results import PaymentFileResult, RedeemQuoteResult, refusal
 from coalition.api.types import (
     Checkpoint,
     InclusionProof,
@@ -25,6 +26,8 @@ from coalition.api.types import (
     Long,
     Me,
     Member,
+    MemberAsOf,
+    PartnerAsOf,
     PartnerReport,
     PartnerRun,
     Reconciliation,
@@ -33,6 +36,7 @@ from coalition.api.types import (
     Statement,
 )
 from coalition.api_keys import Principal
+from coalition.balances_as_of import PositionUnavailable
 from coalition.outcomes import Refusal
 from coalition.time_input import parse_instant
 from ledger import checkpoint_log, proofs
@@ -168,6 +172,79 @@ class Query:
         if who.role == "partner" and who.partner_id != partner_id:
             return []
         return await info.context.db(convert.reconciliations, partner_id, _page(first))
+
+    @strawberry.field(
+        graphql_type=RedeemQuoteResult,
+        description="Partner: would `redeem` succeed now, drawing on which lots (so which"
+        " issuers), leaving what debt? The redemption's own checks and rules, judged in a"
+        " read-only snapshot: nothing is written. With `reference`, a used one says replayed.",
+    )
+    async def redeem_quote(
+        self, info: Ctx, member: MemberRef, points: Long, reference: str | None = None
+    ) -> Any:
+        who = info.context.who("partner")
+        outcome = await info.context.db(
+            lambda conn: quote.quote_redemption(
+                info.context.coalition,
+                conn,
+                partner_id=who.partner_id or "",
+                points=points,
+                member_id=member.member_id,
+                card_number=member.card_number,
+                ref_key=reference,
+            )
+        )
+        if isinstance(outcome, Refusal):
+            return refusal(outcome)
+        return convert_partner.redemption_quote(outcome, who.partner_id or "")
+
+    @strawberry.field(
+        description="A member's points after entry `atSeq`, or after every entry stamped at"
+        " or before `atTime` (one of them), with the lots then (a partner sees those it"
+        " issued) and the proof binding the answer to the journal's root at that size."
+    )
+    async def member_as_of(
+        self,
+        info: Ctx,
+        member_id: str,
+        at_seq: Long | None = None,
+        at_time: str | None = None,
+    ) -> MemberAsOf | None:
+        who = info.context.who(*EVERYONE)
+        seq, time_us = _position(at_seq, at_time)
+        lots_of = who.partner_id if who.role == "partner" else None
+        try:
+            return await info.context.db(
+                convert_partner.member_as_of, member_id, seq, time_us, lots_of
+            )
+        except PositionUnavailable as exc:
+            raise BadInput(str(exc)) from None
+
+    @strawberry.field(
+        description="A partner's accounts (points issued, redeemed at it) after entry"
+        " `atSeq` or at `atTime`, with the proof; a partner key sees its own only."
+    )
+    async def partner_as_of(
+        self,
+        info: Ctx,
+        partner_id: str,
+        at_seq: Long | None = None,
+        at_time: str | None = None,
+    ) -> PartnerAsOf | None:
+        who = info.context.who(*EVERYONE)
+        if who.role == "partner" and who.partner_id != partner_id:
+            return None
+        seq, time_us = _position(at_seq, at_time)
+        try:
+            return await info.context.db(convert_partner.partner_as_of, partner_id, seq, time_us)
+        except PositionUnavailable as exc:
+            raise BadInput(str(exc)) from None
+
+
+def _position(at_seq: int | None, at_time: str | None) -> tuple[int | None, int | None]:
+    if (at_seq is None) == (at_time is None):
+        raise BadInput("give exactly one of atSeq or atTime")
+    return at_seq, None if at_time is None else parse_instant(at_time)
 
 
 def _scope(who: Principal) -> str:

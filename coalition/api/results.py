@@ -95,6 +95,37 @@ class Recorded:
     replayed: bool
 
 
+@strawberry.type(description="A lot a quoted redemption would draw from.")
+class LotDraw:
+    lot_id: str | None  # for a partner, only of the lots it issued (seqs are its own)
+    issuer: str
+    points: Long
+    expires_at: str | None
+
+
+@strawberry.type(
+    description="What the redemption would do now (nothing was written): the lots, and so"
+    " the issuers, it would draw from, first-expiring-first, and the debt it would leave."
+)
+class RedemptionQuote:
+    points: Long
+    lots: list[LotDraw]
+    by_issuer: list[IssuerPoints]
+    debt_points: Long
+    replayed: bool  # the reference was used: the redemption would answer that again
+    tree_size: Long  # the journal size the quote was judged on
+
+
+@strawberry.type(description="A batch's totals and its per-line result file (docs/BATCH.md).")
+class BatchImported:
+    batch_id: str
+    lines: int
+    accepted: int
+    replayed: int
+    refused: int
+    result_file: str  # in the batch's format: a line per record, then the totals
+
+
 def union(name: str, success: Any, *codes: outcomes.RefusalCode) -> Any:
     members = (success, *(REFUSALS[c] for c in codes))
     return Annotated[Union[members], strawberry.union(name)]  # noqa: UP007
@@ -149,6 +180,12 @@ RefundResult = union(
     C.UNKNOWN_TRANSACTION,
     C.REFUND_EXCEEDS_ORIGINAL,
     C.BUSY,
+)
+RedeemQuoteResult = union(
+    "RedeemQuoteResult", RedemptionQuote, *_TILL, C.INSUFFICIENT_POINTS, C.POINTS_EXPIRED, C.BUSY
+)
+ImportBatchResult = union(
+    "ImportBatchResult", BatchImported, C.INVALID_REQUEST, C.CONTROL_TOTALS_MISMATCH
 )
 RecordResult = union("RecordResult", Recorded, *tuple(outcomes.RefusalCode))
 PaymentFileResult = union(

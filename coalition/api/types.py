@@ -331,3 +331,37 @@ class ApiKey:
 class CreatedApiKey:
     key: str  # shown once; only its hash is kept
     info: ApiKey
+
+
+@strawberry.type(
+    description="Where an as-of answer stands: the balances are those after the first"
+    " `treeSize` entries, whose Merkle root is `rootHashHex`; `checkpoint` is the newest"
+    " signed checkpoint holding them (null: none yet) and `consistencyPathBase64` the RFC 9162"
+    " proof from `treeSize` to it."
+)
+class AsOfProof:
+    tree_size: Long
+    root_hash_hex: str
+    checkpoint: Checkpoint | None
+    consistency_path_base64: list[str]
+
+
+@strawberry.type
+class AccountAsOf:
+    account: str
+    balance_points: Long
+    lots: list[Lot]  # holding points then, oldest first (expired, unswept ones included)
+
+
+@strawberry.type(description="A member's points as of a seq or a time.")
+class MemberAsOf:
+    member_id: str
+    account: AccountAsOf
+    proof: AsOfProof
+
+
+@strawberry.type(description="A partner's own accounts as of a seq or a time.")
+class PartnerAsOf:
+    partner_id: str
+    accounts: list[AccountAsOf]
+    proof: AsOfProof

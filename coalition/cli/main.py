@@ -85,6 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_verify)
 
     from coalition.cli.apikey import add_verbs as add_apikey_verbs
+    from coalition.cli.batch import add_verbs as add_batch_verbs
     from coalition.cli.coalition import add_verbs as add_coalition_verbs
     from coalition.cli.serve import add_verbs as add_serve_verbs
     from coalition.cli.settle import add_partner_verbs
@@ -101,6 +102,7 @@ def _parser() -> argparse.ArgumentParser:
     add_partner_verbs(sub)
     add_webhook_verbs(sub)
     add_worker_verbs(sub)
+    add_batch_verbs(sub)
     return parser
 
 

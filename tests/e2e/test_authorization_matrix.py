@@ -138,6 +138,10 @@ EXPECTED: dict[str, dict[str, str]] = {
     "Mutation.createWebhookSubscription": _roles(A, F, F, F),
     "Mutation.deleteWebhookSubscription": _roles(OWN_ONLY, F, F, F),
     "Mutation.reactivateWebhookSubscription": _roles(OWN_ONLY, F, F, F),
+    "Query.redeemQuote": TILL,
+    "Query.memberAsOf": _roles(SCOPED, A, A, A),
+    "Query.partnerAsOf": _roles(OWN_ONLY, A, A, A),
+    "Mutation.importBatch": TILL,
 }
 
 
@@ -228,6 +232,21 @@ def _card_call(document: str, points_name: str, points: str) -> Build:
         return Call(document, variables, CARDS[subject])
 
     return build
+
+
+def _batch(card: str) -> str:
+    lines = [
+        {"type": "header", "format": "coalition-batch/1", "batch_id": "authz-batch"},
+        {"type": "earn", "ref": "authz-batch-1", "card": card, "amount": 50_000, "currency": "RUB"},
+        {
+            "type": "trailer",
+            "record_count": 1,
+            "purchase_minor": 50_000,
+            "refund_minor": 0,
+            "points": 0,
+        },
+    ]
+    return "".join(json.dumps(line) + "\n" for line in lines)
 
 
 def _query(document: str, **variables: Any) -> Build:
@@ -478,6 +497,36 @@ REQUESTS: dict[str, Build] = {
         ' baseCurrency: "EUR", quoteCurrency: "RUB", rate: "100.5", source: "CBR",'
         f' rateDate: "2027-01-31") {RECORDED} }}',
         {"ref": _fresh(), "run": _fresh("run")},
+    ),
+    "Query.redeemQuote": lambda w, s: Call(
+        'query($card: String!) { redeemQuote(member: {cardNumber: $card}, points: "1") {'
+        " __typename ... on RedemptionQuote { points debtPoints treeSize"
+        f" lots {{ lotId issuer points }} byIssuer {{ issuer points }} }} {REFUSAL} }} }}",
+        {"card": CARDS[s]},
+        CARDS[s],
+    ),
+    "Query.memberAsOf": lambda w, s: Call(
+        "query($id: String!, $seq: Long!) { memberAsOf(memberId: $id, atSeq: $seq) {"
+        " memberId account { account balancePoints"
+        " lots { lotId origin expiresAt amountOpened remaining } }"
+        " proof { treeSize rootHashHex consistencyPathBase64 checkpoint { treeSize } } } }",
+        {"id": "M001" if s == OWN else "M002", "seq": str(w.checkpoint_size - 1)},
+    ),
+    "Query.partnerAsOf": lambda w, s: Call(
+        "query($id: String!, $seq: Long!) { partnerAsOf(partnerId: $id, atSeq: $seq) {"
+        " partnerId accounts { account balancePoints lots { remaining } }"
+        " proof { treeSize rootHashHex } } }",
+        {"id": PARTNERS[s], "seq": str(w.checkpoint_size - 1)},
+        PARTNERS[s],
+    ),
+    # A batch's header may leave the partner out (it is the key's): a record naming
+    # another partner's card is refused like one naming no card.
+    "Mutation.importBatch": lambda w, s: Call(
+        'mutation($batch: String!) { importBatch(batch: $batch, format: "jsonl") {'
+        " __typename ... on BatchImported { batchId lines accepted refused resultFile }"
+        f" {REFUSAL} }} }}",
+        {"batch": _batch(CARDS[s])},
+        CARDS[s],
     ),
     # A partner's records naming another partner's transaction: like one nobody made.
     "Mutation.submitReconciliation": lambda w, s: Call(

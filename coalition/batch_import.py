@@ -1,0 +1,222 @@
+"""Import a partner's batch file: every record through the very use case a single call
+runs (``earn.earn_points``, ``redeem.redeem_points``, ``refunds.refund_*``), with the
+record's own reference for idempotency, but appended many to a transaction.
+
+How, without a second copy of any rule: each record's use case runs in its own greenlet
+on one connection, with a coalition whose ``append`` does not write but hands the
+request back to this driver and waits. When a chunk of records is waiting, the driver
+appends all their requests through the journal's one write path in one transaction
+(guards and ledger rules judge each entry there, under the chain's lock, and a refused
+entry is refused alone) and resumes each use case with its own result, as if its single
+append had returned it. A use case that then reads again and appends again (a refund
+that lost a race: ``BUSY``) waits for the next round.
+
+What a use case reads before its append is read before its chunk (and, when appends run
+on a second connection, the chunk before it) commits. So a record
+that names one earlier in the same chunk (a refund of an earn in the batch) starts only
+after that chunk is written. Anything else a record reads is re-judged inside the append
+(docs/DESIGN.md §3), as it is for tills racing each other.
+
+A re-submitted batch replays: each record's reference is in the journal already, so the
+use case answers its first answer (``replayed``) and writes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from greenlet import greenlet
+
+from coalition import earn, redeem, refunds
+from coalition.batch_format import Batch, LineResult, Record
+from coalition.context import Coalition, Conn, refusal_for
+from coalition.outcomes import Earned, Redeemed, Refunded, Refusal, RefusalCode
+from ledger.journal import Appended, AppendResult
+from ledger.rejections import Rejection
+from ledger.requests import EntryRequest
+
+ENTRIES_PER_CHUNK = 1000
+
+Progress = Callable[[int, int], None]
+
+
+class _Deferred(Coalition):
+    """A coalition whose single append pauses the use case until its chunk is appended."""
+
+    def __init__(self, plain: Coalition, driver: greenlet) -> None:
+        self.clock_us = plain.clock_us
+        self.journal = plain.journal
+        self._driver = driver
+
+    def append(self, conn: Conn, request: EntryRequest) -> Appended | Refusal:
+        result: AppendResult | Exception = self._driver.switch(request)
+        if isinstance(result, Exception):  # the database refused what this entry carries
+            return Refusal(RefusalCode.INVALID_REQUEST, "the record holds what cannot be stored")
+        if isinstance(result, Rejection):
+            return refusal_for(result)
+        return result
+
+
+@dataclass(slots=True)
+class _Waiting:
+    record: Record
+    task: greenlet
+    request: EntryRequest
+
+
+def import_batch(
+    co: Coalition,
+    conn: Conn,
+    batch: Batch,
+    append_conn: Conn | None = None,
+    progress: Progress | None = None,
+    entries_per_chunk: int = ENTRIES_PER_CHUNK,
+) -> list[LineResult]:
+    """Every line's result (the bad lines' refusals included), in no particular order.
+
+    With ``append_conn`` (a second connection), chunk n is appended on it in a thread
+    while the use cases of chunk n+1 read on ``conn``: the journal's wait for the server
+    overlaps the Python and round trips of the next chunk's reads."""
+    assert conn.autocommit, "each chunk is its own transaction"
+    results = [LineResult(line, ref, refusal=why) for line, ref, why in batch.bad]
+    total = batch.lines
+    deferred = _Deferred(co, greenlet.getcurrent())
+    waiting: list[_Waiting] = []
+    forming: set[str] = set()  # references of records waiting for their chunk
+    flying: set[str] = set()  # … and of the chunk being appended
+    inflight: list[tuple[Future[list[AppendResult | Exception]], list[_Waiting]]] = []
+    pool = ThreadPoolExecutor(1, "batch-append") if append_conn is not None else None
+
+    def settle(record: Record, task: greenlet, value: Any) -> None:
+        if task.dead:
+            results.append(_line_result(record, value))
+        else:
+            assert isinstance(value, EntryRequest), "a use case pauses only to append"
+            waiting.append(_Waiting(record, task, value))
+            forming.add(record.ref)
+
+    def land() -> None:
+        """Resume the use cases of the chunk in flight with their results."""
+        if not inflight:
+            return
+        future, items = inflight.pop()
+        outcomes = future.result()
+        flying.clear()
+        for item, outcome in zip(items, outcomes, strict=True):
+            settle(item.record, item.task, item.task.switch(outcome))
+        if progress is not None:
+            progress(len(results), total)
+
+    def launch() -> None:
+        land()  # one chunk in flight at a time: the next is appended after it commits
+        if not waiting:
+            return
+        items = waiting[:]
+        waiting.clear()
+        flying.update(forming)
+        forming.clear()
+        if pool is None:
+            done: Future[list[AppendResult | Exception]] = Future()
+            done.set_result(_append(co, conn, items))
+            inflight.append((done, items))
+        else:
+            assert append_conn is not None
+            inflight.append((pool.submit(_append, co, append_conn, items), items))
+
+    def drain() -> None:
+        while waiting or inflight:
+            launch()
+            land()
+
+    try:
+        for record in batch.records:
+            if record.target_ref in forming or record.target_ref in flying:
+                drain()  # it reads what those records write: after they commit
+            elif len(waiting) >= entries_per_chunk:
+                launch()
+            task = greenlet(_use_case)
+            settle(record, task, task.switch(deferred, conn, batch.partner_id, record))
+        drain()
+        if progress is not None:
+            progress(len(results), total)
+    finally:
+        if pool is not None:
+            pool.shutdown()
+    return results
+
+
+def _append(co: Coalition, conn: Conn, waiting: list[_Waiting]) -> list[AppendResult | Exception]:
+    """One transaction for the round; if the database refuses it whole (something one
+    entry carries), each entry alone, so that only the one at fault fails."""
+    requests = [w.request for w in waiting]
+    try:
+        return list(co.journal.append(conn, requests))
+    except psycopg.Error:
+        if conn.broken or len(requests) == 1:
+            raise
+    alone: list[AppendResult | Exception] = []
+    for request in requests:
+        try:
+            [result] = co.journal.append(conn, [request])
+        except psycopg.DataError as exc:  # what this entry carries; a broken link re-raises
+            alone.append(exc)
+            continue
+        alone.append(result)
+    return alone
+
+
+def _use_case(co: Coalition, conn: Conn, partner_id: str, r: Record) -> object:
+    """The single call's use case for the record (the same functions the API calls)."""
+    if r.kind == "earn":
+        assert r.currency is not None
+        return earn.earn_points(
+            co,
+            conn,
+            partner_id=partner_id,
+            ref_key=r.ref,
+            purchase_minor=r.amount,
+            currency=r.currency,
+            member_id=r.member,
+            card_number=r.card,
+            category=r.category,
+        )
+    if r.kind == "redeem":
+        return redeem.redeem_points(
+            co,
+            conn,
+            partner_id=partner_id,
+            ref_key=r.ref,
+            points=r.amount,
+            member_id=r.member,
+            card_number=r.card,
+        )
+    assert r.target_ref is not None
+    if r.kind == "refund_purchase":
+        return refunds.refund_purchase(
+            co,
+            conn,
+            partner_id=partner_id,
+            ref_key=r.ref,
+            earn_ref_key=r.target_ref,
+            refund_minor=r.amount,
+        )
+    assert r.kind == "refund_redemption", r.kind
+    return refunds.refund_redemption(
+        co,
+        conn,
+        partner_id=partner_id,
+        ref_key=r.ref,
+        redemption_ref_key=r.target_ref,
+        points=r.amount,
+    )
+
+
+def _line_result(record: Record, outcome: object) -> LineResult:
+    if isinstance(outcome, Refusal):
+        return LineResult(record.line, record.ref, refusal=outcome)
+    assert isinstance(outcome, Earned | Redeemed | Refunded), outcome
+    return LineResult(record.line, record.ref, outcome.seq, outcome.points, outcome.replayed)

@@ -1,0 +1,219 @@
+"""Batch import (docs/BATCH.md) against PostgreSQL: records through the single call's use
+cases, a result per line, a re-submission that writes nothing, totals refused whole."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from coalition.batch_format import Batch, format_batch, parse_batch, write_results
+from coalition.batch_import import import_batch
+from coalition.cli.main import main
+from coalition.context import Coalition
+from coalition.earn import earn_points
+from coalition.earning import EarningRules
+from coalition.members import enroll_member
+from coalition.outcomes import Refusal, RefusalCode
+from coalition.partners import onboard_partner, publish_earning_rules, publish_terms
+from coalition.redeem import redeem_points
+from ledger import reads
+from ledger.verify_db import verify_database
+from settlement.terms import PartnerTerms
+
+T0 = 1_800_000_000_000_000
+EFFECTIVE_US = 1_600_000_000_000_000  # 2020: in force for the CLI's real clock too
+TERMS = PartnerTerms(
+    Decimal("0.01"), Decimal("0.008"), 50, Decimal("0.5"), "monthly", "multilateral"
+)
+RULES = EarningRules("RUB", 1, 100, {})  # a point per 1 RUB
+MEMBERS = 50
+
+
+@pytest.fixture()
+def co() -> Coalition:
+    return Coalition(clock_us=lambda: T0)
+
+
+@pytest.fixture()
+def conn(db_url: str, co: Coalition) -> Iterator[psycopg.Connection[Any]]:
+    with psycopg.connect(db_url, autocommit=True) as c:
+        for partner in ("grocer", "fuel"):
+            ok(onboard_partner(co, c, partner, f"{partner.title()} Ltd", "RUB"))
+            ok(publish_terms(co, c, partner, TERMS, EFFECTIVE_US, f"terms-{partner}"))
+            ok(publish_earning_rules(co, c, partner, RULES, EFFECTIVE_US, f"rules-{partner}"))
+        for m in range(MEMBERS):
+            ok(enroll_member(co, c, f"M{m}"))
+        yield c
+
+
+def ok(outcome: Any) -> Any:
+    assert not isinstance(outcome, Refusal), outcome
+    return outcome
+
+
+def earn_row(ref: str, member: str, minor: int) -> dict[str, Any]:
+    return {"type": "earn", "ref": ref, "member": member, "amount": minor, "currency": "RUB"}
+
+
+def mixed_rows(n: int, distance_blocks: int) -> list[dict[str, Any]]:
+    """Blocks of ten lines, one member each: six earns, two redemptions, a refund of an
+    earn and of a redemption ``distance_blocks`` blocks back (earns before there are)."""
+    rows: list[dict[str, Any]] = []
+    for i in range(n):
+        block, step = divmod(i, 10)
+        member, back = f"M{block % MEMBERS}", (block - distance_blocks) * 10
+        if step < 6 or (step >= 8 and back < 0):
+            rows.append(earn_row(f"e{i}", member, 10_000))  # 100 points
+        elif step < 8:
+            rows.append({"type": "redeem", "ref": f"r{i}", "member": member, "amount": 30})
+        elif step == 8:
+            refund = {"type": "refund_purchase", "ref": f"f{i}", "target_ref": f"e{back}"}
+            rows.append({**refund, "amount": 5_000})
+        else:
+            refund = {"type": "refund_redemption", "ref": f"g{i}", "target_ref": f"r{back + 6}"}
+            rows.append({**refund, "amount": 10})
+    return rows
+
+
+def parsed(text: str, fmt: str, partner: str = "grocer") -> Batch:
+    batch = parse_batch(text.encode(), fmt, partner)
+    assert isinstance(batch, Batch), batch
+    return batch
+
+
+def run(
+    co: Coalition, conn: Any, text: str, fmt: str, append_conn: Any = None
+) -> tuple[str, dict[str, int]]:
+    batch = parsed(text, fmt)
+    return write_results(fmt, batch.batch_id, import_batch(co, conn, batch, append_conn))
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_a_batch_imports_each_line_as_the_single_call_would(
+    co: Coalition, conn: Any, fmt: str
+) -> None:
+    rows = mixed_rows(1_000, 1)  # refunds of the chunk before theirs
+    size_before = reads.head(conn).tree_size
+    _, totals = run(co, conn, format_batch(fmt, "B1", "grocer", rows), fmt)
+    assert totals == {"lines": 1_000, "accepted": 1_000, "replayed": 0, "refused": 0}
+    assert reads.head(conn).tree_size == size_before + 1_000
+    # The same records as single calls give the same answers: replays of the batch's.
+    earned = ok(
+        earn_points(
+            co,
+            conn,
+            partner_id="grocer",
+            ref_key="e0",
+            purchase_minor=10_000,
+            currency="RUB",
+            member_id="M0",
+        )
+    )
+    assert earned.replayed and earned.points == 100
+    redeemed = ok(
+        redeem_points(co, conn, partner_id="grocer", ref_key="r6", points=30, member_id="M0")
+    )
+    assert redeemed.replayed
+    verify_database(conn)  # raises on any failure
+
+
+def test_a_bad_line_is_refused_alone(co: Coalition, conn: Any) -> None:
+    rows = [
+        earn_row("a", "M1", 10_000),
+        earn_row("b", "NOBODY", 10_000),  # unknown member: the use case refuses
+        {"type": "redeem", "ref": "c", "member": "M2", "amount": 1},  # M2 has nothing
+        {"type": "earn", "ref": "d", "member": "M1", "amount": 100},  # no currency
+        earn_row("a", "M3", 10_000),  # a reference used on an earlier line
+        {"type": "refund_purchase", "ref": "e", "target_ref": "a", "amount": 20_000},  # too much
+        earn_row("f", "M1", 200),
+    ]
+    text, totals = run(co, conn, format_batch("jsonl", "B2", "grocer", rows), "jsonl")
+    assert totals == {"lines": 7, "accepted": 2, "replayed": 0, "refused": 5}
+    lines = [json.loads(line) for line in text.splitlines()]
+    by_ref_line = {(r["line"], r["ref"]): r for r in lines if "line" in r}
+    codes = {k: r["code"] for k, r in by_ref_line.items()}
+    assert codes == {
+        (2, "a"): None,
+        (3, "b"): "unknown_member",
+        (4, "c"): "insufficient_points",
+        (5, "d"): "invalid_request",
+        (6, "a"): "duplicate_reference",
+        (7, "e"): "refund_exceeds_original",
+        (8, "f"): None,
+    }
+    assert by_ref_line[(2, "a")]["seq"] is not None and by_ref_line[(8, "f")]["points"] == 2
+    assert lines[-1] == {"type": "totals", "batch_id": "B2", **totals}
+
+
+def test_control_totals_that_do_not_add_up_refuse_the_batch_whole(conn: Any) -> None:
+    text = format_batch("jsonl", "B3", "grocer", [earn_row("a", "M1", 100)])
+    tampered = text.replace('"purchase_minor": 100', '"purchase_minor": 101')
+    assert tampered != text
+    refused = parse_batch(tampered.encode(), "jsonl", "grocer")
+    assert isinstance(refused, Refusal) and refused.code is RefusalCode.CONTROL_TOTALS_MISMATCH
+    short = text.replace('"record_count": 1', '"record_count": 2')
+    refused = parse_batch(short.encode(), "jsonl", "grocer")
+    assert isinstance(refused, Refusal) and refused.code is RefusalCode.CONTROL_TOTALS_MISMATCH
+    truncated = "".join(text.splitlines(keepends=True)[:-1])  # the trailer lost
+    refused = parse_batch(truncated.encode(), "jsonl", "grocer")
+    assert isinstance(refused, Refusal) and refused.code is RefusalCode.INVALID_REQUEST
+    other = parse_batch(text.encode(), "jsonl", "fuel")  # the header names grocer
+    assert isinstance(other, Refusal) and other.code is RefusalCode.INVALID_REQUEST
+
+
+LARGE_LINES = 20_000  # bench/batch_import.py runs 100,000 (about a minute here; see README)
+
+
+def test_a_large_batch_imports_and_a_resubmission_writes_nothing(
+    co: Coalition, conn: Any, db_url: str
+) -> None:
+    rows = mixed_rows(LARGE_LINES, 150)
+    text = format_batch("csv", "BIG", "grocer", rows)
+    append_conn = psycopg.connect(db_url, autocommit=True)  # appends overlap the reads
+    started = time.monotonic()
+    first, totals = run(co, conn, text, "csv", append_conn)
+    seconds = time.monotonic() - started
+    print(f"{LARGE_LINES:,} lines in {seconds:.1f} s")  # a figure, not a bound
+    assert totals == {"lines": LARGE_LINES, "accepted": LARGE_LINES, "replayed": 0, "refused": 0}
+    size = reads.head(conn).tree_size
+    again, totals_again = run(co, conn, text, "csv", append_conn)
+    append_conn.close()
+    assert reads.head(conn).tree_size == size
+    assert totals_again == {**totals, "replayed": LARGE_LINES}
+    # Same seq and points per line; only the replayed flag differs.
+    assert again.replace(",true,", ",false,").split("\n")[1:-2] == first.split("\n")[1:-2]
+
+
+def test_the_cli_imports_with_progress_and_writes_the_result_file(
+    conn: Any,
+    db_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", db_url)
+    rows = [earn_row("c1", "M1", 10_000), earn_row("c2", "NOBODY", 100)]
+    path = tmp_path / "eod.csv"
+    path.write_text(format_batch("csv", "EOD-1", "grocer", rows))
+    assert main(["batch", "import", str(path), "--partner", "grocer"]) == 1  # a line refused
+    captured = capsys.readouterr()
+    assert "batch EOD-1: 2 lines, 1 accepted (0 replayed), 1 refused" in captured.out
+    assert "batch EOD-1: 2/2" in captured.err  # the progress line
+    results = (tmp_path / "eod.results.csv").read_text().splitlines()
+    assert results[0] == "line,ref,status,seq,replayed,points,code,message"
+    assert results[1].startswith("2,c1,accepted,") and ",false,100,," in results[1]
+    assert results[2].startswith("3,c2,refused,,false,,unknown_member,")
+    assert results[3] == "totals,EOD-1,2,1,0,1,,"
+    size = reads.head(conn).tree_size
+    tampered = path.read_text().replace("trailer,2,10100", "trailer,2,10101")
+    path.write_text(tampered)
+    assert main(["batch", "import", str(path), "--partner", "grocer"]) == 1
+    assert "control_totals_mismatch" in capsys.readouterr().err
+    assert reads.head(conn).tree_size == size

@@ -51,6 +51,7 @@ from coalition.context import Coalition
 from coalition.keys import load_signer
 from coalition.projections import project
 from coalition.settings import Settings
+from coalition.web.routes import web_routes  # the console (docs/DESIGN.md §9)
 from graphql import GraphQLError
 from ledger import checkpoint_log, proofs, reads
 
@@ -219,6 +220,7 @@ def create_app(
             Route("/checkpoint", checkpoint),
             Route("/proof/consistency", consistency),
             Route("/proof/inclusion", inclusion),
+            *web_routes(state, graphql),
         ],
         middleware=[
             Middleware(BodyLimit, max_bytes=BODY_BYTES_MAX),

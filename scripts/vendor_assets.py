@@ -52,7 +52,10 @@ PACKAGES = (
         "18.2.0",
         "a151f7caec911760e42b7a6f6f1dfcaba141fd11ff49e2af901a2eee0366297c",
         "MIT",
-        {"package/umd/react.production.min.js": "react.production.min.js", "package/LICENSE": "LICENSE"},
+        {
+            "package/umd/react.production.min.js": "react.production.min.js",
+            "package/LICENSE": "LICENSE",
+        },
         "react",
     ),
     Package(
@@ -97,7 +100,8 @@ def _fetch(package: Package, into: Path) -> bytes:
     data = (into / packed["filename"]).read_bytes()
     if _sha256(data) != package.tarball_sha256:
         raise SystemExit(
-            f"{spec}: tarball sha256 {_sha256(data)}, pinned {package.tarball_sha256}; nothing written"
+            f"{spec}: tarball sha256 {_sha256(data)}, pinned {package.tarball_sha256};"
+            " nothing written"
         )
     return data
 

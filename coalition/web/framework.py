@@ -131,7 +131,8 @@ def endpoint(page: Page, runner: Runner, state: dict[str, Any], menu: list[Page]
             presented = form.get("csrf")
             if not csrf_ok(token, presented if isinstance(presented, str) else None):
                 return error_page(
-                    403, "This form is out of date (no valid CSRF token). Reload and try again.",
+                    403,
+                    "This form is out of date (no valid CSRF token). Reload and try again.",
                     principal,
                 )
         ctx = Ctx(request, principal, token, runner, state)

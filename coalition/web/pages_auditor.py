@@ -75,6 +75,8 @@ async def export(ctx: Ctx) -> Response:
         path.unlink(missing_ok=True)
         raise
     return FileResponse(
-        path, media_type="application/x-ndjson", filename="journal.jsonl",
+        path,
+        media_type="application/x-ndjson",
+        filename="journal.jsonl",
         background=BackgroundTask(path.unlink, missing_ok=True),
     )

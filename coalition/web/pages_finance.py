@@ -97,8 +97,13 @@ def flow_matrix(doc: dict[str, Any]) -> dict[str, Any]:
             "options": {"stacked": True, "title": f"Issuer × redeemer, {currency}"},
         }
         by_currency.append(
-            {"currency": currency, "issuers": issuers, "redeemers": redeemers, "rows": rows,
-             "chart": json.dumps(chart)}
+            {
+                "currency": currency,
+                "issuers": issuers,
+                "redeemers": redeemers,
+                "rows": rows,
+                "chart": json.dumps(chart),
+            }
         )
     return {"currencies": by_currency}
 
@@ -114,7 +119,9 @@ async def _run(ctx: Ctx) -> dict[str, Any]:
 async def run_page(ctx: Ctx) -> Response:
     run = await _run(ctx)
     warned = (await ctx.gql(WARNINGS, first=RUNS_MAX))["settlementRuns"]
-    warnings = next((r["warnings"] for r in warned if r["runId"] == run["runId"]), [])
+    warnings: list[dict[str, Any]] = next(
+        (r["warnings"] for r in warned if r["runId"] == run["runId"]), []
+    )
     doc = run["doc"]
     parties = sorted({p["party"] for p in doc.get("positions", [])})
     tomorrow = datetime.now(ZoneInfo(timezone())).date() + timedelta(days=1)
@@ -126,7 +133,8 @@ async def run_page(ctx: Ctx) -> Response:
         warnings=warnings,
         flow=flow_matrix(doc),
         tomorrow=tomorrow.isoformat(),
-        may_approve=run["status"] == "computed" and run["computedBy"] != f"key:{ctx.principal.key_id}",
+        may_approve=run["status"] == "computed"
+        and run["computedBy"] != f"key:{ctx.principal.key_id}",
         notice=NOTICES.get(ctx.request.query_params.get("notice", ""), ""),
     )
 
@@ -164,7 +172,8 @@ async def statement(ctx: Ctx) -> Response:
     body = base64.b64decode(content) if form == "pdf" else content.encode()
     name = f"statement-{run_id}-{party}.{form}"
     return Response(
-        body, media_type=MEDIA[form],
+        body,
+        media_type=MEDIA[form],
         headers={"Content-Disposition": f'attachment; filename="{name}"'},
     )
 
@@ -175,7 +184,8 @@ async def payment_file(ctx: Ctx) -> Response:
     outcome = (await ctx.gql(PAYMENT_FILE, runId=run_id, date=when))["paymentFile"]
     _refused(outcome)
     return Response(
-        outcome["content"].encode(), media_type="application/xml",
+        outcome["content"].encode(),
+        media_type="application/xml",
         headers={"Content-Disposition": f'attachment; filename="pain001-{run_id}.xml"'},
     )
 
@@ -190,11 +200,16 @@ async def kpis(ctx: Ctx) -> Response:
         f" {{ {KPI_FIELDS} }}"
         for i, d in enumerate(days)
     )
-    flow = f'flow: kpis(fromTime: "{days[0].isoformat()}", toTime: "{(today + timedelta(days=1)).isoformat()}")'
-    data = await ctx.gql(f"query {{ {fields} {flow} {{ {KPI_FIELDS} flow {{ issuer redeemedAt points }} }} }}")
+    end = (today + timedelta(days=1)).isoformat()
+    flow = f'flow: kpis(fromTime: "{days[0].isoformat()}", toTime: "{end}")'
+    data = await ctx.gql(
+        f"query {{ {fields} {flow} {{ {KPI_FIELDS} flow {{ issuer redeemedAt points }} }} }}"
+    )
     series = [data[f"d{i}"] for i in range(len(days))]
     chart = _kpi_chart(days, series)
-    return ctx.render("kpis.html", days=days, series=series, total=data["flow"], chart=json.dumps(chart))
+    return ctx.render(
+        "kpis.html", days=days, series=series, total=data["flow"], chart=json.dumps(chart)
+    )
 
 
 def _kpi_chart(days: list[date], series: list[dict[str, Any]]) -> dict[str, Any]:

@@ -26,7 +26,9 @@ def list_partners(conn: Conn) -> list[dict[str, Any]]:
         "SELECT partner_id, legal_name, settlement_currency, status FROM coalition_partner"
         " ORDER BY partner_id"
     ).fetchall()
-    return [dict(zip(("partner_id", "legal_name", "currency", "status"), r, strict=True)) for r in rows]
+    return [
+        dict(zip(("partner_id", "legal_name", "currency", "status"), r, strict=True)) for r in rows
+    ]
 
 
 async def partners(ctx: Ctx) -> Response:

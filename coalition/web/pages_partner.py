@@ -56,7 +56,8 @@ async def receipt(ctx: Ctx) -> Response:
             " covers it yet (try again after the next checkpoint).",
         )
     return Response(
-        found["receipt"].encode(), media_type="text/plain; charset=utf-8",
+        found["receipt"].encode(),
+        media_type="text/plain; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="receipt-{text}.txt"'},
     )
 

@@ -47,20 +47,43 @@ PAGES: list[Page] = [
     Page("/runs", READERS, pages_finance.runs_list, title="Settlement runs", nav=True),
     Page("/runs", ("finance",), pages_finance.compute, ("POST",)),
     Page("/runs/{run_id}", READERS, pages_finance.run_page, examples={"run_id": "2026-01-r1"}),
-    Page("/runs/{run_id}/approve", ("finance",), pages_finance.approve, ("POST",),
-         examples={"run_id": "2026-01-r1"}),
-    Page("/runs/{run_id}/payments", ("finance",), pages_finance.confirm, ("POST",),
-         examples={"run_id": "2026-01-r1"}),
-    Page("/runs/{run_id}/payment-file", ("finance",), pages_finance.payment_file,
-         examples={"run_id": "2026-01-r1"}),
-    Page("/runs/{run_id}/statements/{party}/{format}", EVERYONE, pages_finance.statement,
-         examples={"run_id": "2026-01-r1", "party": "grocer", "format": "pdf"}),
+    Page(
+        "/runs/{run_id}/approve",
+        ("finance",),
+        pages_finance.approve,
+        ("POST",),
+        examples={"run_id": "2026-01-r1"},
+    ),
+    Page(
+        "/runs/{run_id}/payments",
+        ("finance",),
+        pages_finance.confirm,
+        ("POST",),
+        examples={"run_id": "2026-01-r1"},
+    ),
+    Page(
+        "/runs/{run_id}/payment-file",
+        ("finance",),
+        pages_finance.payment_file,
+        examples={"run_id": "2026-01-r1"},
+    ),
+    Page(
+        "/runs/{run_id}/statements/{party}/{format}",
+        EVERYONE,
+        pages_finance.statement,
+        examples={"run_id": "2026-01-r1", "party": "grocer", "format": "pdf"},
+    ),
     Page("/kpis", READERS, pages_finance.kpis, title="KPIs", nav=True),
     Page("/position", ("partner",), pages_partner.position, title="Position", nav=True),
     Page("/entries", ("partner",), pages_partner.entries, title="Entries", nav=True),
     Page("/entries/{seq}/receipt", EVERYONE, pages_partner.receipt, examples={"seq": "0"}),
-    Page("/reconciliation", ("partner",), pages_partner.reconcile_form, title="Reconciliation",
-         nav=True),
+    Page(
+        "/reconciliation",
+        ("partner",),
+        pages_partner.reconcile_form,
+        title="Reconciliation",
+        nav=True,
+    ),
     Page("/reconciliation", ("partner",), pages_partner.reconcile_upload, ("POST",)),
     Page("/checkpoints", READERS, pages_auditor.checkpoints, title="Checkpoints", nav=True),
     Page("/proof", READERS, pages_auditor.proof, title="Proofs", nav=True),
@@ -68,8 +91,13 @@ PAGES: list[Page] = [
     Page("/partners", ("operator",), pages_operator.partners, title="Partners", nav=True),
     Page("/keys", ("operator",), pages_operator.keys, title="API keys", nav=True),
     Page("/keys", ("operator",), pages_operator.create_key, ("POST",)),
-    Page("/keys/{key_id}/revoke", ("operator",), pages_operator.revoke_key, ("POST",),
-         examples={"key_id": "000000000000"}),
+    Page(
+        "/keys/{key_id}/revoke",
+        ("operator",),
+        pages_operator.revoke_key,
+        ("POST",),
+        examples={"key_id": "000000000000"},
+    ),
 ]
 
 
@@ -95,8 +123,13 @@ def web_routes(state: dict[str, Any], graphql: Any) -> list[BaseRoute]:
         pre = secrets.token_urlsafe(32)
         response = render("signin.html", status, csrf=csrf_token(pre), error=error)
         response.set_cookie(
-            PRESESSION_COOKIE, pre, max_age=3600, path=PREFIX + "/signin", secure=secure,
-            httponly=True, samesite="strict",
+            PRESESSION_COOKIE,
+            pre,
+            max_age=3600,
+            path=PREFIX + "/signin",
+            secure=secure,
+            httponly=True,
+            samesite="strict",
         )
         return response
 
@@ -113,7 +146,12 @@ def web_routes(state: dict[str, Any], graphql: Any) -> list[BaseRoute]:
         token = await state["database"].run(create_session, principal, now_us())
         response = see_other(HOME[principal.role])
         response.set_cookie(
-            SESSION_COOKIE, token, path=PREFIX, secure=secure, httponly=True, samesite="strict",
+            SESSION_COOKIE,
+            token,
+            path=PREFIX,
+            secure=secure,
+            httponly=True,
+            samesite="strict",
         )
         response.delete_cookie(PRESESSION_COOKIE, path=PREFIX + "/signin")
         return response
@@ -140,7 +178,9 @@ def web_routes(state: dict[str, Any], graphql: Any) -> list[BaseRoute]:
     ]
     for page in PAGES:
         routes.append(
-            Route(PREFIX + page.path, endpoint(page, runner, state, PAGES), methods=list(page.methods))
+            Route(
+                PREFIX + page.path, endpoint(page, runner, state, PAGES), methods=list(page.methods)
+            )
         )
     return routes
 

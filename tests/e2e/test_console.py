@@ -9,6 +9,7 @@ import io
 import json
 import re
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree
 
@@ -81,7 +82,9 @@ def test_sign_in_per_role_session_cookie_and_sign_out(
         [cookie] = [c for c in v.context.cookies() if c["name"] == "console_session"]
         assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
         assert not cookie["secure"]  # development over plain HTTP; Secure otherwise
-        stored = page.evaluate("() => JSON.stringify([localStorage, sessionStorage, document.cookie])")
+        stored = page.evaluate(
+            "() => JSON.stringify([localStorage, sessionStorage, document.cookie])"
+        )
         assert seeded.keys[name] not in stored and seeded.keys[name] not in cookie["value"]
         csp = page.request.get(home).headers["content-security-policy"]
         assert "script-src 'self'" in csp and "unsafe-inline" not in csp.split("style-src")[0]
@@ -90,7 +93,8 @@ def test_sign_in_per_role_session_cookie_and_sign_out(
     page.click("header button[type=submit]")
     page.wait_for_url(re.compile(r".*/console/signin$"))
     refused = httpx.get(
-        app_url + "/console/keys", cookies={"console_session": cookie["value"]},
+        app_url + "/console/keys",
+        cookies={"console_session": cookie["value"]},
         follow_redirects=False,
     )
     assert refused.status_code == 303 and refused.headers["location"].endswith("/signin")
@@ -139,11 +143,11 @@ def test_finance_computes_second_approves_pays_and_downloads(
     assert party in text or party.title() in text
     with page2.expect_download() as got_csv:
         page2.click(f"a[href$='/statements/{party}/csv']")
-    rows = list(csv.reader(io.StringIO(open(got_csv.value.path(), encoding="utf-8").read())))
+    rows = list(csv.reader(io.StringIO(Path(got_csv.value.path()).read_text(encoding="utf-8"))))
     assert len(rows) > 1
     with page2.expect_download() as got_json:
         page2.click(f"a[href$='/statements/{party}/json']")
-    statement = json.loads(open(got_json.value.path(), encoding="utf-8").read())
+    statement = json.loads(Path(got_json.value.path()).read_text(encoding="utf-8"))
     assert statement
     with page2.expect_download() as xml:
         page2.click("form[action$='/payment-file'] button")
@@ -159,7 +163,10 @@ def test_kpi_chart_renders_with_data(visit: Callable[[], Visit], seeded: Seeded)
     page = v.sign_in(seeded.keys["finance"])
     page.goto("/console/kpis")
     assert _canvas_has_ink(page, "#kpi-chart") > 1000
-    earned = [int(t.replace(",", "")) for t in page.locator("#kpi-table tr td:nth-child(2)").all_inner_texts()]
+    earned = [
+        int(t.replace(",", ""))
+        for t in page.locator("#kpi-table tr td:nth-child(2)").all_inner_texts()
+    ]
     assert sum(earned) > 0  # the seed's purchases are today's
     v.shot("finance-kpis")
 
@@ -170,8 +177,13 @@ def _foreign_values(seeded: Seeded, app_url: str) -> dict[str, str]:
     query = "{ journalEntries(first: 1) { edges { node { seq } } } }"
     answer = httpx.post(app_url + "/graphql", json={"query": query}, headers=headers).json()
     seq = answer["data"]["journalEntries"]["edges"][0]["node"]["seq"]
-    return {"seq": seq, "party": "airline", "run_id": "2026-01-r1", "format": "json",
-            "key_id": "000000000000"}
+    return {
+        "seq": seq,
+        "party": "airline",
+        "run_id": "2026-01-r1",
+        "format": "json",
+        "key_id": "000000000000",
+    }
 
 
 def test_partner_cannot_open_another_partners_objects_on_any_page(
@@ -194,8 +206,11 @@ def test_partner_cannot_open_another_partners_objects_on_any_page(
             path = path.replace("{" + name + "}", str(foreign[name]))
         for method in spec.methods:
             answer = httpx.request(
-                method, app_url + path, cookies={"console_session": token},
-                data={"csrf": csrf[1]} if method == "POST" else None, follow_redirects=False,
+                method,
+                app_url + path,
+                cookies={"console_session": token},
+                data={"csrf": csrf[1]} if method == "POST" else None,
+                follow_redirects=False,
             )
             if "partner" not in spec.roles:
                 assert answer.status_code == 403, (method, path, answer.status_code)
@@ -214,7 +229,9 @@ def test_a_form_without_its_csrf_token_is_refused(
     token = next(c["value"] for c in v.context.cookies() if c["name"] == "console_session")
     for data in ({"period": period}, {"period": period, "csrf": "0" * 64}):
         answer = httpx.post(
-            app_url + "/console/runs", cookies={"console_session": token}, data=data,
+            app_url + "/console/runs",
+            cookies={"console_session": token},
+            data=data,
             follow_redirects=False,
         )
         assert answer.status_code == 403 and "CSRF" in answer.text
@@ -242,8 +259,16 @@ def test_partner_position_entries_receipt_and_reconciliation(
     theirs[0]["points"] = int(theirs[0]["points"]) + 1
     theirs.append({**theirs[-1], "ref": "invented-1"})
     page.goto("/console/reconciliation")
-    page.set_input_files("input[name=file]", files=[{"name": "ours.json", "mimeType": "application/json",
-                                                     "buffer": json.dumps(theirs).encode()}])
+    page.set_input_files(
+        "input[name=file]",
+        files=[
+            {
+                "name": "ours.json",
+                "mimeType": "application/json",
+                "buffer": json.dumps(theirs).encode(),
+            }
+        ],
+    )
     page.select_option("select[name=format]", "json")
     page.fill("input[name=from]", "2000-01-01")
     page.fill("input[name=to]", "2100-01-01")
@@ -284,12 +309,12 @@ def test_auditor_looks_up_a_proof_and_the_receipt_verifies_offline(
     v.shot("auditor-proof")
     with page.expect_download() as got:
         page.click("a[href$='/entries/1/receipt']")
-    checked = check_receipt(open(got.value.path(), "rb").read(), verifier)
+    checked = check_receipt(Path(got.value.path()).read_bytes(), verifier)
     assert checked.leaf_index == 1
     with page.expect_download() as export:
         page.goto("/console/checkpoints")
         page.click("a[href='/console/export']")
-    lines = open(export.value.path(), "rb").read().splitlines()
+    lines = Path(export.value.path()).read_bytes().splitlines()
     assert len(lines) >= 2 and json.loads(lines[1])["seq"] == 1
 
 
@@ -309,8 +334,11 @@ def test_operator_creates_a_key_shown_once_and_revokes_it(
     key_id = key.split("_")[1]
     page.click(f"form[action='/console/keys/{key_id}/revoke'] button")
     page.wait_for_url(re.compile(r".*/console/keys$"))
-    answer = httpx.post(app_url + "/graphql", json={"query": "{ me { role } }"},
-                        headers={"Authorization": f"Bearer {key}"})
+    answer = httpx.post(
+        app_url + "/graphql",
+        json={"query": "{ me { role } }"},
+        headers={"Authorization": f"Bearer {key}"},
+    )
     assert answer.json()["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
     page.goto("/console/partners")
     assert page.locator("table tr").count() >= 4

@@ -58,3 +58,15 @@ def test_import_graphql_is_graphql_core() -> None:
 
     assert hasattr(graphql, "graphql_sync"), graphql.__file__
     assert "site-packages" in str(graphql.__file__)
+
+
+def test_only_the_app_imports_the_console() -> None:
+    """coalition/web/ is an entry point: the use cases never depend on it."""
+    importers = set()
+    for path in (ROOT / "coalition").rglob("*.py"):
+        rel = path.relative_to(ROOT).as_posix()
+        if rel.startswith("coalition/web/"):
+            continue
+        if re.search(r"^\s*(from|import) coalition\.web\b", path.read_text(), re.MULTILINE):
+            importers.add(rel)
+    assert importers <= {"coalition/app.py", "coalition/api/app.py"}, importers

@@ -350,3 +350,28 @@ def test_graphiql_works_offline(visit: Callable[[], Visit]) -> None:
     v.page.goto("/graphql")
     v.page.wait_for_selector(".graphiql-container", timeout=15_000)
     v.shot("graphiql")
+
+
+def test_outside_development_the_session_cookie_is_secure(
+    seeded: Seeded, settings: Settings, serve: Callable[[Starlette], str]
+) -> None:
+    import dataclasses
+
+    url = serve(create_app(dataclasses.replace(settings, development=False), seeded.db_url))
+    with httpx.Client(base_url=url) as client:
+        form = client.get("/console/signin")
+        assert "secure" in form.headers["set-cookie"].lower()
+        csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', form.text)
+        assert csrf is not None
+        # The client keeps the pre-session cookie, but not a Secure one over plain HTTP:
+        client.cookies.set("console_presession", form.cookies["console_presession"])
+        signed_in = client.post(
+            "/console/signin", data={"csrf": csrf[1], "api_key": seeded.keys["finance"]}
+        )
+        assert signed_in.status_code == 303
+        [cookie] = [
+            c for c in signed_in.headers.get_list("set-cookie") if c.startswith("console_session=")
+        ]
+        attributes = {a.strip().lower() for a in cookie.split(";")}
+        assert {"secure", "httponly", "samesite=strict"} <= attributes
+        assert client.get("/graphql", headers={"accept": "text/html"}).status_code != 200

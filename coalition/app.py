@@ -51,7 +51,7 @@ from coalition.context import Coalition
 from coalition.keys import load_signer
 from coalition.projections import project
 from coalition.settings import Settings
-from coalition.web.routes import web_routes  # the console (docs/DESIGN.md, "The web console")
+from coalition.web.routes import web_routes  # the web console (docs/DESIGN.md)
 from graphql import GraphQLError
 from ledger import checkpoint_log, proofs, reads
 

@@ -1,5 +1,5 @@
-"""Web console sessions (docs/DESIGN.md, "The web console"): an API key is exchanged for a session; only
-the SHA-256 of the session token is stored, with the key it stands for and when it
+"""Web console sessions (docs/DESIGN.md, "The web console"): an API key is exchanged for
+a session; only the SHA-256 of the session token is stored, with the key it stands for and when it
 expires. A session ends when it expires, when it is signed out (``ended_at_us``) or when
 its key is revoked (the key's row is read with every request). Rows are never deleted by
 the application role.

@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 
 from starlette.responses import Response
 
+from coalition.context import Conn
 from coalition.settle import timezone
 from coalition.web.framework import Ctx, see_other
 from coalition.web.gql import PageError
@@ -116,8 +117,18 @@ async def _run(ctx: Ctx) -> dict[str, Any]:
     return found[0]
 
 
+def confirmed_payments(conn: Conn, run_id: str) -> dict[str, int]:
+    """End-to-end id → seq of its ``settlement_paid`` entry (the run's confirmations)."""
+    rows = conn.execute(
+        "SELECT end_to_end_id, confirmed_seq FROM coalition_payment_confirmation WHERE run_id = %s",
+        (run_id,),
+    ).fetchall()
+    return {r[0]: r[1] for r in rows}
+
+
 async def run_page(ctx: Ctx) -> Response:
     run = await _run(ctx)
+    confirmed = await ctx.db(confirmed_payments, run["runId"])
     warned = (await ctx.gql(WARNINGS, first=RUNS_MAX))["settlementRuns"]
     warnings: list[dict[str, Any]] = next(
         (r["warnings"] for r in warned if r["runId"] == run["runId"]), []
@@ -129,6 +140,7 @@ async def run_page(ctx: Ctx) -> Response:
         "run.html",
         run=run,
         doc=doc,
+        confirmed=confirmed,
         parties=parties,
         warnings=warnings,
         flow=flow_matrix(doc),

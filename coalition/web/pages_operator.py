@@ -31,8 +31,28 @@ def list_partners(conn: Conn) -> list[dict[str, Any]]:
     ]
 
 
+def list_terms(conn: Conn) -> list[dict[str, Any]]:
+    """Every partner's terms versions, newest first (the projection of ``partner_terms``)."""
+    rows = conn.execute(
+        "SELECT partner_id, version, effective_from_us, terms::text, seq FROM coalition_terms"
+        " ORDER BY partner_id, version DESC"
+    ).fetchall()
+    return [
+        {
+            "partner_id": r[0],
+            "version": r[1],
+            "effective_from": format_time_us(r[2]),
+            "terms": r[3],
+            "seq": r[4],
+        }
+        for r in rows
+    ]
+
+
 async def partners(ctx: Ctx) -> Response:
-    return ctx.render("partners.html", partners=await ctx.db(list_partners))
+    return ctx.render(
+        "partners.html", partners=await ctx.db(list_partners), terms=await ctx.db(list_terms)
+    )
 
 
 async def _keys_page(ctx: Ctx, status: int = 200, created: str = "", error: str = "") -> Response:

@@ -134,6 +134,7 @@ def test_finance_computes_second_approves_pays_and_downloads(
     page2.locator("form[action$='/payments'] button").first.click()
     page2.wait_for_url(re.compile(r".*\?notice=paid$"))
     assert "Payment confirmed" in page2.locator("p.notice").inner_text()
+    assert page2.locator("td span.ok", has_text="paid (entry").count() == 1
     second.shot("finance-run-paid")
 
     party = page2.locator("table").first.locator("td").first.inner_text()
@@ -342,6 +343,7 @@ def test_operator_creates_a_key_shown_once_and_revokes_it(
     assert answer.json()["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
     page.goto("/console/partners")
     assert page.locator("table tr").count() >= 4
+    assert page.locator("#terms tr").count() >= 2  # the seed's terms, a version each
     v.shot("operator-partners")
 
 

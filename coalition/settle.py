@@ -566,18 +566,44 @@ def confirm_payment(
         return _confirm_payment(co, conn, run_id, end_to_end_id, confirmed_by)
 
 
+def _confirmed_earlier(
+    conn: Conn, run_id: str, end_to_end_id: str, confirmed_by: str
+) -> Recorded | Refusal | None:
+    """A payment confirmed before: the same person's retry is answered as the original
+    (even once the run is paid); anyone else is told who confirmed it, and in which entry
+    (a finance team's second confirmation is a mistake to show, not a reference clash)."""
+    row = conn.execute(
+        "SELECT confirmed_seq FROM coalition_payment_confirmation"
+        " WHERE run_id = %s AND end_to_end_id = %s",
+        (run_id, end_to_end_id),
+    ).fetchone()
+    if row is None:
+        return None
+    seq = int(row[0])
+    by = stored_entry(conn, seq)["meta"]["confirmed_by"]
+    if by == confirmed_by:
+        return Recorded(seq, True)
+    return Refusal(
+        RefusalCode.PAYMENT_ALREADY_CONFIRMED,
+        f"payment {end_to_end_id} of run {run_id} was confirmed by {by} in entry {seq}",
+    )
+
+
 def _confirm_payment(
     co: Coalition, conn: Conn, run_id: str, end_to_end_id: str, confirmed_by: str
 ) -> Recorded | Refusal:
     record = get_run(conn, run_id, for_update=True)
     if record is None:
         return Refusal(RefusalCode.UNKNOWN_RUN, f"no run {run_id}")
-    if not is_payable(record):
-        return Refusal(RefusalCode.RUN_NOT_APPROVED, f"run {run_id} is {record.status}")
     payments = {p["end_to_end_id"]: p for p in _json(record.run_bytes)["payments"]}
     payment = payments.get(end_to_end_id)
     if payment is None:
         return Refusal(RefusalCode.UNKNOWN_PAYMENT, f"run {run_id} has no payment {end_to_end_id}")
+    earlier = _confirmed_earlier(conn, run_id, end_to_end_id, confirmed_by)
+    if earlier is not None:  # judged under the run's row lock: a second person waits here
+        return earlier
+    if not is_payable(record):
+        return Refusal(RefusalCode.RUN_NOT_APPROVED, f"run {run_id} is {record.status}")
     currency, amount = payment["currency"], payment["amount_minor"]
     payer, payee = payment["payer"], payment["payee"]
     request = EntryRequest(

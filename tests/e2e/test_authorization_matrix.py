@@ -43,10 +43,10 @@ import pytest
 import uvicorn
 
 from coalition import settle
+from coalition.api.app import create_app
 from coalition.api.ratelimit import RateLimiter
 from coalition.api.schema import build_schema
 from coalition.api_keys import create_key, revoke_key
-from coalition.app import create_app
 from coalition.context import Coalition
 from coalition.database import psycopg_url
 from coalition.earn import earn_points

@@ -19,7 +19,7 @@ from playwright.sync_api import Browser, Page
 from pypdf import PdfReader
 from starlette.applications import Starlette
 
-from coalition.app import create_app
+from coalition.api.app import create_app
 from coalition.settings import Settings
 from coalition.web.routes import PAGES
 from ledger.receipt_check import check_receipt

@@ -56,6 +56,7 @@ from coalition.context import Coalition, after_append
 from coalition.job_record import job_records
 from coalition.keys import load_signer
 from coalition.settings import Settings
+from coalition.web.routes import web_routes  # the web console (docs/DESIGN.md)
 from graphql import GraphQLError
 from ledger import checkpoint_log, proofs, reads
 
@@ -241,6 +242,7 @@ def create_app(
             Route("/checkpoint", checkpoint),
             Route("/proof/consistency", consistency),
             Route("/proof/inclusion", inclusion),
+            *web_routes(state, graphql),
         ],
         middleware=[
             Middleware(BodyLimit, max_bytes=BODY_BYTES_MAX),

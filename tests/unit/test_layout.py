@@ -124,3 +124,15 @@ def test_the_entry_point_checks_see_imports() -> None:
     # Guard against checks that find nothing: main.py does assemble the verb groups.
     assert "coalition.cli.serve" in _imports_of(ROOT / "coalition" / "cli" / "main.py")
     assert "coalition.cli._common" in _imports_of(ROOT / "coalition" / "cli" / "verify.py")
+
+
+def test_only_the_app_imports_the_console() -> None:
+    """coalition/web/ is an entry point: the use cases never depend on it."""
+    importers = set()
+    for path in (ROOT / "coalition").rglob("*.py"):
+        rel = path.relative_to(ROOT).as_posix()
+        if rel.startswith("coalition/web/"):
+            continue
+        if re.search(r"^\s*(from|import) coalition\.web\b", path.read_text(), re.MULTILINE):
+            importers.add(rel)
+    assert importers <= {"coalition/api/app.py"}, importers

@@ -1,0 +1,82 @@
+"""Auditor pages: checkpoints with their signature checked against the log's key, proof
+lookup by seq (and the receipt to verify offline), and the journal export."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from starlette.background import BackgroundTask
+from starlette.responses import FileResponse, Response
+
+from coalition.web.framework import Ctx
+from coalition.web.gql import PageError
+from ledger.export import export_journal
+from ledger.signed_note import NoteError, open_note
+
+CHECKPOINTS_PAGE = 50
+CHECKPOINTS = """query($first: Int!, $after: Long!) { checkpoints(first: $first, afterId: $after)
+  { checkpointId treeSize rootHashHex signedNote } }"""
+PROOF = """query($seq: Long!) { inclusionProof(seq: $seq) { seq treeSize leafHashHex
+  auditPathBase64 checkpoint { checkpointId treeSize rootHashHex } } }"""
+
+
+def _signature_status(note: str, verifier: Any) -> str:
+    try:
+        open_note(note.encode(), [verifier])
+    except NoteError as exc:
+        return f"not verified: {exc}"
+    return "verified"
+
+
+async def checkpoints(ctx: Ctx) -> Response:
+    after = ctx.request.query_params.get("after", "0")
+    if not after.isdigit():
+        raise PageError(400, "after is a checkpoint id.")
+    rows = (await ctx.gql(CHECKPOINTS, first=CHECKPOINTS_PAGE, after=after))["checkpoints"]
+    verifier = ctx.state["signer"].verifier()
+    for row in rows:
+        row["signature"] = _signature_status(row["signedNote"], verifier)
+        row["time"] = next(
+            (line[6:] for line in row["signedNote"].splitlines() if line.startswith("time: ")),
+            None,
+        )
+    more = len(rows) == CHECKPOINTS_PAGE
+    return ctx.render(
+        "checkpoints.html", rows=rows, next_after=rows[-1]["checkpointId"] if more else None
+    )
+
+
+async def proof(ctx: Ctx) -> Response:
+    text = ctx.request.query_params.get("seq", "").strip()
+    found = None
+    error = ""
+    if text:
+        if not text.isdigit() or len(text) > 18:
+            error = "A sequence number is a whole number (0, 1, 2 …)."
+        else:
+            found = (await ctx.gql(PROOF, seq=text))["inclusionProof"]
+            if found is None:
+                error = f"No proof for entry {text}: no such entry, or no checkpoint covers it yet."
+    return ctx.render("proof.html", seq=text, found=found, error=error)
+
+
+async def export(ctx: Ctx) -> Response:
+    """The whole journal as journal.jsonl (the CLI's ``export``), written to a temporary
+    file in a worker thread and streamed; the file is removed once sent."""
+    fd, name = tempfile.mkstemp(prefix="console-export-", suffix=".jsonl")
+    os.close(fd)
+    path = Path(name)
+    try:
+        await ctx.state["database"].job(export_journal, path)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return FileResponse(
+        path,
+        media_type="application/x-ndjson",
+        filename="journal.jsonl",
+        background=BackgroundTask(path.unlink, missing_ok=True),
+    )

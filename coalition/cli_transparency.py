@@ -9,9 +9,9 @@ from pathlib import Path
 
 import psycopg
 
+from coalition.cli_schema import migrate_and_say, require_current_schema
 from coalition.database import database_url
 from coalition.keys import load_signer
-from coalition.migrate import upgrade_to_head
 from coalition.settings import Settings
 from ledger import checkpoint_log, proofs, reads
 from ledger.receipt import format_receipt
@@ -63,6 +63,13 @@ def add_verbs(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         action="store_false",
         help="do not seed a demo coalition into an empty database",
     )
+    p.add_argument(
+        "--no-migrate",
+        dest="migrate",
+        action="store_false",
+        help="do not migrate at start (the app's role may not): refuse to start unless the "
+        "schema is already the code's (run 'coalition migrate' as its owner first)",
+    )
     p.set_defaults(handler=serve)
 
     p = sub.add_parser("apikey", help="API keys: create, list, revoke")
@@ -98,7 +105,7 @@ def _write(path: Path, data: bytes) -> None:
 def checkpoint(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     with database_url() as url, psycopg.connect(url, autocommit=True) as conn:
-        upgrade_to_head(url)
+        require_current_schema(url)
         if args.latest:
             stored = checkpoint_log.latest(conn)
             if stored is None:
@@ -119,7 +126,7 @@ def vkey(args: argparse.Namespace) -> int:
 def prove(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     with database_url() as url, psycopg.connect(url, autocommit=True) as conn:
-        upgrade_to_head(url)
+        require_current_schema(url)
         stored_entry = reads.entry(conn, args.seq)
         if stored_entry is None:
             print(f"no entry {args.seq} in the journal", file=sys.stderr)
@@ -172,7 +179,7 @@ def key_rotate(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env()
     with database_url() as url, psycopg.connect(url, autocommit=True) as conn:
-        upgrade_to_head(url)
+        require_current_schema(url)
         summary = rotate(conn, settings, args.new_key_file)
     print(summary)
     print("now point COALITION_SIGNING_KEY_FILE (or COALITION_SIGNING_KEY) at the new key")
@@ -205,6 +212,18 @@ def witness(args: argparse.Namespace) -> int:
 
 
 def serve(args: argparse.Namespace) -> int:
+    from coalition.stopping import Stopped, stop_on_signals
+
+    # SIGTERM and SIGINT unwind through every block below (coalition/stopping.py).
+    with stop_on_signals():
+        try:
+            return _serve(args)
+        except Stopped as stop:
+            print(f"stopped ({stop})", file=sys.stderr, flush=True)
+            return EXIT_OK
+
+
+def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from coalition.api.observability import configure_logging
@@ -221,7 +240,10 @@ def serve(args: argparse.Namespace) -> int:
     with database_url() as url:
         # Once per deployment, here in the serving parent, never in a worker: the
         # migrations, the demo seed and the checkpointer (one signer).
-        upgrade_to_head(url)
+        if args.migrate:
+            migrate_and_say(url)
+        else:
+            require_current_schema(url)
         keys = seed_if_empty(url) if args.seed else {}
         checkpointer = Checkpointer(
             url,
@@ -284,7 +306,7 @@ def apikey_create(args: argparse.Namespace) -> int:
     from coalition.api_keys import create_key
 
     with database_url() as url, psycopg.connect(url, autocommit=True) as conn:
-        upgrade_to_head(url)
+        require_current_schema(url)
         try:
             key, info = create_key(conn, args.role, args.partner, args.label, now_us())
         except ValueError as exc:
@@ -303,7 +325,7 @@ def apikey_list(args: argparse.Namespace) -> int:
     from coalition.api_keys import list_keys
 
     with database_url() as url, psycopg.connect(url, autocommit=True) as conn:
-        upgrade_to_head(url)
+        require_current_schema(url)
         for info in list_keys(conn):
             state = "revoked" if info.revoked_at_us is not None else "active"
             print(
@@ -317,7 +339,7 @@ def apikey_revoke(args: argparse.Namespace) -> int:
     from coalition.api_keys import revoke_key
 
     with database_url() as url, psycopg.connect(url, autocommit=True) as conn:
-        upgrade_to_head(url)
+        require_current_schema(url)
         done = revoke_key(conn, args.key_id, now_us())
     print(f"key {args.key_id} revoked" if done else f"no active key {args.key_id}")
     return EXIT_OK if done else EXIT_FAILED

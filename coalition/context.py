@@ -9,6 +9,7 @@ from typing import Any
 
 import psycopg
 
+from coalition import outbox
 from coalition.guards import before_append
 from coalition.outcomes import Refusal, RefusalCode
 from coalition.projections import project
@@ -36,10 +37,19 @@ _REFUSAL_FOR = {
 }
 
 
+def after_append(conn: Conn, appended: list[tuple[EntryRequest, Appended]]) -> None:
+    """In each batch's transaction: the read models, then the outbox's events (so an
+    event exists exactly when its entry does, on every append path)."""
+    project(conn, appended)
+    outbox.record_entries(conn, appended)
+
+
 class Coalition:
     def __init__(self, clock_us: Callable[[], int] = now_us) -> None:
         self.clock_us = clock_us
-        self.journal = Journal(clock_us=clock_us, after_append=project, before_append=before_append)
+        self.journal = Journal(
+            clock_us=clock_us, after_append=after_append, before_append=before_append
+        )
 
     def append(self, conn: Conn, request: EntryRequest) -> Appended | Refusal:
         [result] = self.journal.append(conn, [request])

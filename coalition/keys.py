@@ -31,7 +31,7 @@ def load_signer(settings: Settings) -> Signer:
 
 
 def _named(signer: Signer, settings: Settings) -> Signer:
-    # The checkpoint origin is the key name (DESIGN.md 4.4): a mismatch is a setup error.
+    # The checkpoint origin is the key name (docs/AUDITING.md §4): a mismatch is a setup error.
     if signer.name != settings.log_origin:
         raise SigningKeyError(
             "malformed",

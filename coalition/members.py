@@ -49,7 +49,8 @@ def link_card(
 
     The index's unique key (partner, keyed card hash) decides, in this transaction, that
     a card belongs to one member: a concurrent link of the same card waits for ours and
-    is then refused ``CARD_TAKEN``. ``co`` must append on ``conn`` (not group-committed)."""
+    is then refused ``CARD_TAKEN``. ``co`` must append on ``conn``: a group-committed
+    coalition refuses, by assertion, to append inside this transaction."""
     if not card_number or len(card_number) > CARD_LENGTH_MAX or not card_number.isprintable():
         return Refusal(RefusalCode.INVALID_REQUEST, f"card number: 1–{CARD_LENGTH_MAX} characters")
     status = member_status(conn, member_id)

@@ -39,8 +39,11 @@ class RefusalCode(enum.StrEnum):
     RUN_NOT_APPROVED = "run_not_approved"
     SAME_APPROVER = "same_approver"
     UNKNOWN_PAYMENT = "unknown_payment"
+    PAYMENT_ALREADY_CONFIRMED = "payment_already_confirmed"  # by someone else: says who
     SETTLEMENT_INPUT_MISSING = "settlement_input_missing"
     PARTY_NOT_PAYABLE = "party_not_payable"  # no bank account, or a rate missing
+    UNKNOWN_SUBSCRIPTION = "unknown_subscription"  # none, or another partner's
+    TOO_MANY_SUBSCRIPTIONS = "too_many_subscriptions"
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,10 @@ class Settings:
     trusted_documents_roles: frozenset[str] = frozenset()
     # COALITION_WORKERS: processes ``coalition serve`` runs (default: the cores it may use)
     workers: int = 1
+    # COALITION_WEBHOOK_KEY (base64 of 32 bytes) or COALITION_WEBHOOK_KEY_FILE: seals
+    # webhook signing secrets (coalition/webhook_secrets.py); never in the database
+    webhook_key_text: str | None = None
+    webhook_key_file: Path | None = None
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -38,6 +42,10 @@ class Settings:
             development=env.get("COALITION_ENV", "development") == "development",
             trusted_documents_roles=_roles(env.get("COALITION_TRUSTED_DOCUMENTS", "")),
             workers=_workers(env.get("COALITION_WORKERS", "")),
+            webhook_key_text=env.get("COALITION_WEBHOOK_KEY") or None,
+            webhook_key_file=Path(
+                env.get("COALITION_WEBHOOK_KEY_FILE", var_dir() / "keys" / "webhook.key")
+            ),
         )
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from coalition import payable
+from coalition import outbox, payable
 from coalition.banking import bank_account_problem
 from coalition.context import Coalition, Conn, stored_entry
 from coalition.outcomes import Recorded, Refusal, RefusalCode
@@ -307,6 +307,8 @@ def _compute_new(
                     "INSERT INTO coalition_statement VALUES (%s, %s, %s, %s)",
                     (run_id, party, fmt, content),
                 )
+        kinds = ["settlement_run.computed"] + (["statement.revised"] if latest else [])
+        _run_events(conn, run_id, period, revision, parties(run), kinds, co.clock_us())
     found = get_run(conn, run_id)
     assert found is not None
     return found
@@ -525,6 +527,17 @@ def _approve(co: Coalition, conn: Conn, run_id: str, approved_by: str) -> Record
             " AND revision < %s",
             (record.period, record.revision),
         )
+    positions = run_json.get("position_changes", run_json["positions"])
+    parties_ = sorted({p["party"] for p in positions})
+    _run_events(
+        conn,
+        run_id,
+        record.period,
+        record.revision,
+        parties_,
+        ["settlement_run.approved"],
+        first.time_us,
+    )
     return Recorded(first.seq)
 
 
@@ -566,18 +579,44 @@ def confirm_payment(
         return _confirm_payment(co, conn, run_id, end_to_end_id, confirmed_by)
 
 
+def _confirmed_earlier(
+    conn: Conn, run_id: str, end_to_end_id: str, confirmed_by: str
+) -> Recorded | Refusal | None:
+    """A payment confirmed before: the same person's retry is answered as the original
+    (even once the run is paid); anyone else is told who confirmed it, and in which entry
+    (a finance team's second confirmation is a mistake to show, not a reference clash)."""
+    row = conn.execute(
+        "SELECT confirmed_seq FROM coalition_payment_confirmation"
+        " WHERE run_id = %s AND end_to_end_id = %s",
+        (run_id, end_to_end_id),
+    ).fetchone()
+    if row is None:
+        return None
+    seq = int(row[0])
+    by = stored_entry(conn, seq)["meta"]["confirmed_by"]
+    if by == confirmed_by:
+        return Recorded(seq, True)
+    return Refusal(
+        RefusalCode.PAYMENT_ALREADY_CONFIRMED,
+        f"payment {end_to_end_id} of run {run_id} was confirmed by {by} in entry {seq}",
+    )
+
+
 def _confirm_payment(
     co: Coalition, conn: Conn, run_id: str, end_to_end_id: str, confirmed_by: str
 ) -> Recorded | Refusal:
     record = get_run(conn, run_id, for_update=True)
     if record is None:
         return Refusal(RefusalCode.UNKNOWN_RUN, f"no run {run_id}")
-    if not is_payable(record):
-        return Refusal(RefusalCode.RUN_NOT_APPROVED, f"run {run_id} is {record.status}")
     payments = {p["end_to_end_id"]: p for p in _json(record.run_bytes)["payments"]}
     payment = payments.get(end_to_end_id)
     if payment is None:
         return Refusal(RefusalCode.UNKNOWN_PAYMENT, f"run {run_id} has no payment {end_to_end_id}")
+    earlier = _confirmed_earlier(conn, run_id, end_to_end_id, confirmed_by)
+    if earlier is not None:  # judged under the run's row lock: a second person waits here
+        return earlier
+    if not is_payable(record):
+        return Refusal(RefusalCode.RUN_NOT_APPROVED, f"run {run_id} is {record.status}")
     currency, amount = payment["currency"], payment["amount_minor"]
     payer, payee = payment["payer"], payment["payee"]
     request = EntryRequest(
@@ -599,12 +638,48 @@ def _confirm_payment(
         "SELECT count(*) FROM coalition_payment_confirmation WHERE run_id = %s", (run_id,)
     ).fetchone() or (0,)
     if confirmed == len(payments):  # a superseded run stays superseded, paid or not
-        conn.execute(
+        moved = conn.execute(
             "UPDATE coalition_settlement_run SET status = 'paid' WHERE run_id = %s"
-            " AND status = 'approved'",
+            " AND status = 'approved' RETURNING run_id",
             (run_id,),
-        )
+        ).fetchone()
+        if moved is not None:  # in this transaction: announced once, when it happens
+            parties_ = sorted(
+                {who for pay in payments.values() for who in (pay["payer"], pay["payee"])}
+            )
+            _run_events(
+                conn,
+                run_id,
+                record.period,
+                record.revision,
+                parties_,
+                ["settlement_run.paid"],
+                outcome.time_us,
+            )
     return Recorded(outcome.seq, outcome.replayed)
+
+
+def _run_events(
+    conn: Conn,
+    run_id: str,
+    period: str,
+    revision: int,
+    parties_: list[str],
+    kinds: list[str],
+    at_us: int,
+) -> None:
+    """Tell each partner of the run (the operator is none) that it moved, in the
+    transaction that moved it: the run, never another party's figures."""
+    data = {"run": run_id, "period": period, "revision": revision}
+    outbox.record(
+        conn,
+        [
+            outbox.Event(party, kind, at_us, data)
+            for kind in kinds
+            for party in parties_
+            if party != OPERATOR
+        ],
+    )
 
 
 def _payment_postings(

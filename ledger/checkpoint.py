@@ -2,7 +2,7 @@
 
 Parsing is strict so that one checkpoint has exactly one text: a lenient parser would let
 two different note texts (say ``007`` and ``7``) claim the same tree head, and auditors
-compare checkpoints by their bytes. The log's key name must equal the origin (DESIGN.md
+compare checkpoints by their bytes. The log's key name must equal the origin (docs/AUDITING.md
 §4), so a valid signature by some other log's key never passes for this log's checkpoint.
 """
 

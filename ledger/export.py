@@ -1,5 +1,5 @@
 """Export the journal as ``journal.jsonl``: one entry per line, exactly its canonical bytes
-followed by ``\\n``, in ``seq`` order (DESIGN.md section 4.5).
+followed by ``\\n``, in ``seq`` order (docs/FORMAT.md §11).
 
 The export reads one consistent snapshot (REPEATABLE READ), so its last line is the
 chain head at one instant, and is written to a temporary file renamed into place, so a

@@ -1,4 +1,4 @@
-"""RFC 6962 / RFC 9162 hashing for the journal's Merkle tree (DESIGN.md section 4.2-4.3).
+"""RFC 6962 / RFC 9162 hashing for the journal's Merkle tree (docs/FORMAT.md §9–10).
 
 The one-byte prefixes keep leaf hashes and node hashes in separate domains: without them an
 interior node's 64 input bytes could be passed off as a leaf, and a proof for a leaf that

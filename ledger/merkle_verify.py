@@ -1,4 +1,4 @@
-"""Verify RFC 9162 inclusion and consistency proofs (DESIGN.md section 4.3).
+"""Verify RFC 9162 inclusion and consistency proofs (docs/FORMAT.md §10).
 
 This file depends on nothing but the standard library's hashlib so that a counterparty or an
 auditor can copy it alone and check our proofs without trusting any other code of ours.

@@ -136,11 +136,18 @@ class Obligations:
             resolved = self._redemptions[memo] = self._redemption_lines(
                 facts, party, origin, version, found[1]
             )
-        lines, priced_by = resolved
-        for raw, bucket in lines:
-            if self.trace is not None and raw in self.trace:
+        # Bucket.add inlined (two lines per redemption, a million redemptions); the terms
+        # version that priced them was put in each bucket when the memo was resolved.
+        trace = self.trace
+        for raw, bucket in resolved[0]:
+            if trace is not None and raw in trace:
                 self.traced_seqs.append(seq)
-            bucket.add(seq, points, priced_by)
+            bucket.points += points
+            if seq != bucket.last_seq:
+                bucket.entries += 1
+                if bucket.first_seq < 0:
+                    bucket.first_seq = seq
+                bucket.last_seq = seq
 
     def _redemption_lines(
         self, facts: Facts, party: str, origin: str, version: int, terms: PartnerTerms
@@ -164,6 +171,7 @@ class Obligations:
                     payer, payee, reason, line_rate, currency
                 )
             if line is not None:
+                line[1].terms_versions.add(priced_by)
                 lines.append(line)
         return lines, priced_by
 

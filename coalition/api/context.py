@@ -29,6 +29,7 @@ class ApiContext:
     settings: Settings
     request_id: str
     api_keys: ApiKeyCache | None = None  # this process's cache of key checks
+    connection_params: dict[str, Any] | None = None  # a WebSocket's connection_init payload
     loaders: Loaders = field(init=False)
 
     def __post_init__(self) -> None:

@@ -125,6 +125,7 @@ RULES: Mapping[str, Rule] = {
     "category": Text(64),
     "legalName": Text(200),
     "records": Text(RECORDS_LENGTH_MAX, multiline=True),
+    "url": Text(2000),  # a webhook endpoint (coalition.webhooks checks the rest)
     "issuancePricePerPoint": Rate(),
     "redemptionRatePerPoint": Rate(),
     "breakageShare": Rate(Decimal(1)),

@@ -128,6 +128,7 @@ CaptureResult = union(
     C.HOLD_EXPIRED,
     C.OVER_CAPTURE,
     C.INSUFFICIENT_POINTS,
+    C.POINTS_EXPIRED,
     C.BUSY,
 )
 VoidResult = union(

@@ -23,15 +23,18 @@ from strawberry.extensions.query_depth_limiter import (
 )
 from strawberry.schema.config import StrawberryConfig
 from strawberry.schema.schema import validate_document
+from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext
 
 from coalition.api import inputs
 from coalition.api.errors import BadInput, Unauthenticated, should_mask
+from coalition.api.event_stream import EventSubscription
 from coalition.api.mutation import Mutation
 from coalition.api.query import Query
 from coalition.api.results import REFUSALS
 from coalition.api.trusted import PreparedDocuments
 from coalition.api.types import LONG_SCALAR, Long
+from coalition.api.webhooks_api import WebhookMutation, WebhookQuery
 from coalition.outcomes import RefusalCode
 from graphql import (
     GraphQLError,
@@ -190,8 +193,9 @@ def build_schema(*, development: bool, extra_extensions: tuple[Any, ...] = ()) -
     if not development:
         extensions += [DisableIntrospection, _NoSuggestions]
     return _Schema(
-        query=Query,
-        mutation=Mutation,
+        query=merge_types("Query", (Query, WebhookQuery)),
+        mutation=merge_types("Mutation", (Mutation, WebhookMutation)),
+        subscription=EventSubscription,
         types=list(REFUSALS.values()),
         extensions=extensions,
         scalar_overrides={Long: LONG_SCALAR},

@@ -25,8 +25,8 @@ import uvicorn
 from starlette.applications import Starlette
 
 from coalition import settle
+from coalition.api.app import create_app
 from coalition.api_keys import create_key
-from coalition.app import create_app
 from coalition.database import psycopg_url
 from coalition.keys import load_signer
 from coalition.seed import seed_if_empty

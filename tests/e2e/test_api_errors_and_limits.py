@@ -19,11 +19,11 @@ import pytest
 from starlette.applications import Starlette
 
 from coalition.api import convert
+from coalition.api.app import BODY_BYTES_MAX, create_app
 from coalition.api.db import CONNECTIONS_MAX
 from coalition.api.ratelimit import RateLimiter
 from coalition.api.schema import ALIASES_MAX, DEPTH_MAX, TOKENS_MAX
 from coalition.api.trusted import OPERATIONS_DIR, sha256_hex
-from coalition.app import BODY_BYTES_MAX, create_app
 from coalition.migrate import head_revision
 from coalition.partners import get_partner
 from coalition.settings import Settings
@@ -347,7 +347,7 @@ def test_a_body_over_one_mebibyte_is_refused_with_413(shared_api: str, shared: S
 
 def test_a_chunked_body_over_one_mebibyte_is_refused_too(shared_api: str, shared: Seeded) -> None:
     # Without Content-Length (Transfer-Encoding: chunked) the gate has no length to check;
-    # the body must still be bounded. See the report on coalition/app.py.
+    # the body must still be bounded. See the report on coalition/api/app.py.
     body = json.dumps({"query": ME, "variables": {"padding": "x" * 2 * BODY_BYTES_MAX}}).encode()
 
     def chunks() -> Iterator[bytes]:
@@ -396,7 +396,7 @@ def test_a_key_over_its_rate_gets_429_with_retry_after(limited_api: str, shared:
 
 def test_gate_refusals_echo_the_request_id_too(limited_api: str, shared: Seeded) -> None:
     # "Every request gets a request id (echoed as X-Request-Id …)" — but 413 and 429 are
-    # answered before the header is set. See the report on coalition/app.py.
+    # answered before the header is set. See the report on coalition/api/app.py.
     grocer = shared.keys["grocer"]
     for _ in range(TINY_BURST):
         post(limited_api, ME, key=grocer)

@@ -23,6 +23,7 @@ look at intact (fresh references, its own holds), so the cases pass in any order
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import hashlib
 import json
@@ -42,11 +43,11 @@ import psycopg
 import pytest
 import uvicorn
 
-from coalition import settle
+from coalition import settle, webhooks
+from coalition.api.app import create_app
 from coalition.api.ratelimit import RateLimiter
 from coalition.api.schema import build_schema
 from coalition.api_keys import create_key, revoke_key
-from coalition.app import create_app
 from coalition.context import Coalition
 from coalition.database import psycopg_url
 from coalition.earn import earn_points
@@ -56,6 +57,7 @@ from coalition.partners import onboard_partner
 from coalition.redeem import authorise, redeem_points
 from coalition.seed import seed_if_empty
 from coalition.settings import Settings
+from coalition.webhook_secrets import WebhookKey
 from ledger.signed_note import Signer, format_signer_key
 from ledger.timefmt import now_us
 
@@ -130,6 +132,12 @@ EXPECTED: dict[str, dict[str, str]] = {
     "Mutation.setBankAccount": OPERATOR_ONLY,
     "Mutation.recordFxRate": FINANCE_ONLY,
     "Mutation.submitReconciliation": TILL,
+    "Query.webhookEventTypes": EVERYONE,
+    "Query.webhookSubscriptions": _roles(A, F, F, F),
+    "Query.webhookDeliveries": _roles(OWN_ONLY, F, F, F),
+    "Mutation.createWebhookSubscription": _roles(A, F, F, F),
+    "Mutation.deleteWebhookSubscription": _roles(OWN_ONLY, F, F, F),
+    "Mutation.reactivateWebhookSubscription": _roles(OWN_ONLY, F, F, F),
 }
 
 
@@ -226,7 +234,60 @@ def _query(document: str, **variables: Any) -> Build:
     return lambda world, subject: Call(document, dict(variables))
 
 
+def _subscription(world: World, subject: str) -> str:
+    """A fresh webhook subscription of ME (own) or OTHER (foreign), or an id nobody has.
+    Sealed under a key of the test's own: these cases never deliver."""
+    if subject == MISSING:
+        return "whs_missing"
+    partner = ME if subject == OWN else OTHER
+    with psycopg.connect(world.db_url, autocommit=True) as conn:
+        # Those of earlier cases go (a case makes at most one per partner): the cases
+        # together would pass the limit of subscriptions per partner.
+        conn.execute(
+            "UPDATE coalition_webhook_subscription SET status = 'deleted' WHERE partner_id = %s",
+            (partner,),
+        )
+        made = webhooks.create(
+            conn,
+            WebhookKey(bytes(32)),
+            partner,
+            "https://example.invalid/h",
+            ["earn.recorded"],
+            now_us(),
+        )
+    assert not isinstance(made, Refusal), made
+    return made.subscription.subscription_id
+
+
+def _subscription_call(document: str) -> Build:
+    def build(world: World, subject: str) -> Call:
+        ident = _subscription(world, subject)
+        return Call(document, {"id": ident}, ident)
+
+    return build
+
+
+WEBHOOK = f"{{ __typename ... on WebhookSubscription {{ id status }} {REFUSAL} }}"
+
 REQUESTS: dict[str, Build] = {
+    "Query.webhookEventTypes": _query("query { webhookEventTypes }"),
+    "Query.webhookSubscriptions": _query("query { webhookSubscriptions { id url status } }"),
+    "Query.webhookDeliveries": _subscription_call(
+        "query($id: String!) { webhookDeliveries(id: $id) { __typename"
+        f" ... on WebhookDeliveryLog {{ attempts {{ eventSeq delivered }} }} {REFUSAL} }} }}"
+    ),
+    "Mutation.createWebhookSubscription": lambda w, s: Call(
+        "mutation($url: String!) { createWebhookSubscription(url: $url,"
+        ' eventTypes: ["earn.recorded"]) { __typename'
+        f" ... on CreatedWebhookSubscription {{ subscription {{ id }} }} {REFUSAL} }} }}",
+        {"url": f"https://example.invalid/{_fresh()}"},
+    ),
+    "Mutation.deleteWebhookSubscription": _subscription_call(
+        f"mutation($id: String!) {{ deleteWebhookSubscription(id: $id) {WEBHOOK} }}"
+    ),
+    "Mutation.reactivateWebhookSubscription": _subscription_call(
+        f"mutation($id: String!) {{ reactivateWebhookSubscription(id: $id) {WEBHOOK} }}"
+    ),
     "Query.me": _query("query { me { role partnerId keyId } }"),
     # Members are coalition-wide; M001 holds only ME's points (OTHER redeemed some), M002
     # holds points OTHER issued too.
@@ -627,6 +688,7 @@ def world(matrix_db_url: str) -> Iterator[World]:
         log_origin=ORIGIN,
         signing_key_text=format_signer_key(signer),
         development=True,
+        webhook_key_text=base64.b64encode(bytes(range(32))).decode(),
     )
     facts = _populate(matrix_db_url, signer)
     # Hundreds of requests per key in a few seconds: the default buckets would answer 429.
@@ -709,7 +771,9 @@ def _footprint(world: World) -> tuple[int, ...]:
             " (SELECT count(*) FROM coalition_api_key WHERE revoked_at_us IS NOT NULL),"
             " (SELECT count(*) FROM coalition_reconciliation),"
             " (SELECT count(*) FROM coalition_settlement_run),"
-            " (SELECT count(*) FROM ledger_checkpoint)"
+            " (SELECT count(*) FROM ledger_checkpoint),"
+            " (SELECT count(*) FROM coalition_webhook_subscription),"
+            " (SELECT count(*) FROM coalition_webhook_subscription WHERE status = 'active')"
         ).fetchone()
     assert row is not None
     return tuple(int(v) for v in row)

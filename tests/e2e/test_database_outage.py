@@ -29,8 +29,8 @@ import psycopg
 import pytest
 from starlette.applications import Starlette
 
+from coalition.api.app import create_app
 from coalition.api.errors import DatabaseUnavailable
-from coalition.app import create_app
 from coalition.migrate import upgrade_to_head
 from coalition.seed import seed_if_empty
 from coalition.settings import Settings

@@ -26,7 +26,7 @@ from gql.client import SyncClientSession
 from gql.transport.httpx import HTTPXTransport
 from starlette.applications import Starlette
 
-from coalition.app import create_app
+from coalition.api.app import create_app
 from coalition.checkpointer import Checkpointer
 from coalition.settings import Settings
 from ledger import reads

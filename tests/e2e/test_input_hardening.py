@@ -17,10 +17,10 @@ import psycopg
 import pytest
 from starlette.applications import Starlette
 
+from coalition.api.app import create_app
 from coalition.api.http_body import JSON_DEPTH_MAX
 from coalition.api.schema import SEVERAL_OPERATIONS
 from coalition.api.trusted import OPERATIONS_DIR
-from coalition.app import create_app
 from coalition.settings import Settings
 from ledger import reads
 

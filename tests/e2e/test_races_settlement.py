@@ -230,8 +230,8 @@ def test_concurrent_confirmations_of_each_payment_record_it_once(
     """An approved run; every payment confirmed 6 times at once (3 by finance2, 3 by
     finance3), all payments together: per payment exactly one confirmation is Recorded
     afresh; the winner's own other tries are replays of it (same seq, ``replayed``), the
-    other key's are refused DUPLICATE_REFERENCE (the confirmation names who confirmed, so
-    another key's is another request under the same reference). One ``settlement_paid``
+    other key's are refused PAYMENT_ALREADY_CONFIRMED, told who confirmed it and in which
+    entry. One ``settlement_paid``
     entry per payment, and the run ends ``paid``."""
 
     async def scenario(tills: Tills) -> list[dict[str, Any]]:
@@ -276,7 +276,7 @@ def test_concurrent_confirmations_of_each_payment_record_it_once(
                 conflicts = [
                     a
                     for who, a in confirmations
-                    if who != winner and is_refusal(a, "DUPLICATE_REFERENCE")
+                    if who != winner and is_refusal(a, "PAYMENT_ALREADY_CONFIRMED")
                 ]
                 got = {"round": n, "replays": len(replays), "conflicts": len(conflicts)}
                 assert got == {

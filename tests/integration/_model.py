@@ -1,6 +1,6 @@
 """A plain in-memory model of the journal, for the stateful test.
 
-It is written from DESIGN.md §3 and the request docstrings, not from ``ledger.rules`` or
+It is written from docs/FORMAT.md §3–7 and the request docstrings, not from ``ledger.rules`` or
 ``ledger.state``: if both were the same code, a wrong rule would agree with itself. It
 predicts, for each request, whether the journal accepts it (and which lots a debit takes,
 how big a new lot is) or which rejection code it returns.

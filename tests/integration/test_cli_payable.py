@@ -14,7 +14,7 @@ import pytest
 
 from coalition import settle
 from coalition.api_keys import create_key, revoke_key
-from coalition.cli import main
+from coalition.cli.main import main
 from coalition.context import Coalition
 from coalition.outcomes import Refusal
 from coalition.partners import onboard_partner, publish_terms

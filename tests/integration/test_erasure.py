@@ -24,7 +24,7 @@ from coalition.context import Coalition
 from coalition.earn import earn_points
 from coalition.earning import EarningRules
 from coalition.members import enroll_member, erase_member, link_card, set_member_status
-from coalition.outcomes import Recorded, Refusal, RefusalCode
+from coalition.outcomes import Recorded, RefusalCode
 from coalition.partners import onboard_partner, publish_earning_rules, publish_terms
 from coalition.redeem import authorise, redeem_points
 from ledger import checkpoint_log, proofs, reads
@@ -34,31 +34,13 @@ from ledger.signed_note import Signer
 from ledger.timefmt import parse_time_us
 from ledger.verify_db import verify_database
 from settlement.terms import PartnerTerms
+from tests.integration._world import SteppingClock, ok, refused
 
 ROOT = Path(__file__).resolve().parents[2]
 T0 = 1_800_000_000_000_000  # 2027-01-15T08:00:00Z
 FEB_MOSCOW_US = parse_time_us("2027-01-31T21:00:00.000000Z")
 GROCER_CARD = "4000-1234-5678-9010"
 AIRLINE_CARD = "AF-77719-ROSSI"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now_us = T0
-
-    def __call__(self) -> int:
-        self.now_us += 1_000_000
-        return self.now_us
-
-
-def ok(outcome: Any) -> Any:
-    assert not isinstance(outcome, Refusal), outcome
-    return outcome
-
-
-def refused(outcome: Any, code: RefusalCode) -> None:
-    assert isinstance(outcome, Refusal), outcome
-    assert outcome.code is code, outcome
 
 
 @pytest.fixture()
@@ -68,7 +50,7 @@ def signer() -> Signer:
 
 @pytest.fixture()
 def co() -> Coalition:
-    return Coalition(clock_us=Clock())
+    return Coalition(clock_us=SteppingClock(T0))
 
 
 @pytest.fixture()
@@ -339,7 +321,7 @@ def test_an_old_journal_keeps_its_clear_cards_but_the_tables_forget_them(server_
             config.attributes["connection"] = sa_conn
             command.upgrade(config, "0008")
         engine.dispose()
-        co = Coalition(clock_us=Clock())
+        co = Coalition(clock_us=SteppingClock(T0))
         with psycopg.connect(url, autocommit=True) as conn:
             ok(onboard_partner(co, conn, "grocer", "Grocer", "EUR"))
             ok(publish_earning_rules(co, conn, "grocer", EarningRules("EUR", 1, 100), 0, "r"))

@@ -683,7 +683,7 @@ def _negation(original: Recorded, model: Model) -> tuple[PostingRequest, ...]:
 
 # Configuration a migration seeds (the card index's key, migration 0009): the same
 # before and after every example, so neither emptied nor expected empty.
-SEEDED_TABLES = ("alembic_version", "coalition_pii_key")
+SEEDED_TABLES = ("alembic_version", "coalition_pii_key", "coalition_event_head")
 
 
 def _table_names(conn: psycopg.Connection[Any]) -> list[str]:

@@ -23,28 +23,15 @@ from coalition.redeem import redeem_points
 from ledger.signed_note import Signer
 from ledger.timefmt import parse_time_us
 from settlement.terms import PartnerTerms
+from tests.integration._world import SteppingClock, ok
 
 T0 = parse_time_us("2027-01-15T08:00:00.000000Z")
 FEB_MOSCOW_US = parse_time_us("2027-01-31T21:00:00.000000Z")
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now_us = T0
-
-    def __call__(self) -> int:
-        self.now_us += 1_000_000
-        return self.now_us
-
-
-def ok(outcome: Any) -> Any:
-    assert not isinstance(outcome, Refusal), outcome
-    return outcome
-
-
 @pytest.fixture()
 def world(db_url: str) -> Iterator[tuple[Coalition, psycopg.Connection[Any], Signer]]:
-    co = Coalition(clock_us=Clock())
+    co = Coalition(clock_us=SteppingClock(T0))
     signer = Signer.from_seed("ledger.test.example", bytes(range(32)))
     terms = PartnerTerms(Decimal(50), Decimal(95), 100, Decimal("0.5"), "monthly", "multilateral")
     with psycopg.connect(db_url, autocommit=True) as conn:

@@ -21,7 +21,7 @@ import pytest
 import xmlschema
 
 from coalition import settle
-from coalition.cli import main
+from coalition.cli.main import main
 from coalition.context import Coalition
 from coalition.earn import earn_points
 from coalition.earning import EarningRules
@@ -33,6 +33,7 @@ from ledger.signed_note import Signer
 from ledger.timefmt import format_time_us
 from settlement.pain001 import NAMESPACE
 from settlement.terms import PartnerTerms
+from tests.integration._world import SteppingClock, ok
 
 T0 = 1_800_000_000_000_000  # 2027-01-15T08:00:00Z
 FEB_2_US = 1_801_526_400_000_000  # 2027-02-02T00:00:00Z
@@ -44,23 +45,9 @@ CLEARING_ENV = {
 NS = {"p": NAMESPACE}
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now_us = T0
-
-    def __call__(self) -> int:
-        self.now_us += 1_000_000
-        return self.now_us
-
-
-def ok(outcome: Any) -> Any:
-    assert not isinstance(outcome, Refusal), outcome
-    return outcome
-
-
 @pytest.fixture()
 def co() -> Coalition:
-    return Coalition(clock_us=Clock())
+    return Coalition(clock_us=SteppingClock(T0))
 
 
 @pytest.fixture()
@@ -110,7 +97,7 @@ def conn(
 def approved_run(co: Coalition, conn: psycopg.Connection[Any]) -> str:
     signer = Signer.from_seed("ledger.test.example", bytes(range(32)))
     clock = co.clock_us
-    assert isinstance(clock, Clock)
+    assert isinstance(clock, SteppingClock)
     clock.now_us = FEB_2_US  # January has ended: its entries settle in 2027-01
     run = ok(settle.compute(co, conn, signer, period="2027-01", computed_by="alice"))
     ok(settle.approve(co, conn, run.run_id, "bob"))

@@ -26,11 +26,12 @@ from coalition.members import enroll_member
 from coalition.outcomes import Refusal, RefusalCode
 from coalition.partners import onboard_partner, publish_earning_rules, publish_terms
 from coalition.redeem import redeem_points
-from ledger import checkpoint_log
+from ledger import checkpoint_log, reads
 from ledger.export import export_journal
 from ledger.signed_note import Signer
 from ledger.timefmt import parse_time_us
 from settlement.terms import PartnerTerms
+from tests.integration._world import SteppingClock, balance, ok, pay_all
 from tests.tools.independent_settlement import recompute
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,15 +41,6 @@ XSD = Path(sepaxml.__file__).parent / "schemas" / "pain.001.001.09.xsd"
 BANKS = {"grocer": "DE89370400440532013000", "airline": "DE02120300000000202051"}
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now_us = T0
-
-    def __call__(self) -> int:
-        self.now_us += 1_000_000
-        return self.now_us
-
-
 @pytest.fixture()
 def signer() -> Signer:
     return Signer.from_seed("ledger.test.example", bytes(range(32)))
@@ -56,7 +48,7 @@ def signer() -> Signer:
 
 @pytest.fixture()
 def co() -> Coalition:
-    return Coalition(clock_us=Clock())
+    return Coalition(clock_us=SteppingClock(T0))
 
 
 @pytest.fixture()
@@ -101,11 +93,6 @@ def january(co: Coalition, conn: Any, signer: Signer, **kwargs: Any) -> Any:
     return settle.compute(co, conn, signer, period="2027-01", computed_by="alice", **kwargs)
 
 
-def ok(outcome: Any) -> Any:
-    assert not isinstance(outcome, Refusal), outcome
-    return outcome
-
-
 def test_a_run_prices_lines_nets_to_zero_and_is_stable(co, conn, signer):
     run = ok(january(co, conn, signer))
     body = json.loads(run.run_bytes)
@@ -143,6 +130,31 @@ def test_approval_needs_a_second_person_and_a_period_settles_once(co, conn, sign
         "SELECT balance FROM ledger_balance WHERE account = 'partner:airline:settlement:EUR'"
     ).fetchone()
     assert balance == (0,)  # paid out in full
+
+
+def test_a_payment_confirmed_twice_says_by_whom_and_writes_nothing(co, conn, signer):
+    run = ok(january(co, conn, signer))
+    ok(settle.approve(co, conn, run.run_id, "bob"))
+    payments = [p["end_to_end_id"] for p in json.loads(run.run_bytes)["payments"]]
+    first = ok(settle.confirm_payment(co, conn, run.run_id, payments[0], "bob"))
+    size = reads.head(conn).tree_size
+    other = settle.confirm_payment(co, conn, run.run_id, payments[0], "carol")
+    assert isinstance(other, Refusal) and other.code is RefusalCode.PAYMENT_ALREADY_CONFIRMED
+    assert "bob" in other.detail and str(first.seq) in other.detail, other.detail
+    retry = ok(settle.confirm_payment(co, conn, run.run_id, payments[0], "bob"))
+    assert (retry.seq, retry.replayed) == (first.seq, True)
+    for e2e in payments[1:]:
+        ok(settle.confirm_payment(co, conn, run.run_id, e2e, "bob"))
+    assert settle.get_run(conn, run.run_id).status == "paid"
+    size = reads.head(conn).tree_size
+    # Once the run is paid, a retry still gets its original answer, and a stranger's
+    # confirmation is still told who made it (not "the run is paid").
+    late = ok(settle.confirm_payment(co, conn, run.run_id, payments[0], "bob"))
+    assert (late.seq, late.replayed) == (first.seq, True)
+    late_other = settle.confirm_payment(co, conn, run.run_id, payments[-1], "carol")
+    assert isinstance(late_other, Refusal)
+    assert late_other.code is RefusalCode.PAYMENT_ALREADY_CONFIRMED
+    assert reads.head(conn).tree_size == size
 
 
 def test_a_period_not_yet_over_is_refused(co, conn, signer):
@@ -252,24 +264,13 @@ def test_a_period_means_its_label_in_the_coalitions_time_zone(co, conn, signer):
     assert february.start_seq == run.end_seq and later["points"] == 70
 
 
-def _balance(conn: Any, account: str) -> int:
-    row = conn.execute("SELECT balance FROM ledger_balance WHERE account = %s", (account,))
-    found = row.fetchone()
-    return 0 if found is None else int(found[0])
-
-
-def _pay_all(co: Coalition, conn: Any, run_id: str) -> None:
-    for payment in json.loads(settle.get_run(conn, run_id).run_bytes)["payments"]:
-        ok(settle.confirm_payment(co, conn, run_id, payment["end_to_end_id"], "bob"))
-
-
 @pytest.mark.parametrize("paid_first", [True, False], ids=["paid", "approved-not-paid"])
 def test_a_correction_posts_and_pays_only_the_difference(co, conn, signer, tmp_path, paid_first):
     airline = "partner:airline:settlement:EUR"
     first = ok(january(co, conn, signer))
     ok(settle.approve(co, conn, first.run_id, "bob"))
     if paid_first:
-        _pay_all(co, conn, first.run_id)
+        pay_all(co, conn, first.run_id, "bob")
     # Back-dated terms (effective from the epoch): airline now gets 1.00 a point.
     dearer = PartnerTerms(Decimal(50), Decimal(100), 100, Decimal("0.5"), "monthly", "multilateral")
     ok(publish_terms(co, conn, "airline", dearer, 0, "terms-airline-2"))
@@ -297,7 +298,7 @@ def test_a_correction_posts_and_pays_only_the_difference(co, conn, signer, tmp_p
     assert entry["corrects"] == settle.get_run(conn, first.run_id).approved_seq
     assert entry["meta"]["supersedes"] == "2027-01" and entry["meta"]["cut"]["tree_size"] > 0
     expected_due = 29_700 if not paid_first else 1_485
-    assert _balance(conn, airline) == expected_due
+    assert balance(conn, airline) == expected_due
     # A correction of the correction: the old rate again (v3, back-dated too).
     ok(
         publish_terms(
@@ -320,10 +321,10 @@ def test_a_correction_posts_and_pays_only_the_difference(co, conn, signer, tmp_p
     ok(settle.approve(co, conn, third.run_id, "carol"))
     for run_id in (first.run_id, second.run_id, third.run_id):
         if not (paid_first and run_id == first.run_id):
-            _pay_all(co, conn, run_id)
+            pay_all(co, conn, run_id, "bob")
     # Over all revisions, every party has been owed and paid what the latest says.
     for account in (airline, "partner:grocer:settlement:EUR", "coalition:revenue:EUR"):
-        assert _balance(conn, account) == 0, account
+        assert balance(conn, account) == 0, account
     statuses = [settle.get_run(conn, r).status for r in (first.run_id, second.run_id, third.run_id)]
     assert statuses == ["superseded", "superseded", "paid"]
     # Each revision recomputes from the export with its id alone.

@@ -33,7 +33,6 @@ from coalition.earn import earn_points
 from coalition.earning import EarningRules
 from coalition.expiry import expire_points
 from coalition.members import enroll_member
-from coalition.outcomes import Refusal
 from coalition.partners import (
     onboard_partner,
     publish_earning_rules,
@@ -46,6 +45,7 @@ from ledger.export import export_journal
 from ledger.signed_note import Signer
 from ledger.timefmt import parse_time_us
 from settlement.terms import PartnerTerms
+from tests.integration._world import SteppingClock, balance, ok, pay_all
 from tests.tools.independent_settlement import recompute
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -93,33 +93,13 @@ BILATERAL_V2 = {
 RATES = {"EUR→GBP": "0.85", "EUR→JPY": "160", "GBP→EUR": "1.17", "JPY→GBP": "0.0049"}
 
 
-class Clock:
-    """The coalition's clock: set by the scenario, a second further on every reading."""
-
-    def __init__(self) -> None:
-        self.now_us = DEC_5
-
-    def __call__(self) -> int:
-        self.now_us += 1_000_000
-        return self.now_us
-
-    def at(self, time_us: int) -> None:
-        assert time_us >= self.now_us, "the scenario's clock only goes forward"
-        self.now_us = time_us
-
-
-def ok(outcome: Any) -> Any:
-    assert not isinstance(outcome, Refusal), outcome
-    return outcome
+@pytest.fixture()
+def clock() -> SteppingClock:
+    return SteppingClock(DEC_5)
 
 
 @pytest.fixture()
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture()
-def co(clock: Clock) -> Coalition:
+def co(clock: SteppingClock) -> Coalition:
     return Coalition(clock_us=clock)
 
 
@@ -185,22 +165,11 @@ def _payments(body: dict[str, Any]) -> list[tuple[str, str, str, str, int]]:
     ]
 
 
-def _pay_all(co: Coalition, conn: Any, run_id: str) -> None:
-    for payment in _body(conn, run_id)["payments"]:
-        ok(settle.confirm_payment(co, conn, run_id, payment["end_to_end_id"], "dave"))
-
-
-def _balance(conn: Any, account: str) -> int:
-    row = conn.execute("SELECT balance FROM ledger_balance WHERE account = %s", (account,))
-    found = row.fetchone()
-    return 0 if found is None else int(found[0])
-
-
 def _settlement_balances(conn: Any) -> dict[str, int]:
     accounts = [f"partner:{p}:settlement:{c}" for p, c in CURRENCY.items()]
     accounts += [f"coalition:revenue:{c}" for c in ("EUR", "GBP", "JPY")]
     accounts += [f"coalition:clearing:{c}" for c in ("EUR", "GBP", "JPY")]
-    return {a: _balance(conn, a) for a in accounts}
+    return {a: balance(conn, a) for a in accounts}
 
 
 def _from_export_cli(export: Path, run_id: str, out: Path) -> bytes:
@@ -229,7 +198,7 @@ def _from_export_cli(export: Path, run_id: str, out: Path) -> bytes:
     return out.read_bytes()
 
 
-def _setup_and_january(co: Coalition, conn: Any, clock: Clock) -> dict[str, int]:
+def _setup_and_january(co: Coalition, conn: Any, clock: SteppingClock) -> dict[str, int]:
     """December's facts and January's activity; the seqs the assertions need."""
     seqs: dict[str, int] = {}
     clock.at(DEC_5)
@@ -315,7 +284,7 @@ def _setup_and_january(co: Coalition, conn: Any, clock: Clock) -> dict[str, int]
 
 
 def test_a_varied_scenario_settles_and_recomputes_from_the_export(
-    co: Coalition, conn: Any, clock: Clock, signer: Signer, tmp_path: Path
+    co: Coalition, conn: Any, clock: SteppingClock, signer: Signer, tmp_path: Path
 ) -> None:
     seqs = _setup_and_january(co, conn, clock)
 
@@ -406,7 +375,7 @@ def test_a_varied_scenario_settles_and_recomputes_from_the_export(
     rolled = f"Entries {r1.end_seq} <= seq < {tree_size}"
     assert any(rolled in n and "belong to the next period" in n for n in notes), notes
     ok(settle.approve(co, conn, "2027-01", "bob"))
-    _pay_all(co, conn, "2027-01")
+    pay_all(co, conn, "2027-01", "dave")
     assert settle.get_run(conn, "2027-01").status == "paid"  # type: ignore[union-attr]
     assert set(_settlement_balances(conn).values()) == {0}
 
@@ -478,8 +447,8 @@ def test_a_varied_scenario_settles_and_recomputes_from_the_export(
     assert due["partner:sushi:settlement:JPY"] == 117
     assert due["partner:shop:settlement:GBP"] == -74
     assert due["partner:cafe:settlement:EUR"] == 0 and due["partner:air:settlement:EUR"] == 0
-    _pay_all(co, conn, "2027-01-r2")
-    _pay_all(co, conn, "2027-01-r3")
+    pay_all(co, conn, "2027-01-r2", "dave")
+    pay_all(co, conn, "2027-01-r3", "dave")
     # Over all revisions each party is posted and paid exactly what r3 says.
     assert set(_settlement_balances(conn).values()) == {0}
     posted: dict[tuple[str, str], int] = {}
@@ -553,7 +522,7 @@ def test_a_varied_scenario_settles_and_recomputes_from_the_export(
         ("2027-02-00003", "shop", "coalition", "GBP", 99),
     ]
     ok(settle.approve(co, conn, "2027-02", "bob"))
-    _pay_all(co, conn, "2027-02")
+    pay_all(co, conn, "2027-02", "dave")
     assert set(_settlement_balances(conn).values()) == {0}
 
     # ---- Every run, from the export: the CLI and the independent implementation.

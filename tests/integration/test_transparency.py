@@ -16,7 +16,7 @@ import psycopg
 import pytest
 import uvicorn
 
-from coalition.app import create_app
+from coalition.api.app import create_app
 from coalition.checkpointer import Checkpointer
 from coalition.settings import Settings
 from coalition.witness import HistoryRewritten, witness

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from _lean_journal import varied_lines
 
-from coalition.cli import main
+from coalition.cli.main import main
 
 LINES = varied_lines()
 PAY = 9

@@ -10,13 +10,13 @@ The app still reads ``secret_sha256``: it checks presented keys against it in-pr
 (coalition/api/keycache.py caches the record per process).
 
 Revision ID: 0010d
-Revises: 0009
+Revises: 0010w
 """
 
 from alembic import op
 
 revision = "0010d"
-down_revision = "0009"
+down_revision = "0010w"
 branch_labels = None
 depends_on = None
 

@@ -8,7 +8,7 @@ import sys
 import psycopg
 
 from coalition._progress import Progress
-from coalition.cli_schema import require_current_schema
+from coalition.cli._common import require_current_schema
 from coalition.context import Coalition
 from coalition.database import database_url
 from coalition.time_input import parse_instant

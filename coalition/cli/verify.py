@@ -18,7 +18,7 @@ import sys
 import psycopg
 
 from coalition._progress import Progress
-from coalition.cli_transparency import read_vkey
+from coalition.cli._common import read_vkey
 from coalition.database import database_url
 from ledger.checkpoint import Checkpoint, open_checkpoint
 from ledger.signed_note import NoteError, parse_vkey

@@ -1,6 +1,7 @@
-"""The ``coalition`` command. Auditors script against some verbs, so their spelling is a
-contract (DESIGN.md section 7): ``demo``, ``export --out``, ``verify --export``, …
-Each verb is a thin call into the library; long jobs show progress on stderr.
+"""The coalition command: the ledger's operations, one verb group per module of
+coalition.cli. Auditors script against some verbs, so their spelling is a contract
+(docs/AUDITING.md): demo, export --out, verify --export, prove, witness. Each verb is a
+thin call into the use cases; long jobs show progress on stderr.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 import psycopg
 
 from coalition._progress import Progress
-from coalition.cli_schema import migrate_and_say
+from coalition.cli._common import migrate_and_say
 from coalition.database import database_url, var_dir
 from coalition.migrate import upgrade_to_head
 
@@ -37,6 +38,7 @@ def _refuse_optimised_python() -> None:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="coalition", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
 
     p = sub.add_parser(
@@ -56,7 +58,12 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_demo)
 
     p = sub.add_parser("export", help="write the journal as journal.jsonl")
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="the journal.jsonl to write (replaced whole, never half-written)",
+    )
     p.set_defaults(handler=_export)
 
     p = sub.add_parser(
@@ -77,21 +84,36 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--expect-size", type=int, help="a tree size seen before (truncation check)")
     p.add_argument("--expect-root", help="hex root hash seen before at --expect-size")
-    from coalition.cli_verify import add_export_options
+    from coalition.cli.verify import add_export_options
 
     add_export_options(p)
     p.set_defaults(handler=_verify)
 
-    from coalition.cli_coalition import add_verbs as add_coalition_verbs
-    from coalition.cli_settle import add_partner_verbs
-    from coalition.cli_settle import add_verbs as add_settle_verbs
-    from coalition.cli_transparency import add_verbs as add_transparency_verbs
+    from coalition.cli.apikey import add_verbs as add_apikey_verbs
+    from coalition.cli.coalition import add_verbs as add_coalition_verbs
+    from coalition.cli.serve import add_verbs as add_serve_verbs
+    from coalition.cli.settle import add_partner_verbs
+    from coalition.cli.settle import add_verbs as add_settle_verbs
+    from coalition.cli.transparency import add_verbs as add_transparency_verbs
+    from coalition.cli.webhooks import add_verbs as add_webhook_verbs
 
     add_transparency_verbs(sub)
+    add_serve_verbs(sub)
+    add_apikey_verbs(sub)
     add_coalition_verbs(sub)
     add_settle_verbs(sub)
     add_partner_verbs(sub)
+    add_webhook_verbs(sub)
     return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("coalition-ledger")
+    except PackageNotFoundError:  # a checkout run without installing it
+        return "unknown (not installed)"
 
 
 def _migrate(args: argparse.Namespace) -> int:
@@ -127,7 +149,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from coalition.cli_verify import verify
+    from coalition.cli.verify import verify
 
     return verify(args)
 

@@ -4,14 +4,13 @@ from-export) and ``reconcile``. Each is a thin call into coalition.settle."""
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
 import psycopg
 
 from coalition import payable
-from coalition.cli_schema import require_current_schema
+from coalition.cli._common import require_current_schema, write_atomically
 from coalition.context import Coalition
 from coalition.database import database_url
 from coalition.keys import load_signer
@@ -33,48 +32,72 @@ def add_verbs(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     c.add_argument("--period", required=True, help="e.g. 2027-01")
     c.add_argument("--by", required=True, help=_BY_HELP)
     c.add_argument("--correction", action="store_true", help="a new revision of a settled one")
-    c.add_argument("--mode", choices=("multilateral", "bilateral"))
+    c.add_argument(
+        "--mode",
+        choices=("multilateral", "bilateral"),
+        help="netting mode (default: the coalition's configured mode)",
+    )
     c.set_defaults(handler=compute)
     a = verbs.add_parser("approve", help="approve a computed run (not by who computed it)")
-    a.add_argument("--run", required=True)
+    a.add_argument(
+        "--run", required=True, help="the run's id, as 'settle runs' or 'settle compute' prints it"
+    )
     a.add_argument("--by", required=True, help=_BY_HELP + "; not the one who computed it")
     a.set_defaults(handler=approve)
     d = verbs.add_parser("paid", help="confirm payments of an approved run")
-    d.add_argument("--run", required=True)
+    d.add_argument("--run", required=True, help="the approved run's id")
     d.add_argument("--payment", help="an EndToEndId; default: every payment of the run")
     d.add_argument("--by", required=True, help=_BY_HELP)
     d.set_defaults(handler=paid)
     s = verbs.add_parser("statement", help="write a party's statement")
-    s.add_argument("--run", required=True)
-    s.add_argument("--party", required=True)
-    s.add_argument("--format", choices=("json", "csv", "pdf"), default="pdf")
-    s.add_argument("--out", type=Path, required=True)
+    s.add_argument("--run", required=True, help="the run's id")
+    s.add_argument(
+        "--party", required=True, help="the partner id (or 'coalition') whose statement to write"
+    )
+    s.add_argument(
+        "--format", choices=("json", "csv", "pdf"), default="pdf", help="file format (default pdf)"
+    )
+    s.add_argument("--out", type=Path, required=True, help="where to write the statement")
     s.set_defaults(handler=statement)
     f = verbs.add_parser("pain001", help="write the ISO 20022 pain.001.001.09 payment file")
-    f.add_argument("--run", required=True)
-    f.add_argument("--out", type=Path, required=True)
+    f.add_argument("--run", required=True, help="the approved run's id")
+    f.add_argument("--out", type=Path, required=True, help="where to write the pain.001 XML")
     f.add_argument(
         "--execution-date",
         help="YYYY-MM-DD, today or later in the coalition's time zone (default: the next day)",
     )
     f.set_defaults(handler=payment_file)
     e = verbs.add_parser("entries", help="list the journal entries behind one line of a run")
-    e.add_argument("--run", required=True)
-    e.add_argument("--line", type=int, required=True)
+    e.add_argument("--run", required=True, help="the run's id")
+    e.add_argument(
+        "--line", type=int, required=True, help="the line number, as the statement numbers it"
+    )
     e.set_defaults(handler=line_entries)
     x = verbs.add_parser(
         "from-export",
         help="recompute a run from journal.jsonl alone (an approved run: --run is enough)",
     )
-    x.add_argument("--export", type=Path, required=True)
-    x.add_argument("--run", required=True)
+    x.add_argument(
+        "--export", type=Path, required=True, help="a journal.jsonl exported from the log"
+    )
+    x.add_argument(
+        "--run",
+        required=True,
+        help="the run to recompute (approved: its approval entry gives period, entries, cut, mode)",
+    )
     x.add_argument("--period", help="a run not approved: its period …")
     x.add_argument("--start-seq", type=int, help="… its first entry …")
     x.add_argument("--end-seq", type=int, help="… the entry after its last …")
     x.add_argument("--cut", type=int, help="… and its cut (tree size; default --end-seq)")
     x.add_argument("--supersedes", help="the approved run it corrects, if any")
-    x.add_argument("--mode", choices=("multilateral", "bilateral"))
-    x.add_argument("--out", type=Path, required=True)
+    x.add_argument(
+        "--mode",
+        choices=("multilateral", "bilateral"),
+        help="a run not approved: its netting mode (default: the coalition's)",
+    )
+    x.add_argument(
+        "--out", type=Path, required=True, help="where to write the recomputed run document"
+    )
     x.set_defaults(handler=from_export)
     _add_payable_verbs(verbs)
 
@@ -84,12 +107,22 @@ def add_verbs(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description="Exit 0 when every record matched; 3 when any is missing on either side"
         " or differs; 1 when refused; 2 on bad usage.",
     )
-    r.add_argument("--partner", required=True)
-    r.add_argument("--file", type=Path, required=True)
-    r.add_argument("--format", choices=("csv", "json"), required=True)
+    r.add_argument("--partner", required=True, help="the partner whose records these are")
+    r.add_argument(
+        "--file",
+        type=Path,
+        required=True,
+        help="the partner's records: ref, time, kind, member, points, amount_minor per row",
+    )
+    r.add_argument("--format", choices=("csv", "json"), required=True, help="the file's format")
     r.add_argument("--from", dest="start", required=True, help=INSTANT_HELP)
     r.add_argument("--to", dest="end", required=True, help=f"{INSTANT_HELP}; exclusive")
-    r.add_argument("--tolerance-seconds", type=int, default=300)
+    r.add_argument(
+        "--tolerance-seconds",
+        type=int,
+        default=300,
+        help="how far apart two times may be and still match (default 300)",
+    )
     r.add_argument("--out", type=Path, help="write the full result as JSON here")
     r.set_defaults(handler=reconcile)
 
@@ -99,12 +132,6 @@ def _refused(outcome: object) -> bool:
         print(f"refused: {outcome}", file=sys.stderr)
         return True
     return False
-
-
-def _write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def compute(args: argparse.Namespace) -> int:
@@ -213,7 +240,7 @@ def statement(args: argparse.Namespace) -> int:
     if content is None:
         print(f"no {args.format} statement for {args.party} in run {args.run}", file=sys.stderr)
         return EXIT_REFUSED
-    _write(args.out, content)
+    write_atomically(args.out, content)
     print(f"statement of {args.party} for {args.run} → {args.out}")
     return EXIT_OK
 
@@ -248,7 +275,7 @@ def payment_file(args: argparse.Namespace) -> int:
     if _refused(outcome):
         return EXIT_REFUSED
     assert isinstance(outcome, bytes)
-    _write(args.out, outcome)
+    write_atomically(args.out, outcome)
     message_id = ET.fromstring(outcome).findtext(f".//{{{NAMESPACE}}}MsgId")
     print(f"pain.001.001.09 for {args.run} (MsgId {message_id}, execution {day}) → {args.out}")
     return EXIT_OK
@@ -273,7 +300,7 @@ def from_export(args: argparse.Namespace) -> int:
     except (FromExportError, SettlementError, MissingTerms) as exc:
         print(f"refused: {exc}", file=sys.stderr)
         return EXIT_REFUSED
-    _write(args.out, run.to_bytes())
+    write_atomically(args.out, run.to_bytes())
     print(f"run {args.run} recomputed from {args.export} → {args.out}")
     return EXIT_OK
 
@@ -321,7 +348,7 @@ def reconcile(args: argparse.Namespace) -> int:
             f"theirs={mismatch['theirs']}"
         )
     if args.out:
-        _write(args.out, json.dumps(result, indent=2, sort_keys=True).encode() + b"\n")
+        write_atomically(args.out, json.dumps(result, indent=2, sort_keys=True).encode() + b"\n")
     differ = result["missing_ours"] or result["missing_theirs"] or result["mismatched"]
     return EXIT_RECORDS_DIFFER if differ else EXIT_OK
 
@@ -370,7 +397,9 @@ def _add_payable_verbs(verbs: argparse._SubParsersAction[argparse.ArgumentParser
     fx.set_defaults(handler=fx_rate)
     r = verbs.add_parser("runs", help="list settlement runs (with --party, that party's only)")
     r.add_argument("--party", help="a partner id: only the runs it is a party to")
-    r.add_argument("--limit", type=int, default=50)
+    r.add_argument(
+        "--limit", type=int, default=50, help="at most this many runs, newest first (default 50)"
+    )
     r.set_defaults(handler=runs)
 
 
@@ -380,7 +409,7 @@ def add_partner_verbs(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     b = verbs.add_parser(
         "bank-account", help="record the account a partner is paid to (the latest counts)"
     )
-    b.add_argument("--partner", required=True)
+    b.add_argument("--partner", required=True, help="the partner whose account this is")
     b.add_argument("--legal-name", required=True, help="the account holder, as the bank has it")
     b.add_argument("--iban", required=True, help="electronic form: capitals, no spaces")
     b.add_argument("--bic", required=True, help="8 or 11 characters")

@@ -23,15 +23,17 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from strawberry.asgi import GraphQL
 from strawberry.http import GraphQLRequestData
+from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types import ExecutionResult
 
 from coalition.api.context import ApiContext
 from coalition.api.db import Database, DatabaseHealth
 from coalition.api.errors import DatabaseUnavailable
+from coalition.api.event_stream import ConnectionSlots, EventStreamHandler
 from coalition.api.group_commit import GroupCommittedCoalition, GroupCommitter
 from coalition.api.http_body import JsonRequests
 from coalition.api.keycache import ApiKeyCache
@@ -47,9 +49,8 @@ from coalition.api.ratelimit import RateLimiter, retry_after_header
 from coalition.api.schema import build_schema
 from coalition.api.trusted import DocumentRefused, TrustedDocuments
 from coalition.api_keys import Principal
-from coalition.context import Coalition
+from coalition.context import Coalition, after_append
 from coalition.keys import load_signer
-from coalition.projections import project
 from coalition.settings import Settings
 from graphql import GraphQLError
 from ledger import checkpoint_log, proofs, reads
@@ -65,15 +66,21 @@ class _CoalitionWithMetrics(Coalition):
 
         def keep(conn: Any, appended: list[Any]) -> None:
             APPEND_BATCH.observe(len(appended))
-            project(conn, appended)
+            after_append(conn, appended)
 
         self.journal.after_append = keep
 
 
 class _GraphQL(JsonRequests, GraphQL[ApiContext, None]):
+    graphql_transport_ws_handler_class = EventStreamHandler  # subscriptions: api.event_stream
+
     def __init__(self, state: dict[str, Any], development: bool) -> None:
         schema = build_schema(development=development, extra_extensions=(OperationMetrics,))
-        super().__init__(schema, graphql_ide="graphiql" if development else None)
+        super().__init__(
+            schema,
+            graphql_ide="graphiql" if development else None,
+            subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
+        )
         self.state = state
         self.trusted: TrustedDocuments = state["trusted"]
 
@@ -102,6 +109,7 @@ class _GraphQL(JsonRequests, GraphQL[ApiContext, None]):
 
     async def get_context(self, request: Any, response: Any) -> ApiContext:
         return ApiContext(
+            # A WebSocket's principal is set at its connection_init (api.event_stream).
             principal=request.scope.get("principal"),
             database=self.state["database"],
             coalition=self.state["coalition"],
@@ -129,6 +137,7 @@ def create_app(
         "signer": load_signer(settings),
         "settings": settings,
         "trusted": TrustedDocuments.load(settings.trusted_documents_roles),
+        "ws_slots": ConnectionSlots(),
     }
     limiter = limiter or RateLimiter()
 
@@ -213,6 +222,7 @@ def create_app(
         debug=False,
         routes=[
             Route("/graphql", graphql, methods=["GET", "POST"]),
+            WebSocketRoute("/graphql", graphql),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", metrics),

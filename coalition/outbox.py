@@ -1,0 +1,157 @@
+"""The outbox: events written in the transaction of the fact they announce.
+
+``record_entries`` runs in the journal's ``after_append`` (every append path: a plain
+append, the API's group committer, the thread committer's pipelined stream), so an event
+exists exactly when its entry committed. Settlement runs write theirs with ``record``
+in the transaction that moves the run; checkpoints by a trigger (migration 0010w).
+
+Each event belongs to the partner whose data it is about (``partner_id``), or to nobody
+(NULL: a public fact, a signed checkpoint). Its seq comes from one counter row updated
+in the writing transaction, so seqs are given out in commit order, without gaps: a
+reader resuming after seq N misses nothing (docs/DESIGN.md, "Events out").
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+
+from coalition.accounts import OPERATOR
+from ledger.journal import Appended
+from ledger.requests import EntryRequest
+
+PAYLOAD_BYTES_MAX = 16384  # as migration 0010w's CHECK: an event is a notice, not a report
+
+# Entry kind → event type. Kinds not named here (partners, terms, members, keys) are
+# the operator's facts, not a partner's activity, and raise no event.
+ENTRY_EVENT_TYPES = {
+    "earn": "earn.recorded",
+    "bonus": "bonus.recorded",
+    "redeem": "redemption.recorded",
+    "authorise": "hold.authorised",
+    "capture": "hold.captured",
+    "void_hold": "hold.voided",
+    "refund_earn": "refund.purchase",
+    "refund_redemption": "refund.redemption",
+}
+OTHER_EVENT_TYPES = (
+    "hold.expired",  # by a sweep (coalition/hold_expiry.py): no entry announces it
+    "points.expired",  # to each issuer whose lots an expiry sweep closed
+    "checkpoint.signed",  # public: to every partner that subscribes to it
+    "settlement_run.computed",
+    "settlement_run.approved",
+    "settlement_run.paid",
+    "statement.revised",  # a correction's new revision: each party's statement changed
+)
+EVENT_TYPES = (*ENTRY_EVENT_TYPES.values(), *OTHER_EVENT_TYPES)
+
+Conn = psycopg.Connection[Any]
+
+# What of an entry's metadata a partner is told: its own reference and amounts, never
+# the caller's raw input or another partner's figures.
+_FIELDS = (
+    "ref",
+    "member",
+    "points",
+    "purchase_minor",
+    "currency",
+    "tier",
+    "reason",
+    "hold",
+    "earn_seq",
+    "redemption_seq",
+    "refund_minor",
+    "debt_points",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    partner_id: str | None
+    event_type: str
+    occurred_us: int
+    payload: dict[str, Any]
+
+
+def entry_events(appended: Sequence[tuple[EntryRequest, Appended]]) -> list[Event]:
+    events: list[Event] = []
+    for request, result in appended:
+        meta = request.meta
+        base = {"entry_seq": result.seq, "leaf_hash": result.leaf_hash.hex()}
+        event_type = ENTRY_EVENT_TYPES.get(request.kind)
+        if event_type is not None and meta.get("partner", OPERATOR) != OPERATOR:
+            data = base | {k: meta[k] for k in _FIELDS if k in meta}
+            events.append(Event(meta["partner"], event_type, result.time_us, data))
+        elif request.kind == "expire":
+            for issuer, points in sorted(meta.get("points_by_issuer", {}).items()):
+                if issuer != OPERATOR:
+                    data = base | {"member": meta["member"], "points": points}
+                    events.append(Event(issuer, "points.expired", result.time_us, data))
+    return events
+
+
+def record_entries(conn: Conn, appended: list[tuple[EntryRequest, Appended]]) -> None:
+    """The journal's after-append hook: the batch's events, in its transaction."""
+    record(conn, entry_events(appended))
+
+
+def record(conn: Conn, events: Sequence[Event]) -> None:
+    """Write ``events`` in the caller's transaction, seqs in order, in one statement (no
+    round trip to wait for inside a pipelined append)."""
+    if not events:
+        return
+    payloads = []
+    for event in events:
+        text = json.dumps(event.payload, separators=(",", ":"), sort_keys=True)
+        assert len(text.encode()) <= PAYLOAD_BYTES_MAX, f"{event.event_type} payload too large"
+        payloads.append(text)
+    conn.execute(
+        "WITH head AS (UPDATE coalition_event_head SET last_seq = last_seq + %(n)s"
+        " RETURNING last_seq - %(n)s AS first)"
+        " INSERT INTO coalition_event (event_seq, partner_id, event_type, occurred_us, payload)"
+        " SELECT head.first + e.ord, e.partner, e.type, e.at, e.payload::jsonb"
+        " FROM head, unnest(%(partners)s::text[], %(types)s::text[], %(ats)s::bigint[],"
+        " %(payloads)s::text[]) WITH ORDINALITY AS e(partner, type, at, payload, ord)",
+        {
+            "n": len(events),
+            "partners": [e.partner_id for e in events],
+            "types": [e.event_type for e in events],
+            "ats": [e.occurred_us for e in events],
+            "payloads": payloads,
+        },
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    seq: int
+    event_id: str
+    partner_id: str | None
+    event_type: str
+    occurred_us: int
+    payload: dict[str, Any]
+
+
+def events_for(
+    conn: Conn, partner_id: str, after_seq: int, types: Sequence[str] | None, limit: int
+) -> list[StoredEvent]:
+    """A partner's events after ``after_seq``, in seq order: its own and the public ones."""
+    rows = conn.execute(
+        "SELECT event_seq, event_id::text, partner_id, event_type, occurred_us, payload"
+        " FROM coalition_event WHERE event_seq > %s"
+        " AND (partner_id = %s OR partner_id IS NULL)"
+        " AND (%s::text[] IS NULL OR event_type = ANY(%s::text[]))"
+        " ORDER BY event_seq LIMIT %s",
+        (after_seq, partner_id, types, types, limit),
+    ).fetchall()
+    return [StoredEvent(*row) for row in rows]
+
+
+def last_seq(conn: Conn) -> int:
+    row = conn.execute("SELECT last_seq FROM coalition_event_head").fetchone()
+    assert row is not None, "migration 0010w makes the head"
+    return int(row[0])

@@ -1,0 +1,186 @@
+"""Webhook subscriptions: a partner's endpoint and the event types it wants.
+
+A new subscription starts at the outbox's head (it receives what happens from now on),
+its secret made here, returned once, and stored sealed (``webhook_secrets``). Every use
+case takes the partner it acts for and sees only that partner's subscriptions: another
+partner's is ``UNKNOWN_SUBSCRIPTION``, exactly as one that does not exist.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from coalition import outbox
+from coalition.context import Conn
+from coalition.outcomes import Refusal, RefusalCode
+from coalition.webhook_secrets import WebhookKey, new_secret
+
+SUBSCRIPTIONS_PER_PARTNER_MAX = 10
+URL_CHARS_MAX = 2000
+_COLUMNS = (
+    "subscription_id, partner_id, url, event_types, status, after_seq, attempts,"
+    " next_attempt_us, last_error, created_at_us"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    subscription_id: str
+    partner_id: str
+    url: str
+    event_types: list[str]
+    status: str  # active, failing (stopped after too many attempts), deleted
+    after_seq: int  # every event up to this one is delivered
+    attempts: int  # failed attempts at the next event
+    next_attempt_us: int
+    last_error: str | None
+    created_at_us: int
+
+
+@dataclass(frozen=True, slots=True)
+class Created:
+    subscription: Subscription
+    secret: str  # shown once: only its sealed form is kept
+
+
+def check_url(url: str) -> str | None:
+    """What is wrong with ``url`` as an endpoint, or None."""
+    if not isinstance(url, str) or len(url) > URL_CHARS_MAX:
+        return f"url: at most {URL_CHARS_MAX} characters"
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "url: not a URL"
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        return "url: an http(s) URL with a host"
+    if parts.username or parts.password:
+        return "url: no credentials in the URL (the signature authenticates us)"
+    return None
+
+
+def check_types(event_types: list[str]) -> str | None:
+    unknown = sorted(set(event_types) - set(outbox.EVENT_TYPES))
+    if not event_types or unknown:
+        return f"eventTypes: one or more of {', '.join(outbox.EVENT_TYPES)}" + (
+            f" (not {', '.join(unknown)})" if unknown else ""
+        )
+    return None
+
+
+def create(
+    conn: Conn, key: WebhookKey, partner_id: str, url: str, event_types: list[str], now_us: int
+) -> Created | Refusal:
+    problem = check_url(url) or check_types(event_types)
+    if problem is not None:
+        return Refusal(RefusalCode.INVALID_REQUEST, problem)
+    with conn.transaction():
+        known = conn.execute(
+            "SELECT 1 FROM coalition_partner WHERE partner_id = %s FOR NO KEY UPDATE",
+            (partner_id,),
+        ).fetchone()
+        if known is None:
+            return Refusal(RefusalCode.UNKNOWN_PARTNER, f"no partner {partner_id}")
+        # The partner's row is locked (NO KEY UPDATE: exclusive among creations, unlike
+        # FOR SHARE): two creations at once count each other.
+        (count,) = conn.execute(
+            "SELECT count(*) FROM coalition_webhook_subscription"
+            " WHERE partner_id = %s AND status <> 'deleted'",
+            (partner_id,),
+        ).fetchone() or (0,)
+        if count >= SUBSCRIPTIONS_PER_PARTNER_MAX:
+            return Refusal(
+                RefusalCode.TOO_MANY_SUBSCRIPTIONS,
+                f"at most {SUBSCRIPTIONS_PER_PARTNER_MAX} subscriptions per partner",
+            )
+        subscription_id = "whs_" + secrets.token_hex(8)
+        secret = new_secret()
+        row = conn.execute(
+            "INSERT INTO coalition_webhook_subscription (subscription_id, partner_id, url,"
+            " event_types, secret_sealed, key_id, status, after_seq, created_at_us)"
+            " VALUES (%s, %s, %s, %s, %s, %s, 'active', %s, %s)"
+            f" RETURNING {_COLUMNS}",
+            (
+                subscription_id,
+                partner_id,
+                url,
+                sorted(set(event_types)),
+                key.seal(subscription_id, secret),
+                key.key_id,
+                outbox.last_seq(conn),
+                now_us,
+            ),
+        ).fetchone()
+    assert row is not None
+    return Created(Subscription(*row), secret)
+
+
+def list_for(conn: Conn, partner_id: str | None) -> list[Subscription]:
+    """A partner's subscriptions (None: every partner's, for the operator's CLI)."""
+    rows = conn.execute(
+        f"SELECT {_COLUMNS} FROM coalition_webhook_subscription"
+        " WHERE status <> 'deleted' AND (%s::text IS NULL OR partner_id = %s)"
+        " ORDER BY created_at_us, subscription_id",
+        (partner_id, partner_id),
+    ).fetchall()
+    return [Subscription(*row) for row in rows]
+
+
+def get(conn: Conn, partner_id: str | None, subscription_id: str) -> Subscription | Refusal:
+    for found in list_for(conn, partner_id):
+        if found.subscription_id == subscription_id:
+            return found
+    return Refusal(RefusalCode.UNKNOWN_SUBSCRIPTION, f"no subscription {subscription_id}")
+
+
+def delete(conn: Conn, partner_id: str | None, subscription_id: str) -> Subscription | Refusal:
+    return _set_status(conn, partner_id, subscription_id, "deleted", "status <> 'deleted'")
+
+
+def reactivate(conn: Conn, partner_id: str | None, subscription_id: str) -> Subscription | Refusal:
+    """A failing endpoint tried again, from the event it stopped at."""
+    return _set_status(conn, partner_id, subscription_id, "active", "status <> 'deleted'")
+
+
+def _set_status(
+    conn: Conn, partner_id: str | None, subscription_id: str, status: str, where: str
+) -> Subscription | Refusal:
+    row = conn.execute(
+        "UPDATE coalition_webhook_subscription SET status = %s, attempts = 0,"
+        f" next_attempt_us = 0 WHERE subscription_id = %s AND {where}"
+        " AND (%s::text IS NULL OR partner_id = %s)"
+        f" RETURNING {_COLUMNS}",
+        (status, subscription_id, partner_id, partner_id),
+    ).fetchone()
+    if row is None:
+        return Refusal(RefusalCode.UNKNOWN_SUBSCRIPTION, f"no subscription {subscription_id}")
+    return Subscription(*row)
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    event_seq: int
+    event_id: str
+    attempt: int
+    attempted_at_us: int
+    status_code: int | None
+    error: str | None
+    duration_ms: int
+    delivered: bool
+
+
+def deliveries(
+    conn: Conn, partner_id: str | None, subscription_id: str, limit: int
+) -> list[Attempt] | Refusal:
+    """The delivery log of a subscription, newest first."""
+    found = get(conn, partner_id, subscription_id)
+    if isinstance(found, Refusal):
+        return found
+    rows = conn.execute(
+        "SELECT event_seq, event_id::text, attempt, attempted_at_us, status_code, error,"
+        " duration_ms, delivered FROM coalition_webhook_delivery WHERE subscription_id = %s"
+        " ORDER BY delivery_id DESC LIMIT %s",
+        (subscription_id, limit),
+    ).fetchall()
+    return [Attempt(*row) for row in rows]

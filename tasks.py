@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import subprocess
 import sys
 import venv
@@ -37,12 +38,26 @@ def _setup() -> None:
     # The build backend's notices about editable installs are for packagers, not for
     # someone starting the project: keep them off the first screen a newcomer sees.
     quiet = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    subprocess.run([*pip, "-e", f"{ROOT}[test]"], check=True, env=quiet)
+    subprocess.run([*pip, "-e", f"{ROOT}[test,embedded]"], check=True, env=quiet)
     STAMP.write_text(wanted)
 
 
 def _run(*command: str) -> int:
     return subprocess.run(command, cwd=ROOT).returncode
+
+
+def _serve(*command: str) -> int:
+    """Run the server until it stops. It stops cleanly on SIGINT or SIGTERM (docs/DESIGN.md,
+    "Start and stop"); here either is passed on to it and waited out, never a traceback.
+    (Ctrl-C reaches it from the terminal too: it takes the first and ignores the second.)"""
+    child = subprocess.Popen(command, cwd=ROOT)
+
+    def pass_on(signal_number: int, frame: object) -> None:
+        child.send_signal(signal_number)
+
+    signal.signal(signal.SIGTERM, pass_on)
+    signal.signal(signal.SIGINT, pass_on)
+    return child.wait()
 
 
 def main(argv: list[str]) -> int:
@@ -51,7 +66,7 @@ def main(argv: list[str]) -> int:
         return 2
     _setup()
     if argv[0] == "run":
-        return _run(str(BIN / "coalition"), "serve", *argv[1:])
+        return _serve(str(BIN / "coalition"), "serve", *argv[1:])
     for check in ([str(BIN / "ruff"), "check", "."], [str(BIN / "mypy")]):
         code = _run(*check)
         if code:

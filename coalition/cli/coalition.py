@@ -8,9 +8,9 @@ import sys
 import psycopg
 
 from coalition._progress import Progress
+from coalition.cli._common import require_current_schema
 from coalition.context import Coalition
 from coalition.database import database_url
-from coalition.migrate import upgrade_to_head
 from coalition.time_input import parse_instant
 from ledger.timefmt import format_time_us, now_us
 
@@ -54,7 +54,7 @@ def expire(args: argparse.Namespace) -> int:
         print(f"--as-of: {exc}", file=sys.stderr)
         return 2
     with database_url() as url, psycopg.connect(url, autocommit=True) as conn:
-        upgrade_to_head(url)
+        require_current_schema(url)
         try:
             done = expire_points(Coalition(), conn, as_of_us=as_of, progress=Progress("expiry"))
         except ValueError as exc:
@@ -80,7 +80,7 @@ def kpis(args: argparse.Namespace) -> int:
         print(str(exc), file=sys.stderr)
         return 2
     with database_url() as url, psycopg.connect(url, autocommit=True) as conn:
-        upgrade_to_head(url)
+        require_current_schema(url)
         k = compute(conn, start, end)
     print(f"period            {format_time_us(start)} → {format_time_us(end)}")
     print(f"partners active   {k.partners_active}")
@@ -101,7 +101,7 @@ def erase(args: argparse.Namespace) -> int:
     from coalition.outcomes import Refusal
 
     with database_url() as url, psycopg.connect(url, autocommit=True) as conn:
-        upgrade_to_head(url)
+        require_current_schema(url)
         outcome = erase_member(Coalition(), conn, args.member, args.reference)
     if isinstance(outcome, Refusal):
         print(f"refused: {outcome}", file=sys.stderr)

@@ -14,6 +14,7 @@ from pathlib import Path
 import psycopg
 
 from coalition._progress import Progress
+from coalition.cli._common import migrate_and_say
 from coalition.database import database_url, var_dir
 from coalition.migrate import upgrade_to_head
 
@@ -40,7 +41,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
 
-    p = sub.add_parser("migrate", help="bring the database schema up to date")
+    p = sub.add_parser(
+        "migrate",
+        help="bring the database schema up to date (as its owner); no other verb does, "
+        "but serve (unless --no-migrate) and demo",
+    )
     p.set_defaults(handler=_migrate)
 
     p = sub.add_parser("demo", help="fill the database with a demo coalition, export, verify")
@@ -117,8 +122,11 @@ def _version() -> str:
 
 def _migrate(args: argparse.Namespace) -> int:
     with database_url() as url:
-        upgrade_to_head(url)
-    print("database schema is current")
+        before, after = upgrade_to_head(url)
+    if before == after:
+        print(f"database schema is current ({after})")
+    else:
+        print(f"database schema migrated from {before or 'empty'} to {after}")
     return EXIT_OK
 
 
@@ -131,7 +139,7 @@ def _demo(args: argparse.Namespace) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     signer = load_signer(Settings.from_env())
     with database_url() as url:
-        upgrade_to_head(url)
+        migrate_and_say(url)
         return demo_and_verify(url, out_dir, signer, print)
 
 

@@ -7,9 +7,8 @@ import argparse
 import os
 import sys
 
-from coalition.cli._common import EXIT_OK, EXIT_USAGE
+from coalition.cli._common import EXIT_OK, EXIT_USAGE, migrate_and_say, require_current_schema
 from coalition.database import database_url
-from coalition.migrate import upgrade_to_head
 from coalition.settings import Settings
 
 
@@ -33,10 +32,29 @@ def add_verbs(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         action="store_false",
         help="do not seed a demo coalition into an empty database",
     )
+    p.add_argument(
+        "--no-migrate",
+        dest="migrate",
+        action="store_false",
+        help="do not migrate at start (the app's role may not): refuse to start unless the "
+        "schema is already the code's (run 'coalition migrate' as its owner first)",
+    )
     p.set_defaults(handler=serve)
 
 
 def serve(args: argparse.Namespace) -> int:
+    from coalition.stopping import Stopped, stop_on_signals
+
+    # SIGTERM and SIGINT unwind through every block below (coalition/stopping.py).
+    with stop_on_signals():
+        try:
+            return _serve(args)
+        except Stopped as stop:
+            print(f"stopped ({stop})", file=sys.stderr, flush=True)
+            return EXIT_OK
+
+
+def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from coalition.api.app import create_app
@@ -57,7 +75,10 @@ def serve(args: argparse.Namespace) -> int:
     with database_url() as url:
         # Once per deployment, here in the serving parent, never in a worker: the
         # migrations, the demo seed and the scheduler (checkpoints and the other jobs).
-        upgrade_to_head(url)
+        if args.migrate:
+            migrate_and_say(url)
+        else:
+            require_current_schema(url)
         keys = seed_if_empty(url) if args.seed else {}
         scheduler = start_scheduler(url, settings) if scheduled else None
         # The webhook worker, like the scheduler, runs once, here in the parent.

@@ -10,11 +10,10 @@ from pathlib import Path
 import psycopg
 
 from coalition import payable
-from coalition.cli._common import write_atomically
+from coalition.cli._common import require_current_schema, write_atomically
 from coalition.context import Coalition
 from coalition.database import database_url
 from coalition.keys import load_signer
-from coalition.migrate import upgrade_to_head
 from coalition.outcomes import Refusal, RefusalCode
 from coalition.reports import runs_listed
 from coalition.settings import Settings
@@ -140,7 +139,7 @@ def compute(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env()
     with database_url() as url, psycopg.connect(url, autocommit=True) as conn:
-        upgrade_to_head(url)
+        require_current_schema(url)
         by = _finance_principal(conn, args.by)
         if by is None:
             return EXIT_USAGE
@@ -189,7 +188,7 @@ def approve(args: argparse.Namespace) -> int:
     from coalition.settle import approve as run_approve
 
     with database_url() as url, psycopg.connect(url, autocommit=True) as conn:
-        upgrade_to_head(url)
+        require_current_schema(url)
         by = _finance_principal(conn, args.by)
         if by is None:
             return EXIT_USAGE
@@ -211,7 +210,7 @@ def paid(args: argparse.Namespace) -> int:
     from coalition.settle import confirm_payment, get_run
 
     with database_url() as url, psycopg.connect(url, autocommit=True) as conn:
-        upgrade_to_head(url)
+        require_current_schema(url)
         by = _finance_principal(conn, args.by)
         if by is None:
             return EXIT_USAGE
@@ -236,7 +235,7 @@ def statement(args: argparse.Namespace) -> int:
     from coalition.settle import statement as fetch
 
     with database_url() as url, psycopg.connect(url, autocommit=True) as conn:
-        upgrade_to_head(url)
+        require_current_schema(url)
         content = fetch(conn, args.run, args.party, args.format)
     if content is None:
         print(f"no {args.format} statement for {args.party} in run {args.run}", file=sys.stderr)
@@ -267,7 +266,7 @@ def payment_file(args: argparse.Namespace) -> int:
         print(f"refused: {exc}", file=sys.stderr)
         return EXIT_REFUSED
     with database_url() as url, psycopg.connect(url, autocommit=True) as conn:
-        upgrade_to_head(url)
+        require_current_schema(url)
         try:
             outcome = build(conn, args.run, clearing, now, day)
         except InvalidPaymentFile as exc:
@@ -319,7 +318,7 @@ def reconcile(args: argparse.Namespace) -> int:
         print(str(exc), file=sys.stderr)
         return EXIT_USAGE
     with database_url() as url, psycopg.connect(url, autocommit=True) as conn:
-        upgrade_to_head(url)
+        require_current_schema(url)
         try:
             reconciliation_id, result = submit_reconciliation(
                 conn,
@@ -367,7 +366,7 @@ def line_entries(args: argparse.Namespace) -> int:
     from settlement.run import entries_behind
 
     with database_url() as url, psycopg.connect(url, autocommit=True) as conn:
-        upgrade_to_head(url)
+        require_current_schema(url)
         record = get_run(conn, args.run)
         if record is None:
             print(f"no run {args.run}", file=sys.stderr)
@@ -444,7 +443,7 @@ def fx_rate(args: argparse.Namespace) -> int:
     from coalition.settle import record_fx_rate
 
     with database_url() as url, psycopg.connect(url, autocommit=True) as conn:
-        upgrade_to_head(url)
+        require_current_schema(url)
         outcome = record_fx_rate(
             Coalition(),
             conn,
@@ -466,7 +465,7 @@ def bank_account(args: argparse.Namespace) -> int:
     from coalition.settle import set_bank_account
 
     with database_url() as url, psycopg.connect(url, autocommit=True) as conn:
-        upgrade_to_head(url)
+        require_current_schema(url)
         outcome = set_bank_account(
             Coalition(),
             conn,
@@ -484,7 +483,7 @@ def bank_account(args: argparse.Namespace) -> int:
 
 def runs(args: argparse.Namespace) -> int:
     with database_url() as url, psycopg.connect(url, autocommit=True) as conn:
-        upgrade_to_head(url)
+        require_current_schema(url)
         rows = runs_listed(conn, args.party, args.limit)
     for r in rows:
         approved = f", approved by {r.approved_by}" if r.approved_by else ""

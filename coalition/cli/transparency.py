@@ -8,10 +8,16 @@ from pathlib import Path
 
 import psycopg
 
-from coalition.cli._common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, read_vkey, write_atomically
+from coalition.cli._common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    read_vkey,
+    require_current_schema,
+    write_atomically,
+)
 from coalition.database import database_url
 from coalition.keys import load_signer
-from coalition.migrate import upgrade_to_head
 from coalition.settings import Settings
 from ledger import checkpoint_log, proofs, reads
 from ledger.receipt import format_receipt
@@ -70,7 +76,7 @@ def add_verbs(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def checkpoint(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     with database_url() as url, psycopg.connect(url, autocommit=True) as conn:
-        upgrade_to_head(url)
+        require_current_schema(url)
         if args.latest:
             stored = checkpoint_log.latest(conn)
             if stored is None:
@@ -91,7 +97,7 @@ def vkey(args: argparse.Namespace) -> int:
 def prove(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     with database_url() as url, psycopg.connect(url, autocommit=True) as conn:
-        upgrade_to_head(url)
+        require_current_schema(url)
         stored_entry = reads.entry(conn, args.seq)
         if stored_entry is None:
             print(f"no entry {args.seq} in the journal", file=sys.stderr)
@@ -140,7 +146,7 @@ def key_rotate(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env()
     with database_url() as url, psycopg.connect(url, autocommit=True) as conn:
-        upgrade_to_head(url)
+        require_current_schema(url)
         summary = rotate(conn, settings, args.new_key_file)
     print(summary)
     print("now point COALITION_SIGNING_KEY_FILE (or COALITION_SIGNING_KEY) at the new key")

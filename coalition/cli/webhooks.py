@@ -11,8 +11,8 @@ import threading
 import psycopg
 
 from coalition import outbox, webhooks
+from coalition.cli._common import require_current_schema
 from coalition.database import database_url
-from coalition.migrate import upgrade_to_head
 from coalition.outcomes import Refusal
 from coalition.settings import Settings
 from coalition.webhook_delivery import DeliveryPolicy, WebhookDelivery
@@ -78,7 +78,7 @@ def deliver(args: argparse.Namespace) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     with database_url() as url:
-        upgrade_to_head(url)
+        require_current_schema(url)
         worker = WebhookDelivery(url, load_webhook_key(Settings.from_env()), policy, args.threads)
         worker.start()
         print("delivering webhooks", flush=True)
@@ -91,7 +91,7 @@ def create(args: argparse.Namespace) -> int:
     key = load_webhook_key(Settings.from_env())
     types = [t.strip() for t in args.events.split(",") if t.strip()]
     with database_url() as url, psycopg.connect(url, autocommit=True) as conn:
-        upgrade_to_head(url)
+        require_current_schema(url)
         made = webhooks.create(conn, key, args.partner, args.url, types, now_us())
     if isinstance(made, Refusal):
         print(str(made), file=sys.stderr)
@@ -107,7 +107,7 @@ def create(args: argparse.Namespace) -> int:
 
 def list_(args: argparse.Namespace) -> int:
     with database_url() as url, psycopg.connect(url, autocommit=True) as conn:
-        upgrade_to_head(url)
+        require_current_schema(url)
         for s in webhooks.list_for(conn, args.partner):
             print(
                 f"{s.subscription_id}  {s.partner_id:<16} {s.status:<8} after {s.after_seq:<8}"
@@ -118,7 +118,7 @@ def list_(args: argparse.Namespace) -> int:
 
 def _changed(args: argparse.Namespace, fn: object) -> int:
     with database_url() as url, psycopg.connect(url, autocommit=True) as conn:
-        upgrade_to_head(url)
+        require_current_schema(url)
         done = fn(conn, None, args.subscription_id)  # type: ignore[operator]
     if isinstance(done, Refusal):
         print(str(done), file=sys.stderr)
@@ -137,7 +137,7 @@ def reactivate(args: argparse.Namespace) -> int:
 
 def log(args: argparse.Namespace) -> int:
     with database_url() as url, psycopg.connect(url, autocommit=True) as conn:
-        upgrade_to_head(url)
+        require_current_schema(url)
         attempts = webhooks.deliveries(conn, None, args.subscription_id, args.limit)
     if isinstance(attempts, Refusal):
         print(str(attempts), file=sys.stderr)

@@ -9,11 +9,10 @@ import sys
 import threading
 from types import FrameType
 
-from coalition.cli._common import EXIT_OK, EXIT_USAGE
+from coalition.cli._common import EXIT_OK, EXIT_USAGE, require_current_schema
 from coalition.database import database_url
 from coalition.jobs import scheduled_jobs, start_scheduler
 from coalition.keys import load_signer
-from coalition.migrate import upgrade_to_head
 from coalition.settings import Settings
 
 
@@ -44,7 +43,7 @@ def worker(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, stopping)
     signal.signal(signal.SIGINT, stopping)
     with database_url() as url:
-        upgrade_to_head(url)
+        require_current_schema(url)
         scheduler = start_scheduler(url, settings)
         names = ", ".join(f"{j.name} every {j.interval_seconds:g} s" for j in scheduler.jobs)
         print(f"worker running: {names or 'no job (every cadence is 0)'}", flush=True)

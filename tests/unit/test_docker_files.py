@@ -345,13 +345,17 @@ def test_the_app_waits_for_a_healthy_database_and_serves_in_production() -> None
     assert "@db:5432/" in env["DATABASE_URL"]
 
 
-def test_the_signing_key_is_a_mounted_secret_never_inlined() -> None:
+def test_the_signing_and_webhook_keys_are_mounted_secrets_never_inlined() -> None:
     compose = _compose()
     app = compose["services"]["app"]
     env = app["environment"]
-    assert "COALITION_SIGNING_KEY" not in env  # the key text itself, never in the file
-    [secret] = app["secrets"]
-    assert env["COALITION_SIGNING_KEY_FILE"] == f"/run/secrets/{secret}"
-    # From a file on the host, named by the environment: not inlined, not an env variable.
-    assert set(compose["secrets"][secret]) == {"file"}
-    assert str(compose["secrets"][secret]["file"]).startswith("${")
+    for variable, secret in (
+        ("COALITION_SIGNING_KEY", "coalition_signing_key"),
+        ("COALITION_WEBHOOK_KEY", "coalition_webhook_key"),
+    ):
+        assert variable not in env  # the key text itself, never in the file
+        assert secret in app["secrets"]
+        assert env[f"{variable}_FILE"] == f"/run/secrets/{secret}"
+        # From a file on the host, named by the environment: not inlined, not a variable.
+        assert set(compose["secrets"][secret]) == {"file"}
+        assert str(compose["secrets"][secret]["file"]).startswith("${")

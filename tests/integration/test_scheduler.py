@@ -24,7 +24,7 @@ from coalition.outcomes import RefusalCode
 from coalition.partners import set_partner_status
 from coalition.redeem import authorise, capture, void
 from coalition.refunds import refund_purchase
-from coalition.scheduler import Job, JobResult, Scheduler
+from coalition.scheduler import JOB_LOCK, Job, JobResult, Scheduler
 from ledger.signed_note import Signer
 from ledger.verify_db import verify_database
 from tests.integration.test_coalition import (  # noqa: F401 (fixtures)
@@ -133,14 +133,27 @@ def test_stop_cancels_a_running_job(db_url: str) -> None:
     scheduler = Scheduler(db_url, [_job("sleeps", sleeps)])
     scheduler.start()
     assert started.wait(10)
+    held = (
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+        " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        " AND classid = %s AND objid = hashtext('sleeps')::oid"
+    )
+    with psycopg.connect(db_url, autocommit=True) as c:
+        assert c.execute(held, (JOB_LOCK,)).fetchone() == (1,)  # the query sees the lock
     t = time.monotonic()
     scheduler.stop()
     assert time.monotonic() - t < 5
     with psycopg.connect(db_url, autocommit=True) as c:
         # The lock went with the session: another scheduler may run the job at once.
-        row = c.execute(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
-        ).fetchone()
+        # Only this job's lock in this database (pg_locks is the whole server's, and other
+        # tests' committers hold advisory locks of their own); the backend may take a
+        # moment to go, so ask until it has (bounded).
+        deadline = time.monotonic() + 10
+        while True:
+            row = c.execute(held, (JOB_LOCK,)).fetchone()
+            if row == (0,) or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
         assert row == (0,)
 
 

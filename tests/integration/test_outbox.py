@@ -191,6 +191,36 @@ def test_an_expired_hold_is_announced_once_and_a_captured_one_never(db_url: str)
         assert isinstance(late, Refusal) and late.code is RefusalCode.HOLD_EXPIRED
 
 
+def test_a_hold_the_holds_job_timed_out_is_announced_expired_too(db_url: str) -> None:
+    """The scheduler's hold time-out (a void of kind hold_timeout, no partner in it) may
+    close an expired hold before the event sweep sees it: the partner is told all the
+    same, once."""
+    from coalition.hold_timeout import void_expired_holds
+
+    seed_if_empty(db_url)
+    now = {"us": now_us()}
+    co = Coalition(clock_us=lambda: now["us"])
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        hold = authorise(
+            co,
+            conn,
+            partner_id="airline",
+            ref_key="lapse-2",
+            points=5,
+            member_id="M003",
+            hold_seconds=1,
+        )
+        assert not isinstance(hold, Refusal)
+        later = now["us"] + 2_000_000 + hold_expiry.CLOCK_SKEW_SECONDS * 1_000_000
+        now["us"] = later
+        assert void_expired_holds(co, conn, as_of_us=later).voided == 1
+        start = outbox.last_seq(conn)
+        assert hold_expiry.sweep(conn, later) == 1
+        [(_, partner, kind, payload)] = [e for e in _events(conn) if e[0] > start]
+        assert (partner, kind, payload["hold"]) == ("airline", "hold.expired", hold.hold_seq)
+        assert hold_expiry.sweep(conn, later) == 0  # once
+
+
 def test_the_app_role_may_do_everything_events_need(db_url: str) -> None:
     """As ``coalition_app`` (what deployments log in as): an earn with its event, a
     checkpoint and its trigger, a subscription, a hold sweep, and a delivery attempt

@@ -219,11 +219,13 @@ class Journal:
             if following is None or loaded is None:
                 done(batch.requests, batch.results)
                 return False
-            # The next transaction locks the head at once: it waits for this commit.
-            conn.execute("BEGIN")
-            head = _store.lock_head(conn, self.chain_id)
             after = _Batch(self.chain_id, self.clock_us(), following)
             try:
+                # The next transaction locks the head at once: it waits for this commit.
+                # In the try: a pipeline may deliver this batch's failure (a write the
+                # database refused) while these are sent, not only when results are read.
+                conn.execute("BEGIN")
+                head = _store.lock_head(conn, self.chain_id)
                 after.start(loaded, batch.carry())
                 # A guard's reads run here, under the next batch's lock (so they wait
                 # for this batch's commit, and see it).

@@ -50,6 +50,11 @@ def _minute_us(text: str) -> int | None:
     return day_us + (hours * 60 + minutes) * 60_000_000
 
 
+# The same bounded cache, for a reader of verified entries that takes the rest of a time
+# by position (settlement's streaming read); on text that is no minute: None, or ValueError.
+minute_us_cached = _minute_us
+
+
 @lru_cache(maxsize=1024)
 def _day_us(text: str) -> int | None:
     """Microseconds from the epoch to the start of the day ``YYYY-MM-DD``, or None."""

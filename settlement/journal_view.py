@@ -33,7 +33,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from ledger.timefmt import parse_time_us
+from ledger.timefmt import minute_us_cached, parse_time_us
 from settlement.money import parse_rate
 from settlement.terms import PartnerTerms
 
@@ -128,9 +128,6 @@ def read(
     times_us = facts.entry_times_us
     loads = orjson.loads
     spend: Spend | None = getattr(sink, "spend", None)
-    # Entries come minute after minute: each minute is parsed strictly once (its first
-    # entry's whole time too), the rest of a time read by position.
-    minutes_us: dict[str, int] = {}
     seq = 0
     for canonical in entries:
         if seq >= cut:
@@ -138,11 +135,10 @@ def read(
         entry = loads(canonical)  # the journal verified these bytes when it wrote them
         assert entry["seq"] == seq, "entries must come in order, without gaps"
         text = entry["time"]
-        minute_us = minutes_us.get(text[:16])
+        minute_us = minute_us_cached(text[:16])
         if minute_us is None or len(text) != 27 or text[16] != ":" or text[17] > "5":
             times_us.append(parse_time_us(text))  # strict: raises on a malformed time
-            minutes_us[text[:16]] = parse_time_us(text[:16] + ":00.000000Z")
-        else:  # a minute seen before: the seconds and microseconds by position
+        else:  # the minute from the clock's bounded cache, the rest by position
             times_us.append(minute_us + int(text[17:19]) * 1_000_000 + int(text[20:26]))
         kind = entry["kind"]
         if kind not in _SPENDS or _OPENS_LOT in canonical:

@@ -9,12 +9,14 @@ capture it then sees) and announces every hold still active whose expiry is at o
 before ``max(last entry time, now − CLOCK_SKEW_SECONDS)``: the second bound lets a quiet
 journal announce expiries too, and is exact as long as no appending process's clock
 lags this one's by more than that. A hold voided after it expired (allowed, FORMAT.md
-§6) gets its ``hold.voided`` event as well.
+§6) gets its ``hold.voided`` event as well. A hold the holds job (coalition/hold_timeout.py)
+closes is announced by that job, in its void's transaction, unless a sweep was first.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 from coalition import outbox
 from coalition.context import Conn
@@ -24,8 +26,16 @@ CLOCK_SKEW_SECONDS = 5
 HOLDS_PER_SWEEP_MAX = 500
 
 
+@dataclass(frozen=True, slots=True)
+class ExpiredHold:
+    hold_seq: int
+    points: int
+    expires_us: int
+    authorised: bytes  # the canonical bytes of the hold's ``authorise`` entry
+
+
 def sweep(conn: Conn, now_us: int) -> int:
-    """Announce the holds that expired; how many. Its own transaction."""
+    """Announce the active holds that expired; how many. Its own transaction."""
     with conn.transaction():
         row = conn.execute(
             "SELECT last_time_us FROM ledger_chain WHERE chain_id = %s FOR SHARE",
@@ -34,40 +44,54 @@ def sweep(conn: Conn, now_us: int) -> int:
         if row is None:
             return 0
         horizon_us = max(int(row[0]), now_us - CLOCK_SKEW_SECONDS * 1_000_000)
+        # Active holds only: one the holds job voids is announced by that job, in the
+        # transaction of its void (``announce``), so this read stays as small as the
+        # set of active holds and never grows with the journal's history.
         rows = conn.execute(
             "SELECT h.hold_seq, h.amount, h.expires_us, e.canonical FROM ledger_hold h"
             " JOIN ledger_entry e ON e.chain_id = %s AND e.seq = h.hold_seq"
-            # A hold the holds job timed out (a void of kind hold_timeout) expired all
-            # the same: its partner is told, as of any hold still active past expiry.
-            " WHERE (h.status = 'active' OR (h.status = 'voided' AND EXISTS ("
-            " SELECT 1 FROM ledger_entry v WHERE v.chain_id = e.chain_id"
-            " AND v.seq = h.closed_seq AND v.kind = 'hold_timeout')))"
-            " AND h.expires_us <= %s AND NOT EXISTS ("
+            " WHERE h.status = 'active' AND h.expires_us <= %s AND NOT EXISTS ("
             " SELECT 1 FROM coalition_hold_expiry_notice n WHERE n.hold_seq = h.hold_seq)"
             " ORDER BY h.hold_seq LIMIT %s",
             (DEFAULT_CHAIN_ID, horizon_us, HOLDS_PER_SWEEP_MAX),
         ).fetchall()
-        events = []
-        for hold_seq, amount, expires_us, canonical in rows:
-            meta = json.loads(bytes(canonical))["meta"]
-            partner = meta.get("partner")
-            if not partner:
-                continue
-            data = {
-                "hold": hold_seq,
-                "ref": meta.get("ref"),
-                "member": meta.get("member"),
-                "points": amount,
-            }
-            events.append(outbox.Event(partner, "hold.expired", expires_us, data))
-        if not events:
-            return 0
-        outbox.record(conn, events)
-        # Two sweepers at once: the second's insert waits for the first's commit and then
-        # conflicts, rolling its events back with it.
-        conn.execute(
-            "INSERT INTO coalition_hold_expiry_notice (hold_seq, event_seq)"
-            " SELECT unnest(%s::bigint[]), last_seq FROM coalition_event_head",
-            ([e.payload["hold"] for e in events],),
-        )
+        return announce(conn, [ExpiredHold(int(r[0]), int(r[1]), int(r[2]), r[3]) for r in rows])
+
+
+def announce(conn: Conn, holds: list[ExpiredHold]) -> int:
+    """In the caller's transaction, which holds the chain's head (the sweep ``FOR
+    SHARE``, the holds job's void ``FOR UPDATE``): a ``hold.expired`` event for each of
+    ``holds`` not announced before; how many."""
+    if not holds:
+        return 0
+    done = {
+        int(r[0])
+        for r in conn.execute(
+            "SELECT hold_seq FROM coalition_hold_expiry_notice WHERE hold_seq = ANY(%s)",
+            ([h.hold_seq for h in holds],),
+        ).fetchall()
+    }
+    events = []
+    for hold in holds:
+        meta = json.loads(bytes(hold.authorised))["meta"]
+        partner = meta.get("partner")
+        if hold.hold_seq in done or not partner:
+            continue
+        data = {
+            "hold": hold.hold_seq,
+            "ref": meta.get("ref"),
+            "member": meta.get("member"),
+            "points": hold.points,
+        }
+        events.append(outbox.Event(partner, "hold.expired", hold.expires_us, data))
+    if not events:
+        return 0
+    outbox.record(conn, events)
+    # Two sweepers at once (both hold the head FOR SHARE): the second's insert waits for
+    # the first's commit and then conflicts, rolling its events back with it.
+    conn.execute(
+        "INSERT INTO coalition_hold_expiry_notice (hold_seq, event_seq)"
+        " SELECT unnest(%s::bigint[]), last_seq FROM coalition_event_head",
+        ([e.payload["hold"] for e in events],),
+    )
     return len(events)

@@ -6,13 +6,16 @@ An expired hold already reserves nothing and cannot be captured (docs/FORMAT.md 
 this job changes no balance and no availability. Each void is an ordinary ``void`` of
 hold H (kind ``hold_timeout``, scope ``coalition``, reference ``hold-timeout:<H>``), so a
 rerun, or two runs at once, void each hold once; a hold captured or voided between the
-read and the append is refused alone (``hold_not_active``) and left as it is.
+read and the append is refused alone (``hold_not_active``) and left as it is. Each void's
+transaction also announces its hold's ``hold.expired`` (``hold_expiry.announce``) unless
+the event sweep already did.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from coalition import hold_expiry
 from coalition.context import Coalition, Conn
 from ledger.journal import Appended
 from ledger.rejections import Rejection
@@ -35,28 +38,37 @@ def void_expired_holds(co: Coalition, conn: Conn, *, as_of_us: int) -> TimedOut:
     if as_of_us > co.clock_us():
         raise ValueError("holds cannot be timed out as of a moment still to come")
     rows = conn.execute(
-        "SELECT hold_seq, expires_us FROM ledger_hold WHERE status = 'active'"
-        " AND expires_us <= %s ORDER BY hold_seq LIMIT %s",
-        (as_of_us, HOLDS_PER_RUN_MAX),
+        "SELECT h.hold_seq, h.amount, h.expires_us, e.canonical FROM ledger_hold h"
+        " JOIN ledger_entry e ON e.chain_id = %s AND e.seq = h.hold_seq"
+        " WHERE h.status = 'active' AND h.expires_us <= %s ORDER BY h.hold_seq LIMIT %s",
+        (co.journal.chain_id, as_of_us, HOLDS_PER_RUN_MAX),
     ).fetchall()
-    requests = [
-        EntryRequest(
-            KIND,
-            SCOPE,
-            f"hold-timeout:{hold_seq}",
-            meta={"hold": hold_seq, "expired": format_time_us(expires_us)},
-            void_hold_seq=hold_seq,
-        )
-        for hold_seq, expires_us in rows
-    ]
+    holds = [hold_expiry.ExpiredHold(int(r[0]), int(r[1]), int(r[2]), r[3]) for r in rows]
     voided, refused = 0, []
-    for start in range(0, len(requests), ENTRIES_PER_BATCH_MAX):
-        batch = requests[start : start + ENTRIES_PER_BATCH_MAX]
-        for request, outcome in zip(batch, co.journal.append(conn, batch), strict=True):
-            if isinstance(outcome, Appended) and not outcome.replayed:
-                voided += 1
-            elif isinstance(outcome, Rejection):
-                refused.append(f"hold {request.meta['hold']}: {outcome}")
+    for start in range(0, len(holds), ENTRIES_PER_BATCH_MAX):
+        batch = holds[start : start + ENTRIES_PER_BATCH_MAX]
+        requests = [
+            EntryRequest(
+                KIND,
+                SCOPE,
+                f"hold-timeout:{hold.hold_seq}",
+                meta={"hold": hold.hold_seq, "expired": format_time_us(hold.expires_us)},
+                void_hold_seq=hold.hold_seq,
+            )
+            for hold in batch
+        ]
+        # The voids and their holds' hold.expired events commit together: the partner
+        # is told exactly when the hold is closed, and a crash between cannot lose it.
+        with conn.transaction():
+            outcomes = co.journal.append(conn, requests)
+            closed = []
+            for hold, outcome in zip(batch, outcomes, strict=True):
+                if isinstance(outcome, Appended) and not outcome.replayed:
+                    closed.append(hold)
+                elif isinstance(outcome, Rejection):
+                    refused.append(f"hold {hold.hold_seq}: {outcome}")
+            hold_expiry.announce(conn, closed)
+        voided += len(closed)
     return TimedOut(voided, refused)
 
 

@@ -213,12 +213,45 @@ def test_a_hold_the_holds_job_timed_out_is_announced_expired_too(db_url: str) ->
         assert not isinstance(hold, Refusal)
         later = now["us"] + 2_000_000 + hold_expiry.CLOCK_SKEW_SECONDS * 1_000_000
         now["us"] = later
+        start = outbox.last_seq(conn)
         assert void_expired_holds(co, conn, as_of_us=later).voided == 1
+        # Announced by the void's own transaction: not by the sweep, which reads only
+        # active holds, and never twice.
+        announced = [e for e in _events(conn) if e[0] > start]
+        [(_, partner, kind, payload)] = announced
+        assert (partner, kind, payload["hold"]) == ("airline", "hold.expired", hold.hold_seq)
+        assert payload["ref"] == "lapse-2" and payload["points"] == 5
+        assert hold_expiry.sweep(conn, later) == 0
+        assert void_expired_holds(co, conn, as_of_us=later).voided == 0
+        assert [e for e in _events(conn) if e[0] > start] == announced
+
+
+def test_a_hold_the_sweep_announced_is_not_announced_again_by_its_time_out(
+    db_url: str,
+) -> None:
+    from coalition.hold_timeout import void_expired_holds
+
+    seed_if_empty(db_url)
+    now = {"us": now_us()}
+    co = Coalition(clock_us=lambda: now["us"])
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        hold = authorise(
+            co,
+            conn,
+            partner_id="airline",
+            ref_key="lapse-3",
+            points=4,
+            member_id="M003",
+            hold_seconds=1,
+        )
+        assert not isinstance(hold, Refusal)
+        later = now["us"] + 2_000_000 + hold_expiry.CLOCK_SKEW_SECONDS * 1_000_000
+        now["us"] = later
         start = outbox.last_seq(conn)
         assert hold_expiry.sweep(conn, later) == 1
-        [(_, partner, kind, payload)] = [e for e in _events(conn) if e[0] > start]
-        assert (partner, kind, payload["hold"]) == ("airline", "hold.expired", hold.hold_seq)
-        assert hold_expiry.sweep(conn, later) == 0  # once
+        assert void_expired_holds(co, conn, as_of_us=later).voided == 1
+        expired = [e for e in _events(conn) if e[0] > start and e[2] == "hold.expired"]
+        assert [e[3]["hold"] for e in expired] == [hold.hold_seq]
 
 
 def test_the_app_role_may_do_everything_events_need(db_url: str) -> None:

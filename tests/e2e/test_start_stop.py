@@ -7,6 +7,7 @@ Each test has its own var/ directory (its own embedded server), apart from the s
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -57,14 +58,17 @@ def _start(
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     env.update(COALITION_VAR_DIR=str(var), COALITION_SCHEDULER="off")
-    process = subprocess.Popen(
-        [*_coalition(), "serve", "--port", str(port), "--workers", str(workers), "--no-seed"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE if log is None else log.open("w"),
-        stderr=subprocess.PIPE if log is None else subprocess.STDOUT,
-        text=True,
-    )
+    # The child keeps its own copy of the log's descriptor: ours closes at once.
+    with contextlib.ExitStack() as files:
+        out = subprocess.PIPE if log is None else files.enter_context(log.open("w"))
+        process = subprocess.Popen(
+            [*_coalition(), "serve", "--port", str(port), "--workers", str(workers), "--no-seed"],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.PIPE if log is None else subprocess.STDOUT,
+            text=True,
+        )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + START_SECONDS_MAX
     while time.monotonic() < deadline:

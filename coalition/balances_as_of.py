@@ -43,13 +43,18 @@ def position(conn: Conn, *, seq: int | None = None, time_us: int | None = None) 
     """After entry ``seq`` (inclusive), or after every entry stamped at or before
     ``time_us``; exactly one of them."""
     assert (seq is None) != (time_us is None), "a seq or a time"
-    size_now = reads.head(conn).tree_size
+    head = reads.head(conn)
+    size_now = head.tree_size
     if seq is not None:
         if not 0 <= seq < size_now:
             raise PositionUnavailable(f"seq is 0–{size_now - 1}")
         tree_size = seq + 1
     else:
         assert time_us is not None
+        if time_us >= head.last_time_us and _replaying(conn):
+            # A standby may not yet hold every entry stamped by then: only one that has
+            # replayed an entry stamped later has them all (entry times never go back).
+            raise PositionUnavailable("this replica has not replayed that time yet")
         tree_size = reads.size_at_time(conn, time_us)
     root = proofs.root_hash_at(conn, tree_size)
     signed = checkpoint_log.covering(conn, tree_size - 1) if tree_size else None
@@ -57,6 +62,11 @@ def position(conn: Conn, *, seq: int | None = None, time_us: int | None = None) 
     if signed is not None and tree_size:
         path = proofs.consistency_proof(conn, tree_size, signed.tree_size)
     return Position(tree_size, root, signed, path)
+
+
+def _replaying(conn: Conn) -> bool:
+    row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
+    return bool(row and row[0])
 
 
 def account_as_of(conn: Conn, account: str, tree_size: int, lots_of: str | None) -> AccountAsOf:

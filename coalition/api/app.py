@@ -49,6 +49,14 @@ from coalition.api.observability import (
     request_id_var,
 )
 from coalition.api.ratelimit import RateLimiter, retry_after_header
+from coalition.api.replica import (
+    LSN_HEADER,
+    READ_AFTER_HEADER,
+    Reader,
+    ReadRouting,
+    format_lsn,
+    parse_lsn,
+)
 from coalition.api.schema import build_schema
 from coalition.api.trusted import DocumentRefused, TrustedDocuments
 from coalition.api_keys import KeyExpired, Principal
@@ -57,7 +65,8 @@ from coalition.job_record import job_records
 from coalition.keys import load_signer
 from coalition.settings import Settings
 from coalition.web.routes import web_routes  # the web console (docs/DESIGN.md)
-from graphql import GraphQLError
+from graphql import GraphQLError, OperationType, get_operation_ast
+from graphql import parse as parse_graphql
 from ledger import checkpoint_log, proofs, reads
 
 TEXT = "text/plain; charset=utf-8"
@@ -104,9 +113,18 @@ class _GraphQL(JsonRequests, GraphQL[ApiContext, None]):
             error = GraphQLError(document.message, extensions={"code": document.code})
             return ExecutionResult(data=None, errors=[error])
         request_data = dataclasses.replace(request_data, query=document)
+        routing: ReadRouting = self.state["routing"]
+        writes = routing.replica is not None and _is_mutation(document or "", request_data)
+        if writes:  # a mutation's answer reads what it wrote: all of it on the primary
+            context.reader = Reader(ReadRouting(routing.primary, None), None, None)
         result = await super().execute_single(
             request, request_adapter, sub_response, context, root_value, request_data
         )
+        if writes and context.writer is not None:
+            with contextlib.suppress(DatabaseUnavailable):
+                lsn = await routing.wrote(context.writer)
+                if lsn is not None:
+                    sub_response.headers[LSN_HEADER] = format_lsn(lsn)
         if any(isinstance(e.original_error, DatabaseUnavailable) for e in result.errors or ()):
             sub_response.status_code = 503  # the errors say so too, as DATABASE_UNAVAILABLE
             sub_response.headers.update(_retry_after())
@@ -123,14 +141,21 @@ class _GraphQL(JsonRequests, GraphQL[ApiContext, None]):
             settings=self.state["settings"],
             request_id=request_id_var.get(),
             api_keys=self.state["api_keys"],
+            routing=self.state["routing"],
+            read_after_lsn=parse_lsn(request.headers.get(READ_AFTER_HEADER, "")),
         )
 
 
 def create_app(
-    settings: Settings, database_url: str, limiter: RateLimiter | None = None
+    settings: Settings,
+    database_url: str,
+    limiter: RateLimiter | None = None,
+    replica_url: str | None = None,
 ) -> Starlette:
     health = DatabaseHealth()  # one outage, logged once, whichever pool finds it
     database = Database(database_url, health=health)
+    # The replica's outages are its own: reads fall back to the primary (api.replica).
+    routing = ReadRouting(database, Database(replica_url) if replica_url else None)
     coalition = _CoalitionWithMetrics()
     committer = GroupCommitter(Database(database_url, connections_max=1, health=health), coalition)
     api_keys = ApiKeyCache(database_url)
@@ -143,6 +168,7 @@ def create_app(
         "settings": settings,
         "trusted": TrustedDocuments.load(settings.trusted_documents_roles),
         "ws_slots": ConnectionSlots(),
+        "routing": routing,
     }
     limiter = limiter or RateLimiter()
     metrics_access = MetricsAccess(api_keys, database)
@@ -155,6 +181,7 @@ def create_app(
         finally:
             await api_keys.close()
             await committer.close()
+            await routing.close()
             await database.close()
 
     async def admit(scope: Scope) -> Response | None:
@@ -260,7 +287,22 @@ def app_from_env() -> Starlette:
     from coalition.api.observability import configure_logging
 
     configure_logging()
-    return create_app(Settings.from_env(), os.environ["DATABASE_URL"])
+    return create_app(
+        Settings.from_env(),
+        os.environ["DATABASE_URL"],
+        replica_url=os.environ.get("DATABASE_REPLICA_URL") or None,
+    )
+
+
+def _is_mutation(document: str, request_data: GraphQLRequestData) -> bool:
+    """Whether the operation run is a mutation (a document that does not parse is
+    refused by GraphQL itself: no write)."""
+    try:
+        parsed = parse_graphql(document)
+    except GraphQLError:
+        return False
+    operation = get_operation_ast(parsed, request_data.operation_name)
+    return operation is not None and operation.operation is OperationType.MUTATION
 
 
 def _refusal(

@@ -11,6 +11,7 @@ from coalition.api.db import Database
 from coalition.api.errors import Forbidden, PartnerSuspended, Unauthenticated
 from coalition.api.keycache import ApiKeyCache
 from coalition.api.loaders import Loaders
+from coalition.api.replica import Reader, ReadRouting
 from coalition.api_keys import Principal
 from coalition.context import Coalition
 from coalition.settings import Settings
@@ -30,10 +31,23 @@ class ApiContext:
     request_id: str
     api_keys: ApiKeyCache | None = None  # this process's cache of key checks
     connection_params: dict[str, Any] | None = None  # a WebSocket's connection_init payload
+    routing: ReadRouting | None = None  # reads from a replica (api.replica), if configured
+    read_after_lsn: int | None = None  # the request's Coalition-Read-After
     loaders: Loaders = field(init=False)
+    reader: Reader = field(init=False)
 
     def __post_init__(self) -> None:
-        self.loaders = Loaders(self.database)  # per request: batches never cross callers
+        routing = self.routing or ReadRouting(self.database, None)
+        self.reader = Reader(routing, self.writer, self.read_after_lsn)
+        self.loaders = Loaders(self.reader)  # per request: batches never cross callers
+
+    @property
+    def writer(self) -> str | None:
+        """Whose writes this caller must read back: its partner's (any of its keys), or
+        the key's own."""
+        if self.principal is None:
+            return None
+        return self.principal.partner_id or self.principal.key_id
 
     def who(self, *roles: str, own_records: bool = False) -> Principal:
         """The caller, if it holds one of ``roles`` (else a typed GraphQL error). A
@@ -48,7 +62,19 @@ class ApiContext:
         return self.principal
 
     async def db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """On the primary: use cases, and reads a write or a decision depends on."""
         return await self.database.run(fn, *args, **kwargs)
+
+    async def read(
+        self,
+        fn: Callable[..., T],
+        *args: Any,
+        missing: Callable[[T], bool] | None = None,
+        **kwargs: Any,
+    ) -> T:
+        """A read the replica may answer (api.replica), after this caller's own writes;
+        one whose answer is ``missing`` (default: None) is asked of the primary again."""
+        return await self.reader.run(fn, *args, missing=missing, **kwargs)
 
     async def job(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """A CPU-bound call, in a worker thread (see ``Database.job``)."""

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 from strawberry.dataloader import DataLoader
 
 from coalition import reports
-from coalition.api.db import Database
+from coalition.api.replica import Reader
 from coalition.context import Conn
 from ledger import reads
 from ledger.state import Lot
@@ -27,8 +27,8 @@ LotsKey = tuple[str, int, str | None, tuple[int, int] | None]
 class Loaders:
     """Built on first use: most requests need one loader or none."""
 
-    def __init__(self, database: Database) -> None:
-        self._db = database
+    def __init__(self, reader: Reader) -> None:
+        self._db = reader
 
     @cached_property
     def balance(self) -> DataLoader[str, reports.MemberBalance | None]:
@@ -47,7 +47,12 @@ class Loaders:
         return DataLoader(load_fn=self._entries)
 
     async def _balances(self, member_ids: Sequence[str]) -> list[reports.MemberBalance | None]:
-        found = await self._db.run(reports.member_balances, member_ids, now_us())
+        found = await self._db.run(
+            reports.member_balances,
+            member_ids,
+            now_us(),
+            missing=lambda got: any(m not in got for m in member_ids),
+        )
         return [found.get(m) for m in member_ids]
 
     async def _lots(self, keys: Sequence[LotsKey]) -> list[list[Lot]]:
@@ -59,7 +64,9 @@ class Loaders:
         return [found[k] for k in keys]
 
     async def _entries(self, seqs: Sequence[int]) -> list[reads.StoredEntry | None]:
-        found = await self._db.run(_entries, seqs)
+        found = await self._db.run(
+            _entries, seqs, missing=lambda got: any(s not in got for s in seqs)
+        )
         return [found.get(s) for s in seqs]
 
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import strawberry
 from strawberry.types import Info
@@ -47,6 +48,8 @@ EVERYONE = ("partner", *READERS)
 
 Ctx = Info[ApiContext, None]
 
+T = TypeVar("T")
+
 
 @strawberry.type
 class Query:
@@ -68,7 +71,7 @@ class Query:
         who = info.context.who(*EVERYONE, own_records=True)
         if who.role == "partner" and who.partner_id != partner_id:
             return None
-        return await info.context.db(convert.partner, partner_id)
+        return await info.context.read(convert.partner, partner_id)
 
     @strawberry.field(description="Journal entries in seq order, keyset-paged.")
     async def journal_entries(
@@ -81,7 +84,7 @@ class Query:
     ) -> JournalEntryConnection:
         who = info.context.who(*EVERYONE, own_records=True)
         scope = _scope(who) if who.role == "partner" else None
-        return await info.context.db(
+        return await info.context.read(
             convert.entries, _page(first), _cursor(after), kind, account, scope
         )
 
@@ -96,7 +99,7 @@ class Query:
     @strawberry.field(description="Signed checkpoints, oldest first.")
     async def checkpoints(self, info: Ctx, first: int = 50, after_id: Long = 0) -> list[Checkpoint]:
         info.context.who(*EVERYONE, own_records=True)
-        rows = await info.context.db(
+        rows = await info.context.read(
             checkpoint_log.list_checkpoints, after_id=after_id, limit=_page(first)
         )
         return [convert.checkpoint(r) for r in rows]
@@ -109,13 +112,15 @@ class Query:
     ) -> InclusionProof | None:
         who = info.context.who(*EVERYONE, own_records=True)
         scope = f"partner:{who.partner_id}" if who.role == "partner" else None
-        return await info.context.db(convert.inclusion, seq, checkpoint_id, scope)
+        return await info.context.read(convert.inclusion, seq, checkpoint_id, scope)
 
     @strawberry.field(description="RFC 9162 consistency proof between two tree sizes (base64).")
     async def consistency_proof(self, info: Ctx, from_size: Long, to_size: Long) -> list[str]:
         info.context.who(*EVERYONE, own_records=True)
         try:
-            path = await info.context.db(proofs.consistency_proof, from_size, to_size)
+            path = await _read_or_primary(
+                info, proofs.ProofUnavailable, proofs.consistency_proof, from_size, to_size
+            )
         except proofs.ProofUnavailable as exc:
             raise BadInput(str(exc)) from None
         return [base64.b64encode(h).decode() for h in path]
@@ -214,8 +219,14 @@ class Query:
         seq, time_us = _position(at_seq, at_time)
         lots_of = who.partner_id if who.role == "partner" else None
         try:
-            return await info.context.db(
-                convert_partner.member_as_of, member_id, seq, time_us, lots_of
+            return await _read_or_primary(
+                info,
+                PositionUnavailable,
+                convert_partner.member_as_of,
+                member_id,
+                seq,
+                time_us,
+                lots_of,
             )
         except PositionUnavailable as exc:
             raise BadInput(str(exc)) from None
@@ -236,9 +247,22 @@ class Query:
             return None
         seq, time_us = _position(at_seq, at_time)
         try:
-            return await info.context.db(convert_partner.partner_as_of, partner_id, seq, time_us)
+            return await _read_or_primary(
+                info, PositionUnavailable, convert_partner.partner_as_of, partner_id, seq, time_us
+            )
         except PositionUnavailable as exc:
             raise BadInput(str(exc)) from None
+
+
+async def _read_or_primary(
+    info: Ctx, not_yet: type[Exception], fn: Callable[..., T], *args: Any
+) -> T:
+    """A read the replica may answer; one it cannot yet (a size or seq past what it has
+    replayed raises ``not_yet``) is asked of the primary, whose answer stands."""
+    try:
+        return await info.context.read(fn, *args)
+    except not_yet:
+        return await info.context.db(fn, *args)
 
 
 def _position(at_seq: int | None, at_time: str | None) -> tuple[int | None, int | None]:

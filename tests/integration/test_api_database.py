@@ -18,6 +18,7 @@ from coalition.api.db import Database
 from coalition.api.errors import DatabaseUnavailable
 from coalition.api.group_commit import GroupCommittedCoalition, GroupCommitter
 from coalition.api.loaders import Loaders
+from coalition.api.replica import Reader, ReadRouting
 from coalition.context import Coalition
 from coalition.earn import earn_points
 from coalition.members import enroll_member, member_status
@@ -164,7 +165,7 @@ def test_a_dataloader_reads_many_members_in_one_batch(setup):
     async def main() -> tuple[list[Any], list[str]]:
         database = CountingDatabase(url)
         try:
-            loaders = Loaders(database)
+            loaders = Loaders(Reader(ReadRouting(database, None), None, None))
             wanted = [*MEMBERS, "nobody"]
             found = await asyncio.gather(*(loaders.balance.load(m) for m in wanted))
             return found, database.runs

@@ -1,0 +1,174 @@
+"""Reads from a streaming replica (``DATABASE_REPLICA_URL``), with read-your-writes.
+
+A partner's till writes and then reads its member's balance; its reconciliation reads
+all day. Reads that would compete with the tills on the primary — balances, histories,
+entries, checkpoints, proofs, balances as of a time — go to a PostgreSQL hot standby,
+except when the caller must see something the standby may not have replayed yet:
+
+- **the caller wrote**: after each mutation the app notes the primary's WAL position
+  (``pg_current_wal_lsn()``, read after the commit, so at or past its commit record)
+  for the caller's key and answers it in the ``Coalition-Wal-Lsn`` header. That key's
+  reads wait, at most ``REPLAY_WAIT_SECONDS_MAX``, until the standby has replayed past
+  it, and otherwise run on the primary.
+- **the caller says so**: a request carrying ``Coalition-Read-After: <lsn>`` (the header a
+  write answered, perhaps from another worker process, whose memory this one does not
+  share) is held to that position the same way.
+- **the standby has not got it**: a read whose answer is "not found" (a member enrolled,
+  an entry appended, a checkpoint signed a moment ago) is asked of the primary again.
+- **the standby cannot answer**: unreachable, or a query cancelled by recovery conflict
+  (SQLSTATE 40001 on a standby) — the primary answers; the outage is logged once.
+
+What is never read from the standby: anything a write is judged on (use cases read on
+the primary inside their own transaction), settlement runs, KPIs, key checks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import re
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import psycopg
+
+from coalition.api.db import Database
+from coalition.api.errors import DatabaseUnavailable
+from coalition.context import Conn
+
+T = TypeVar("T")
+
+REPLAY_WAIT_SECONDS_MAX = 0.5  # past this a read-your-writes read goes to the primary
+REPLAY_POLL_SECONDS = 0.005
+WRITERS_REMEMBERED_MAX = 10_000  # keys whose last write position this process keeps
+WRITE_REMEMBERED_SECONDS = 60.0  # a write older than this is surely replayed, or moot
+LSN_HEADER = "coalition-wal-lsn"
+READ_AFTER_HEADER = "coalition-read-after"
+
+_log = logging.getLogger("coalition.api.replica")
+_HEX_1_TO_8 = re.compile(r"[0-9A-Fa-f]{1,8}")
+
+
+def parse_lsn(text: str) -> int | None:
+    """``'16/B374D848'`` → its 64-bit position; None if it is not an LSN."""
+    high, sep, low = text.strip().partition("/")
+    if not (sep and _HEX_1_TO_8.fullmatch(high) and _HEX_1_TO_8.fullmatch(low)):
+        return None
+    return (int(high, 16) << 32) | int(low, 16)
+
+
+def format_lsn(lsn: int) -> str:
+    return f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
+
+
+def _wal_lsn(conn: Conn) -> int:
+    row = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
+    assert row is not None
+    lsn = parse_lsn(row[0])
+    assert lsn is not None, row
+    return lsn
+
+
+def _replayed_lsn(conn: Conn) -> int | None:
+    """How far the standby has replayed; None if it is not in recovery (a primary, or a
+    promoted standby: whatever it holds is current)."""
+    row = conn.execute(
+        "SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()::text END"
+    ).fetchone()
+    return None if row is None or row[0] is None else parse_lsn(row[0])
+
+
+class ReadRouting:
+    """One per process: the replica's pool and the write positions of recent writers."""
+
+    def __init__(self, primary: Database, replica: Database | None) -> None:
+        self.primary = primary
+        self.replica = replica
+        self._written: OrderedDict[str, tuple[int, float]] = OrderedDict()
+        self._replica_down = False
+
+    async def wrote(self, writer: str) -> int | None:
+        """After ``writer``'s mutation: its position, remembered (None without a replica)."""
+        if self.replica is None:
+            return None
+        lsn = await self.primary.run(_wal_lsn)
+        self._written[writer] = (lsn, time.monotonic())
+        self._written.move_to_end(writer)
+        while len(self._written) > WRITERS_REMEMBERED_MAX:
+            self._written.popitem(last=False)
+        return lsn
+
+    def _must_see(self, writer: str | None, after_lsn: int | None) -> int | None:
+        mine = self._written.get(writer) if writer is not None else None
+        if mine is not None and time.monotonic() - mine[1] > WRITE_REMEMBERED_SECONDS:
+            del self._written[writer]  # type: ignore[arg-type]
+            mine = None
+        positions = [p for p in (after_lsn, mine[0] if mine else None) if p is not None]
+        return max(positions) if positions else None
+
+    async def run(
+        self,
+        writer: str | None,
+        after_lsn: int | None,
+        fn: Callable[..., T],
+        *args: Any,
+        missing: Callable[[T], bool] = lambda result: result is None,
+    ) -> T:
+        if self.replica is None:
+            return await self.primary.run(fn, *args)
+        need = self._must_see(writer, after_lsn)
+        try:
+            if need is not None and not await self._caught_up(self.replica, need):
+                return await self.primary.run(fn, *args)
+            result = await self.replica.run(fn, *args)
+        except (DatabaseUnavailable, psycopg.errors.SerializationFailure) as exc:
+            self._note_down(exc)
+            return await self.primary.run(fn, *args)
+        self._note_up()
+        return await self.primary.run(fn, *args) if missing(result) else result
+
+    async def _caught_up(self, replica: Database, need: int) -> bool:
+        deadline = time.monotonic() + REPLAY_WAIT_SECONDS_MAX
+        while True:
+            replayed = await replica.run(_replayed_lsn)
+            if replayed is None or replayed >= need:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(REPLAY_POLL_SECONDS)
+
+    def _note_down(self, exc: BaseException) -> None:
+        if not self._replica_down:
+            _log.warning("replica cannot answer (%s); reading from the primary", exc)
+        self._replica_down = True
+
+    def _note_up(self) -> None:
+        if self._replica_down:
+            _log.info("replica answers again")
+        self._replica_down = False
+
+    async def close(self) -> None:
+        if self.replica is not None:
+            await self.replica.close()
+
+
+class Reader:
+    """One request's way to read: routed for this caller (a ``Database``-like ``run``)."""
+
+    def __init__(self, routing: ReadRouting, writer: str | None, after_lsn: int | None) -> None:
+        self._routing, self._writer, self._after = routing, writer, after_lsn
+
+    async def run(
+        self,
+        fn: Callable[..., T],
+        *args: Any,
+        missing: Callable[[T], bool] | None = None,
+        **kwargs: Any,
+    ) -> T:
+        call = functools.partial(fn, **kwargs) if kwargs else fn
+        if missing is None:
+            return await self._routing.run(self._writer, self._after, call, *args)
+        return await self._routing.run(self._writer, self._after, call, *args, missing=missing)

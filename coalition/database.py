@@ -26,6 +26,24 @@ def sqlalchemy_url(url: str) -> str:
     return "postgresql+psycopg://" + psycopg_url(url)[len("postgresql://") :]
 
 
+def replica_url() -> str | None:
+    """``DATABASE_REPLICA_URL``: a streaming replica the API's reads may use (api.replica)."""
+    configured = os.environ.get("DATABASE_REPLICA_URL")
+    return psycopg_url(configured) if configured else None
+
+
+@contextmanager
+def read_url() -> Iterator[str]:
+    """Where a read-only CLI job (export, prove) reads: the replica if one is configured
+    (its answer as of what it has replayed), else the database."""
+    replica = replica_url()
+    if replica is not None:
+        yield replica
+        return
+    with database_url() as url:
+        yield url
+
+
 @contextmanager
 def database_url() -> Iterator[str]:
     """The configured server, or an embedded one started for as long as the block runs."""

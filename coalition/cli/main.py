@@ -15,7 +15,7 @@ import psycopg
 
 from coalition._progress import Progress
 from coalition.cli._common import migrate_and_say
-from coalition.database import database_url, var_dir
+from coalition.database import database_url, read_url, var_dir
 from coalition.migrate import upgrade_to_head
 
 EXIT_OK = 0
@@ -57,7 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(handler=_demo)
 
-    p = sub.add_parser("export", help="write the journal as journal.jsonl")
+    p = sub.add_parser(
+        "export", help="write the journal as journal.jsonl (from DATABASE_REPLICA_URL if set)"
+    )
     p.add_argument(
         "--out",
         type=Path,
@@ -146,7 +148,8 @@ def _demo(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from ledger.export import export_journal
 
-    with database_url() as url, psycopg.connect(url, autocommit=True) as conn:
+    # From the replica if there is one: a long read the tills need not compete with.
+    with read_url() as url, psycopg.connect(url, autocommit=True) as conn:
         summary = export_journal(conn, args.out, progress=Progress("export"))
     print(f"exported {summary.tree_size:,} entries to {args.out}")
     return EXIT_OK

@@ -8,7 +8,7 @@ import os
 import sys
 
 from coalition.cli._common import EXIT_OK, EXIT_USAGE, migrate_and_say, require_current_schema
-from coalition.database import database_url
+from coalition.database import database_url, replica_url
 from coalition.settings import Settings
 
 
@@ -117,7 +117,7 @@ def _serve(args: argparse.Namespace) -> int:
             configure_logging()
             if workers == 1:
                 uvicorn.run(
-                    create_app(settings, url),
+                    create_app(settings, url, replica_url=replica_url()),
                     host=args.host,
                     port=args.port,
                     log_level="warning",

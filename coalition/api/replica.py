@@ -16,7 +16,8 @@ except when the caller must see something the standby may not have replayed yet:
 - **the standby has not got it**: a read whose answer is "not found" (a member enrolled,
   an entry appended, a checkpoint signed a moment ago) is asked of the primary again.
 - **the standby cannot answer**: unreachable, or a query cancelled by recovery conflict
-  (SQLSTATE 40001 on a standby) — the primary answers; the outage is logged once.
+  (SQLSTATE 40001 on a standby) — the primary answers, and every read for the next
+  ``REPLICA_RETRY_SECONDS``; the outage is logged once.
 
 What is never read from the standby: anything a write is judged on (use cases read on
 the primary inside their own transaction), settlement runs, KPIs, key checks.
@@ -43,6 +44,7 @@ T = TypeVar("T")
 
 REPLAY_WAIT_SECONDS_MAX = 0.5  # past this a read-your-writes read goes to the primary
 REPLAY_POLL_SECONDS = 0.005
+REPLICA_RETRY_SECONDS = 5.0  # a standby that failed is tried again after this
 WRITERS_REMEMBERED_MAX = 10_000  # keys whose last write position this process keeps
 WRITE_REMEMBERED_SECONDS = 60.0  # a write older than this is surely replayed, or moot
 LSN_HEADER = "coalition-wal-lsn"
@@ -89,6 +91,9 @@ class ReadRouting:
         self.replica = replica
         self._written: OrderedDict[str, tuple[int, float]] = OrderedDict()
         self._replica_down = False
+        # After a failure the standby is left alone a while: an unreachable host costs a
+        # connect timeout per read otherwise, and the tills' reads would notice.
+        self._down_until = 0.0
 
     async def wrote(self, writer: str) -> int | None:
         """After ``writer``'s mutation: its position, remembered (None without a replica)."""
@@ -117,7 +122,7 @@ class ReadRouting:
         *args: Any,
         missing: Callable[[T], bool] = lambda result: result is None,
     ) -> T:
-        if self.replica is None:
+        if self.replica is None or time.monotonic() < self._down_until:
             return await self.primary.run(fn, *args)
         need = self._must_see(writer, after_lsn)
         try:
@@ -141,6 +146,7 @@ class ReadRouting:
             await asyncio.sleep(REPLAY_POLL_SECONDS)
 
     def _note_down(self, exc: BaseException) -> None:
+        self._down_until = time.monotonic() + REPLICA_RETRY_SECONDS
         if not self._replica_down:
             _log.warning("replica cannot answer (%s); reading from the primary", exc)
         self._replica_down = True

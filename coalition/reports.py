@@ -243,18 +243,18 @@ def kpis(conn: Conn, start_us: int, end_us: int) -> Kpis:
         int(members),
         int(active),
         count,
-        _ratio(count, int(active)),
+        ratio(count, int(active)),
         {str(c): _half_even(int(total), int(n)) for c, n, total, _ in purchases if c},
         issued,
         redeemed,
         expired,
-        _ratio(redeemed, issued),
-        _ratio(expired, issued),
+        ratio(redeemed, issued),
+        ratio(expired, issued),
         {k: v for k, v in sorted(flow.items()) if v},
     )
 
 
-def _ratio(numerator: int, denominator: int) -> Decimal:
+def ratio(numerator: int, denominator: int) -> Decimal:
     if denominator == 0:
         return Decimal(0)
     return (Decimal(numerator) / Decimal(denominator)).quantize(Decimal("0.0001"))

@@ -11,7 +11,7 @@ from typing import Any
 import strawberry
 from strawberry.types import Info
 
-from coalition import quote, reports
+from coalition import partner_kpis, quote, reports
 from coalition.api import convert, convert_partner
 from coalition.api.context import ApiContext
 from coalition.api.errors import BadInput
@@ -28,6 +28,7 @@ from coalition.api.types import (
     Member,
     MemberAsOf,
     PartnerAsOf,
+    PartnerKpis,
     PartnerReport,
     PartnerRun,
     Reconciliation,
@@ -129,10 +130,58 @@ class Query:
             raise BadInput(str(exc)) from None
         return convert.kpis(await info.context.job(reports.kpis, start, end))
 
-    @strawberry.field(description="Settlement runs, newest first.")
-    async def settlement_runs(self, info: Ctx, first: int = 20) -> list[SettlementRun]:
+    @strawberry.field(
+        description="KPIs per partner for a period, partners by id, keyset-paged (`after`"
+        " a partner id). A partner key gets its own row only, whatever it asks."
+    )
+    async def partner_kpis(
+        self,
+        info: Ctx,
+        from_time: str,
+        to_time: str,
+        first: int = 50,
+        after: str | None = None,
+        partner_id: str | None = None,
+    ) -> list[PartnerKpis]:
+        who = info.context.who(*EVERYONE, own_records=True)
+        try:
+            start, end = parse_instant(from_time), parse_instant(to_time)
+        except ValueError as exc:
+            raise BadInput(str(exc)) from None
+        size = _page(first)
+        if who.role == "partner":  # its own row, on the one page that holds it
+            own = who.partner_id or ""
+            if partner_id not in (None, own) or (after is not None and after >= own):
+                return []
+            partner_id = own
+        if partner_id is not None:
+            ids = [partner_id] if await info.context.db(_partner_exists, partner_id) else []
+            found = await info.context.db(partner_kpis.partners_kpis, start, end, ids)
+        else:
+            found = await info.context.db(
+                partner_kpis.partner_kpis, start, end, after=after or "", limit=size
+            )
+        return [convert.partner_kpis(k) for k in found]
+
+    @strawberry.field(
+        description="Settlement runs, newest first, keyset-paged: `after` a run's cursor"
+        " the (at most `first`) runs computed before it, `before` a cursor those computed"
+        " after it (still newest first); not both."
+    )
+    async def settlement_runs(
+        self, info: Ctx, first: int = 20, after: str | None = None, before: str | None = None
+    ) -> list[SettlementRun]:
         info.context.who(*READERS)
-        return await info.context.db(convert.runs, _page(first))
+        if after is not None and before is not None:
+            raise BadInput("give after or before, not both")
+        older = after is not None
+        position = _run_cursor(after if older else before)
+        return await info.context.db(convert.runs, _page(first), position, older)
+
+    @strawberry.field(description="One settlement run by its id.")
+    async def settlement_run(self, info: Ctx, run_id: str) -> SettlementRun | None:
+        info.context.who(*READERS)
+        return await info.context.db(convert.run, run_id)
 
     @strawberry.field(
         description="Partner: the settlement runs this partner is a party to (newest first),"
@@ -264,3 +313,23 @@ def _cursor(after: str | None) -> int:
         return int(json.loads(base64.urlsafe_b64decode(after.encode()))["seq"])
     except (ValueError, KeyError, TypeError):
         raise BadInput("after is not a cursor this API gave") from None
+
+
+def _partner_exists(conn: Any, partner_id: str) -> bool:
+    found = conn.execute(
+        "SELECT 1 FROM coalition_partner WHERE partner_id = %s", (partner_id,)
+    ).fetchone()
+    return found is not None
+
+
+def _run_cursor(text: str | None) -> tuple[int, str] | None:
+    if text is None:
+        return None
+    try:
+        found = json.loads(base64.urlsafe_b64decode(text.encode()))
+        at, run_id = found["at"], found["run"]
+    except (ValueError, KeyError, TypeError):
+        raise BadInput("the cursor is not one this API gave") from None
+    if not isinstance(at, int) or not isinstance(run_id, str):
+        raise BadInput("the cursor is not one this API gave")
+    return at, run_id

@@ -27,10 +27,10 @@ PARTNER_FIELDS = (
     "partnerId pointsIssued pointsRedeemedAt pointsRedeemedOfIssuance pointsExpired"
     " redemptionRate breakageRate membersActive"
 )
-MEASURES = (  # (field, chart id, title)
-    ("pointsIssued", "earned", "Earned per partner per day (points)"),
-    ("pointsRedeemedAt", "redeemed", "Redeemed at each partner per day (points)"),
-    ("pointsExpired", "expired", "Expired of each partner's points per day"),
+MEASURES = (  # (field, chart id, title, what an empty chart would have shown)
+    ("pointsIssued", "earned", "Earned per partner per day (points)", "earned at"),
+    ("pointsRedeemedAt", "redeemed", "Redeemed at each partner per day (points)", "redeemed at"),
+    ("pointsExpired", "expired", "Expired of each partner's points per day", "expired of"),
 )
 
 
@@ -97,10 +97,12 @@ async def kpis(ctx: Ctx) -> Response:
         scope = [data[f"d{i}"] for i in range(len(days))] if readers else []
         scope_name = "the coalition"
     labels = [d.isoformat() for d in days]
-    charts = [
-        (chart_id, json.dumps(_by_partner(labels, ids, daily, field, title)))
-        for field, chart_id, title in MEASURES
-    ]
+    charts = []  # (id, chart or "" when every figure is 0, what that would have shown)
+    for field, chart_id, title, what in MEASURES:
+        title = title if readers else title.replace(" per partner", "").replace("each ", "")
+        spec = _by_partner(labels, ids, daily, field, title)
+        drawn = any(v for d in spec["data"]["datasets"] for v in d["data"])
+        charts.append((chart_id, json.dumps(spec) if drawn else "", what))
     for t in totals:
         t["redemptionPercent"], t["breakagePercent"] = (
             percent(t["redemptionRate"]),
@@ -123,6 +125,7 @@ async def kpis(ctx: Ctx) -> Response:
         rates_chart=json.dumps(_rates_chart(labels, scope, scope_name)) if scope else "",
         members_chart=json.dumps(_members_chart(labels, scope, scope_name)) if scope else "",
         totals=totals,
+        page_size=PARTNERS_PAGE,
         chosen=chosen,
         scope_name=scope_name,
         next_partners=("?" + urlencode({"partners_after": ids[-1]}) if more and ids else None),

@@ -5,6 +5,7 @@ both are keyset pages of a bounded size (partners by id, keys by creation)."""
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import asdict
 from typing import Any
@@ -60,11 +61,18 @@ def list_terms(conn: Conn, partner_ids: list[str]) -> list[dict[str, Any]]:
             "partner_id": r[0],
             "version": r[1],
             "effective_from": format_time_us(r[2]),
-            "terms": r[3],
+            "terms": _terms_text(r[3]),
             "seq": r[4],
         }
         for r in rows
     ]
+
+
+def _terms_text(stored: str) -> str:
+    """``{"mode": "multilateral", "operator_fee_bps": 150}`` as ``mode multilateral ·
+    operator fee bps 150``: wraps between terms, not inside a name."""
+    terms = json.loads(stored)
+    return " · ".join(f"{k.replace('_', ' ')} {v}" for k, v in terms.items())
 
 
 async def partners(ctx: Ctx) -> Response:

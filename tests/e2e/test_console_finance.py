@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
+from datetime import datetime
+from decimal import Decimal
+from itertools import islice
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -188,3 +192,257 @@ def test_runs_list_cursor_and_bad_cursor(
     assert answer is not None and answer.status == 400
     assert "cursor" in page.locator("main").inner_text()
     v.shot("runs-bad-cursor")
+
+
+# --- At scale: 55 partners (16+ in the brief; more than a partners page holds), 100,000+
+# journal entries (the ledger's pipelined batched append, as bench/ fills a journal),
+# today's earns and redemptions at every partner, six settlement runs.
+
+SCALE_PARTNERS = 52  # besides the seed's three
+SCALE_ENTRIES = 100_000
+SCALE_RUNS_PAGE = 2
+SCALE_EMPTY_MONTHS = 5  # runs computed before the fill: quick, and pages to walk
+GROCER_EVERY = 200
+
+
+def _fill(db_url: str) -> None:
+    """The partners (terms, rules, bank account each), a few earns at each and
+    redemptions at the seed's partners, then SCALE_ENTRIES transfers between overdraft
+    accounts written under the partners' reference scopes, a batch of 1,000 a
+    transaction, pipelined (the entries a partner's Entries page lists)."""
+    import psycopg
+
+    from bench._workload import open_accounts, transfer
+    from coalition.banking import make_iban
+    from coalition.context import Coalition
+    from coalition.earn import earn_points
+    from coalition.earning import EarningRules
+    from coalition.outcomes import Refusal
+    from coalition.partners import onboard_partner, publish_earning_rules, publish_terms
+    from coalition.redeem import redeem_points
+    from coalition.settle import set_bank_account
+    from ledger.journal import Appended, Journal
+    from settlement.terms import PartnerTerms
+
+    def ok(outcome: object) -> None:
+        assert not isinstance(outcome, Refusal), outcome
+
+    co = Coalition()
+    terms = PartnerTerms(Decimal(50), Decimal(95), 150, Decimal("0.5"), "monthly", "multilateral")
+    rules = EarningRules("RUB", 1, 10_000)
+    ids = [f"shop{n:02d}" for n in range(SCALE_PARTNERS)]
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        for n, p in enumerate(ids):
+            ok(onboard_partner(co, conn, p, f"Shop {n} LLC", "RUB"))
+            ok(publish_terms(co, conn, p, terms, 0, f"terms:{p}:1"))
+            ok(publish_earning_rules(co, conn, p, rules, 0, f"rules:{p}:1"))
+            iban = make_iban("DE", f"{37050000 + n}0532013000")
+            ok(set_bank_account(co, conn, p, iban=iban, bic="COBADEFFXXX", name=p, ref_key=p))
+        for n, p in enumerate(ids):
+            for k in range(1 + n % 4):
+                member = f"M{1 + (n + k) % 5:03d}"
+                purchase = 10_000 * (1 + (n * 7 + k) % 50)
+                ok(
+                    earn_points(
+                        co,
+                        conn,
+                        partner_id=p,
+                        ref_key=f"e{k}",
+                        purchase_minor=purchase,
+                        currency="RUB",
+                        member_id=member,
+                    )
+                )
+        for k, at in enumerate(("grocer", "fuel", "airline") * 4):
+            ok(
+                redeem_points(
+                    co,
+                    conn,
+                    partner_id=at,
+                    ref_key=f"scale-r{k}",
+                    points=3 + k,
+                    member_id=f"M{1 + k % 5:03d}",
+                )
+            )
+        journal = Journal()
+        open_accounts(conn, journal)
+        numbers = iter(range(SCALE_ENTRIES))
+
+        def scope(k: int) -> str:  # grocer's share: a dozen pages of Entries to walk
+            return "partner:grocer" if k % GROCER_EVERY == 0 else f"partner:{ids[k % len(ids)]}"
+
+        def take(wait: bool) -> list[Any] | None:
+            batch = [transfer(scope(k), k) for k in islice(numbers, 1000)]
+            return batch or None
+
+        def done(batch: Any, outcome: Any) -> None:
+            assert not isinstance(outcome, BaseException), outcome
+            assert all(isinstance(r, Appended) for r in outcome)
+
+        assert journal.append_stream(conn, take, done) == []
+
+
+@pytest.fixture()
+def big(seeded: Seeded, signer: Any, period: str) -> Seeded:
+    """The seeded coalition with settlement runs of months before it (computed first, by
+    the use case computeSettlement runs: quick on the seed's few entries), then filled."""
+    import psycopg
+
+    from coalition import settle
+    from coalition.context import Coalition
+
+    today = datetime.fromisoformat(period + "-01").date()
+    key_id = seeded.keys["finance"].split("_")[1]
+    with psycopg.connect(seeded.db_url, autocommit=True) as conn:
+        for m in range(1, 1 + SCALE_EMPTY_MONTHS):
+            month = f"{today.year - 1:04d}-{m:02d}"
+            done = settle.compute(
+                Coalition(), conn, signer, period=month, computed_by=f"key:{key_id}"
+            )
+            assert isinstance(done, settle.RunRecord), done
+    _fill(seeded.db_url)
+    return seeded
+
+
+def _sql(db_url: str, query: str, *args: Any) -> list[tuple[Any, ...]]:
+    import psycopg
+
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        return conn.execute(query, args).fetchall()
+
+
+def _gql(url: str, key: str, query: str) -> dict[str, Any]:
+    answer = httpx.post(
+        url + "/graphql",
+        json={"query": query},
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=120,
+    ).json()
+    assert "errors" not in answer, answer
+    data: dict[str, Any] = answer["data"]
+    return data
+
+
+def _walk(
+    page: Page, start: str, link: str, rows: str, cells: str = "td:first-child"
+) -> list[list[str]]:
+    """Every page from ``start`` following ``link`` to its end: each page's first column."""
+    page.goto(start)
+    pages = []
+    while True:
+        pages.append(page.locator(f"{rows} tr {cells}").all_inner_texts())
+        assert len(pages) < 100, "the pager does not end"
+        if page.locator(link).count() == 0:
+            return pages
+        page.click(link)
+        page.wait_for_load_state()
+
+
+def test_at_scale_the_lists_page_by_cursor_and_show_the_totals_sql_gives(
+    big: Seeded,
+    settings: Settings,
+    serve: Callable[[Starlette], str],
+    browser: Browser,  # noqa: F811
+    period: str,
+) -> None:
+    """55 partners, 100,000+ entries, 6 runs (one over all of the entries). The runs
+    list walked older then newer with its cursors gives every run once in SQL's order;
+    the partners list the same; grocer's Entries pages are exactly SQL's entries of its
+    scope in seq order; the KPI page's per-partner earned, redeemed and active members,
+    over its three pages of partners, and the coalition's earned, equal SQL's sums and
+    counts. (The run over the whole journal is computed while the other pages are
+    walked: its reading of 100,000 entries is most of the test's time.)"""
+    from concurrent.futures import ThreadPoolExecutor
+
+    url = serve(create_app(settings, big.db_url))
+    (entries,) = _sql(big.db_url, "SELECT count(*) FROM ledger_entry")[0]
+    assert entries > SCALE_ENTRIES
+    finance = big.keys["finance"]
+    compute = 'mutation {{ computeSettlement(period: "{}") {{ runId }} }}'
+    opened: list[Shooting] = []
+
+    def as_(name: str) -> tuple[Shooting, Page]:
+        opened.append(Shooting(browser, url))
+        return opened[-1], opened[-1].sign_in(big.keys[name])
+
+    pool = ThreadPoolExecutor(1)
+    try:
+        big_run = pool.submit(_gql, url, finance, compute.format(period))
+        v, page = as_("grocer")
+        shown = _walk(page, "/console/entries", "text=Next page →", "table")
+        seqs = _sql(
+            big.db_url,
+            "SELECT seq FROM ledger_entry WHERE ref_scope = 'partner:grocer' ORDER BY seq",
+        )
+        assert [_number(t) for p in shown for t in p] == [r[0] for r in seqs]
+        assert len(shown) > 10
+        v.shot("entries-at-scale")
+
+        v, page = as_("operator")
+        partners = _walk(page, "/console/partners", "#next-partners", "#partners")
+        ids = _sql(big.db_url, "SELECT partner_id FROM coalition_partner ORDER BY 1")
+        assert [p for ps in partners for p in ps] == [r[0] for r in ids] and len(partners) == 2
+        v.shot("partners-at-scale")
+
+        v, page = as_("finance")
+        _check_kpis(page, big.db_url)
+        v.shot("kpis-at-scale")
+
+        big_run.result()
+        runs = _sql(
+            big.db_url,
+            "SELECT run_id FROM coalition_settlement_run ORDER BY computed_at_us DESC, run_id DESC",
+        )
+        assert len(runs) == SCALE_EMPTY_MONTHS + 1
+        run_ids = [r[0] for r in runs]
+        older = _walk(page, f"/console/runs?size={SCALE_RUNS_PAGE}", "#older", "#runs")
+        assert [r for p in older for r in p] == run_ids
+        assert [len(p) for p in older] == [2, 2, 2]
+        v.shot("runs-last-page")
+        newer = _walk(page, page.url, "#newer", "#runs")
+        assert [r for p in reversed(newer) for r in p] == run_ids
+        assert page.locator("#newest").count() == 0 and page.locator("#older").count() == 1
+        v.shot("runs-first-page")
+        page.goto(f"/console/runs/{run_ids[0]}")
+        assert re.search(r"entries 0–100,\d{3}", page.locator("main").inner_text())
+        v.shot("run-at-scale")
+    finally:
+        pool.shutdown()
+        for v in opened:
+            assert v.outside() == [] and v.errors == [], (v.outside(), v.errors)
+            v.close()
+
+
+def _check_kpis(page: Page, db_url: str) -> None:
+    """Every page of partners on the KPI page against SQL over the projections (all of
+    the fill is of today, inside the page's seven days)."""
+    pages = _walk(page, "/console/kpis", "#next-partners", "#partner-kpis", "td")
+    shown = {}
+    for cells in pages:
+        for row in [cells[i : i + 8] for i in range(0, len(cells), 8)]:
+            shown[row[0]] = (_number(row[1]), _number(row[2]), _number(row[7]))
+    assert len(pages) == 3  # 55 partners, 20 a page
+    earned = dict(_sql(db_url, "SELECT partner_id, sum(points) FROM coalition_earn GROUP BY 1"))
+    redeemed = dict(
+        _sql(
+            db_url,
+            "SELECT partner_id, sum(points) FROM coalition_lot_use"
+            " WHERE kind IN ('redeem', 'capture', 'refund_redemption') GROUP BY 1",
+        )
+    )
+    active = dict(
+        _sql(
+            db_url,
+            "SELECT partner_id, count(DISTINCT member_id) FROM ("
+            " SELECT partner_id, member_id FROM coalition_earn UNION ALL"
+            " SELECT partner_id, member_id FROM coalition_redemption) m GROUP BY 1",
+        )
+    )
+    ids = [r[0] for r in _sql(db_url, "SELECT partner_id FROM coalition_partner ORDER BY 1")]
+    expected = {
+        p: (int(earned.get(p, 0)), int(redeemed.get(p, 0)), int(active.get(p, 0))) for p in ids
+    }
+    assert shown == expected
+    days = page.locator("#kpi-table tr td:nth-child(2)").all_inner_texts()
+    assert sum(_number(t) for t in days) == sum(e for e, _, _ in expected.values())
+    assert _ink(page, "#partner-earned") > 1000

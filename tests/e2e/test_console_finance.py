@@ -1,7 +1,7 @@
 """The console's finance and partner pages in a real Chromium: settlement runs paged by
 cursor (newer / older), a run's page offering only what its state allows and saying why
 the rest is absent, per-partner KPI charts (a partner sees its own series only), and the
-list pages at scale (16 partners, 100,000+ journal entries) showing the totals SQL gives."""
+list pages at scale (55 partners, 100,000+ journal entries) showing the totals SQL gives."""
 
 from __future__ import annotations
 

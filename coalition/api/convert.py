@@ -199,8 +199,13 @@ def partner_kpis(k: PartnerKpisRow) -> PartnerKpis:
     )
 
 
+def run_cursor(computed_at_us: int, run_id: str) -> str:
+    """A run's place in a newest-first list (query._run_cursor reads it back)."""
+    position = {"at": computed_at_us, "run": run_id}
+    return base64.urlsafe_b64encode(json.dumps(position).encode()).decode()
+
+
 def _run(r: Any) -> SettlementRun:
-    position = {"at": int(r[9]), "run": r[0]}
     return SettlementRun(
         run_id=r[0],
         period=r[1],
@@ -211,11 +216,13 @@ def _run(r: Any) -> SettlementRun:
         computed_by=r[6],
         approved_by=r[7],
         run_json=bytes(r[8]).decode(),
-        cursor=base64.urlsafe_b64encode(json.dumps(position).encode()).decode(),
+        cursor=run_cursor(int(r[9]), r[0]),
     )
 
 
-def partner_runs(conn: Conn, party: str, first: int) -> list[PartnerRun]:
+def partner_runs(
+    conn: Conn, party: str, first: int, after: tuple[int, str] | None = None
+) -> list[PartnerRun]:
     """The runs ``party`` has statements in (every party to a run has), newest first."""
     return [
         PartnerRun(
@@ -224,8 +231,9 @@ def partner_runs(conn: Conn, party: str, first: int) -> list[PartnerRun]:
             revision=r.revision,
             status=r.status,
             statement_formats=list(r.statement_formats),
+            cursor=run_cursor(r.computed_at_us, r.run_id),
         )
-        for r in reports.runs_listed(conn, party, first)
+        for r in reports.runs_listed(conn, party, first, after)
     ]
 
 

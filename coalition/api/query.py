@@ -185,11 +185,16 @@ class Query:
 
     @strawberry.field(
         description="Partner: the settlement runs this partner is a party to (newest first),"
-        " with the statement formats it may fetch; never another partner's."
+        " with the statement formats it may fetch; never another partner's. Keyset-paged:"
+        " `after` a run's cursor, the older ones."
     )
-    async def my_runs(self, info: Ctx, first: int = 20) -> list[PartnerRun]:
+    async def my_runs(
+        self, info: Ctx, first: int = 20, after: str | None = None
+    ) -> list[PartnerRun]:
         who = info.context.who("partner", own_records=True)
-        return await info.context.db(convert.partner_runs, who.partner_id or "", _page(first))
+        return await info.context.db(
+            convert.partner_runs, who.partner_id or "", _page(first), _run_cursor(after)
+        )
 
     @strawberry.field(description="A party's statement of a run (own statements, for partners).")
     async def statement(

@@ -310,6 +310,9 @@ class PartnerRun:
     revision: int
     status: str
     statement_formats: list[str]  # json, csv, pdf: fetch one with statement(runId, party)
+    cursor: str = strawberry.field(
+        description="This run's place in the list: myRuns(after: …) answers the older ones."
+    )
 
 
 @strawberry.type

@@ -75,7 +75,17 @@ async def runs_list(ctx: Ctx) -> Response:
     after, before = params.get("after") or None, params.get("before") or None
     if after and before:
         raise PageError(400, "A page is after a run or before one, not both.")
-    found = (await ctx.gql(RUNS, first=size + 1, after=after, before=before))["settlementRuns"]
+    try:
+        found = await ctx.gql(RUNS, first=size + 1, after=after, before=before)
+    except PageError as exc:
+        if exc.status != 400:
+            raise
+        raise PageError(
+            400,
+            f"{exc.message[:1].upper()}{exc.message[1:]}: this link was not made by the"
+            " console (or was cut short). Start again from the newest runs: Settlement runs.",
+        ) from None
+    found = found["settlementRuns"]
     more = len(found) > size
     runs = [_with_doc(r) for r in (found[-size:] if before else found[:size])]
     newer = bool(after) or (bool(before) and more)

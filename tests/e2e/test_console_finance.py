@@ -446,3 +446,71 @@ def _check_kpis(page: Page, db_url: str) -> None:
     days = page.locator("#kpi-table tr td:nth-child(2)").all_inner_texts()
     assert sum(_number(t) for t in days) == sum(e for e, _, _ in expected.values())
     assert _ink(page, "#partner-earned") > 1000
+
+
+def test_settlement_runs_and_my_runs_page_by_cursor_over_http(
+    seeded: Seeded, app_url: str, period: str, signer: Any
+) -> None:
+    """A run of last year's January (empty) then this month's: settlementRuns one a page
+    gives this month's, then with its cursor January's, then nothing, and before
+    January's cursor this month's again; grocer's myRuns (it is a party to this month's
+    only) gives that one, then nothing; a cursor the API did not give is BAD_USER_INPUT.
+    (Several runs a party is in: tests/integration/test_runs_paging.py.)"""
+    import psycopg
+
+    from ledger.checkpoint_log import sign_now
+    from ledger.timefmt import now_us
+
+    finance, grocer = seeded.keys["finance"], seeded.keys["grocer"]
+    with psycopg.connect(seeded.db_url, autocommit=True) as conn:  # the runs' cut
+        sign_now(conn, signer, now_us())
+    january = f"{int(period[:4]) - 1:04d}-01"
+    ids = []
+    for month in (january, period):
+        done = _gql(
+            app_url, finance, f'mutation {{ computeSettlement(period: "{month}") {{ runId }} }}'
+        )
+        ids.insert(0, done["computeSettlement"]["runId"])
+
+    def runs(key: str, field: str, args: str) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = _gql(
+            app_url, key, f"{{ {field}({args}) {{ runId cursor }} }}"
+        )[field]
+        return found
+
+    page1 = runs(finance, "settlementRuns", "first: 1")
+    page2 = runs(finance, "settlementRuns", f'first: 1, after: "{page1[0]["cursor"]}"')
+    assert [r["runId"] for r in page1 + page2] == ids
+    assert runs(finance, "settlementRuns", f'first: 1, after: "{page2[0]["cursor"]}"') == []
+    back = runs(finance, "settlementRuns", f'first: 5, before: "{page2[0]["cursor"]}"')
+    assert [r["runId"] for r in back] == ids[:1]
+    mine = runs(grocer, "myRuns", "first: 1")
+    assert [r["runId"] for r in mine] == ids[:1]
+    assert runs(grocer, "myRuns", f'first: 1, after: "{mine[0]["cursor"]}"') == []
+    refused = httpx.post(
+        app_url + "/graphql",
+        json={"query": '{ myRuns(after: "e30=") { runId } }'},
+        headers={"Authorization": f"Bearer {grocer}"},
+    ).json()
+    assert refused["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+
+
+def test_api_keys_page_by_keyset(visit: Callable[[], Shooting], seeded: Seeded) -> None:
+    """With 60 keys more than a page holds, the keys pages walked by Next are every key
+    once, in SQL's creation order."""
+    import psycopg
+
+    from coalition.api_keys import create_key
+    from ledger.timefmt import now_us
+
+    with psycopg.connect(seeded.db_url, autocommit=True) as conn:
+        for n in range(60):
+            create_key(conn, "auditor", None, f"auditor {n:02d}", now_us())
+    v = visit()
+    page = v.sign_in(seeded.keys["operator"])
+    pages = _walk(page, "/console/keys", "#next-keys", "#keys")
+    expected = _sql(
+        seeded.db_url, "SELECT key_id FROM coalition_api_key ORDER BY created_at_us, key_id"
+    )
+    assert [k for p in pages for k in p] == [r[0] for r in expected] and len(pages) == 2
+    v.shot("keys-second-page")

@@ -112,6 +112,10 @@ def test_a_partner_sees_its_own_kpis_only(visit: Callable[[], Shooting], seeded:
     assert _ink(page, "#partner-earned") > 1000 and _ink(page, "#members-chart") > 1000
     assert "airline" not in page.locator("main").inner_text()
     v.shot("kpis-partner")
+    page.goto("/console/position")
+    assert "statements appear here once finance computes one" in page.content()
+    assert page.locator("#older-runs, #newest-runs").count() == 0
+    v.shot("position-no-runs")
 
 
 def _pay_all(page: Page) -> None:

@@ -141,6 +141,7 @@ def flow_matrix(doc: dict[str, Any]) -> dict[str, Any]:
                 "redeemers": redeemers,
                 "rows": rows,
                 "chart": json.dumps(chart),
+                "width": max(720, min(1150, 24 * len(issuers))),  # a bar per issuer, legibly
             }
         )
     return {"currencies": by_currency}

@@ -19,18 +19,14 @@ from coalition.api.types import (
     Kpis,
     Member,
     PageInfo,
-    PartnerKpis,
     PartnerReport,
-    PartnerRun,
     PaymentFile,
     Reconciliation,
     Role,
-    SettlementRun,
     Statement,
 )
 from coalition.api_keys import ApiKeyInfo
 from coalition.context import Conn
-from coalition.partner_kpis import PartnerKpis as PartnerKpisRow
 from coalition.partners import get_partner
 from ledger import checkpoint_log, proofs, reads
 from ledger.checkpoint_log import StoredCheckpoint
@@ -155,86 +151,6 @@ def kpis(k: reports.Kpis) -> Kpis:
         breakage_rate=str(k.breakage_rate),
         flow=[FlowCell(issuer=a, redeemed_at=b, points=p) for (a, b), p in k.flow_points.items()],
     )
-
-
-_RUN_COLUMNS = (
-    "SELECT run_id, period, revision, status, start_seq, end_seq, computed_by, approved_by,"
-    " run_bytes, computed_at_us FROM coalition_settlement_run"
-)
-
-
-def runs(
-    conn: Conn, first: int, position: tuple[int, str] | None = None, older: bool = True
-) -> list[SettlementRun]:
-    """Newest first, keyset-paged by (computed at, run id): with ``older``, the runs
-    after ``position`` in that order; without, the ``first`` runs just before it."""
-    args: tuple[object, ...]
-    if position is None:
-        where, order, args = "", "DESC", (first,)
-    else:
-        where = f" WHERE (computed_at_us, run_id) {'<' if older else '>'} (%s, %s)"
-        order, args = ("DESC" if older else "ASC"), (*position, first)
-    rows = conn.execute(
-        f"{_RUN_COLUMNS}{where} ORDER BY computed_at_us {order}, run_id {order} LIMIT %s", args
-    ).fetchall()
-    found = [_run(r) for r in rows]
-    return found if order == "DESC" else found[::-1]
-
-
-def run(conn: Conn, run_id: str) -> SettlementRun | None:
-    row = conn.execute(f"{_RUN_COLUMNS} WHERE run_id = %s", (run_id,)).fetchone()
-    return None if row is None else _run(row)
-
-
-def partner_kpis(k: PartnerKpisRow) -> PartnerKpis:
-    return PartnerKpis(
-        partner_id=k.partner_id,
-        points_issued=k.points_issued,
-        points_redeemed_at=k.points_redeemed_at,
-        points_redeemed_of_issuance=k.points_redeemed_of_issuance,
-        points_expired=k.points_expired,
-        redemption_rate=str(k.redemption_rate),
-        breakage_rate=str(k.breakage_rate),
-        members_active=k.members_active,
-    )
-
-
-def run_cursor(computed_at_us: int, run_id: str) -> str:
-    """A run's place in a newest-first list (query._run_cursor reads it back)."""
-    position = {"at": computed_at_us, "run": run_id}
-    return base64.urlsafe_b64encode(json.dumps(position).encode()).decode()
-
-
-def _run(r: Any) -> SettlementRun:
-    return SettlementRun(
-        run_id=r[0],
-        period=r[1],
-        revision=r[2],
-        status=r[3],
-        start_seq=r[4],
-        end_seq=r[5],
-        computed_by=r[6],
-        approved_by=r[7],
-        run_json=bytes(r[8]).decode(),
-        cursor=run_cursor(int(r[9]), r[0]),
-    )
-
-
-def partner_runs(
-    conn: Conn, party: str, first: int, after: tuple[int, str] | None = None
-) -> list[PartnerRun]:
-    """The runs ``party`` has statements in (every party to a run has), newest first."""
-    return [
-        PartnerRun(
-            run_id=r.run_id,
-            period=r.period,
-            revision=r.revision,
-            status=r.status,
-            statement_formats=list(r.statement_formats),
-            cursor=run_cursor(r.computed_at_us, r.run_id),
-        )
-        for r in reports.runs_listed(conn, party, first, after)
-    ]
 
 
 def statement(conn: Conn, run_id: str, party: str, fmt: str) -> Statement | None:

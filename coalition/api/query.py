@@ -11,8 +11,8 @@ from typing import Any
 import strawberry
 from strawberry.types import Info
 
-from coalition import partner_kpis, quote, reports
-from coalition.api import convert, convert_partner
+from coalition import quote, reports
+from coalition.api import convert, convert_partner, convert_runs
 from coalition.api.context import ApiContext
 from coalition.api.errors import BadInput
 from coalition.api.mutation import MemberRef
@@ -148,20 +148,9 @@ class Query:
             start, end = parse_instant(from_time), parse_instant(to_time)
         except ValueError as exc:
             raise BadInput(str(exc)) from None
-        size = _page(first)
-        if who.role == "partner":  # its own row, on the one page that holds it
-            own = who.partner_id or ""
-            if partner_id not in (None, own) or (after is not None and after >= own):
-                return []
-            partner_id = own
-        if partner_id is not None:
-            ids = [partner_id] if await info.context.db(_partner_exists, partner_id) else []
-            found = await info.context.db(partner_kpis.partners_kpis, start, end, ids)
-        else:
-            found = await info.context.db(
-                partner_kpis.partner_kpis, start, end, after=after or "", limit=size
-            )
-        return [convert.partner_kpis(k) for k in found]
+        return await info.context.db(
+            convert_runs.visible_partner_kpis, who, (start, end), _page(first), after, partner_id
+        )
 
     @strawberry.field(
         description="Settlement runs, newest first, keyset-paged: `after` a run's cursor"
@@ -175,13 +164,13 @@ class Query:
         if after is not None and before is not None:
             raise BadInput("give after or before, not both")
         older = after is not None
-        position = _run_cursor(after if older else before)
-        return await info.context.db(convert.runs, _page(first), position, older)
+        position = convert_runs.read_run_cursor(after if older else before)
+        return await info.context.db(convert_runs.runs, _page(first), position, older)
 
     @strawberry.field(description="One settlement run by its id.")
     async def settlement_run(self, info: Ctx, run_id: str) -> SettlementRun | None:
         info.context.who(*READERS)
-        return await info.context.db(convert.run, run_id)
+        return await info.context.db(convert_runs.run, run_id)
 
     @strawberry.field(
         description="Partner: the settlement runs this partner is a party to (newest first),"
@@ -193,7 +182,10 @@ class Query:
     ) -> list[PartnerRun]:
         who = info.context.who("partner", own_records=True)
         return await info.context.db(
-            convert.partner_runs, who.partner_id or "", _page(first), _run_cursor(after)
+            convert_runs.partner_runs,
+            who.partner_id or "",
+            _page(first),
+            convert_runs.read_run_cursor(after),
         )
 
     @strawberry.field(description="A party's statement of a run (own statements, for partners).")
@@ -318,23 +310,3 @@ def _cursor(after: str | None) -> int:
         return int(json.loads(base64.urlsafe_b64decode(after.encode()))["seq"])
     except (ValueError, KeyError, TypeError):
         raise BadInput("after is not a cursor this API gave") from None
-
-
-def _partner_exists(conn: Any, partner_id: str) -> bool:
-    found = conn.execute(
-        "SELECT 1 FROM coalition_partner WHERE partner_id = %s", (partner_id,)
-    ).fetchone()
-    return found is not None
-
-
-def _run_cursor(text: str | None) -> tuple[int, str] | None:
-    if text is None:
-        return None
-    try:
-        found = json.loads(base64.urlsafe_b64decode(text.encode()))
-        at, run_id = found["at"], found["run"]
-    except (ValueError, KeyError, TypeError):
-        raise BadInput("the cursor is not one this API gave") from None
-    if not isinstance(at, int) or not isinstance(run_id, str):
-        raise BadInput("the cursor is not one this API gave")
-    return at, run_id

@@ -8,7 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 from coalition import reports, settle
-from coalition.api import convert
+from coalition.api import convert_runs
 from coalition.context import Coalition
 from coalition.partners import publish_terms
 from ledger.signed_note import Signer
@@ -35,15 +35,19 @@ def test_runs_page_forwards_and_back(co: Coalition, conn: Any, signer: Signer) -
     assert ids == ["2027-01-r3", "2027-01-r2", "2027-01"]
     seen, position = [], None
     while True:
-        page = convert.runs(conn, 1, position, older=True)
+        page = convert_runs.runs(conn, 1, position, older=True)
         if not page:
             break
         seen.append(page[0].run_id)
         position = reports_position(page[0].cursor)
     assert seen == ids
-    oldest = convert.runs(conn, 1, reports_position(convert.runs(conn, 3)[-1].cursor), False)
+    oldest = convert_runs.runs(
+        conn, 1, reports_position(convert_runs.runs(conn, 3)[-1].cursor), False
+    )
     assert [r.run_id for r in oldest] == ids[1:2]  # the one just newer, not the newest
-    newer = convert.runs(conn, 5, reports_position(convert.runs(conn, 3)[-1].cursor), False)
+    newer = convert_runs.runs(
+        conn, 5, reports_position(convert_runs.runs(conn, 3)[-1].cursor), False
+    )
     assert [r.run_id for r in newer] == ids[:2]  # still newest first
 
 
@@ -62,8 +66,6 @@ def test_a_partys_runs_page_the_same_way(co: Coalition, conn: Any, signer: Signe
 
 def reports_position(cursor: str) -> tuple[int, str]:
     """A run cursor read back as the API reads it."""
-    from coalition.api.query import _run_cursor
-
-    found = _run_cursor(cursor)
+    found = convert_runs.read_run_cursor(cursor)
     assert found is not None
     return found

@@ -87,6 +87,8 @@ async def kpis(ctx: Ctx) -> Response:
     daily = [{p["partnerId"]: p for p in data[f"p{i}"]} for i in range(len(days))]
     chosen = params.get("partner", "")
     if chosen and chosen not in ids:
+        if not readers:
+            raise PageError(404, "A partner's key shows its own figures only: open KPIs.")
         raise PageError(404, f"No partner {chosen} on this page of partners. Pick one below.")
     if not readers:
         chosen = ids[0] if ids else ""

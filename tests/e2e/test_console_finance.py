@@ -99,6 +99,12 @@ def test_kpis_per_partner_charts_and_a_partner_sees_only_its_own(
     rows = page.locator("#partner-kpis tr td:first-child").all_inner_texts()
     assert {"grocer", "fuel", "airline"} <= set(rows)
     v.shot("kpis-finance")
+    page.select_option("#partner-choice select[name=partner]", "grocer")
+    page.click("#partner-choice button")
+    page.wait_for_url(re.compile(r".*/console/kpis\?partner=grocer$"))
+    assert page.locator("#partner-kpis tr.chosen td").first.inner_text() == "grocer"
+    assert _ink(page, "#rates-chart") > 1000 and _ink(page, "#members-chart") > 1000
+    assert "grocer" in page.locator("#rates-chart").get_attribute("data-chart")
 
 
 def test_a_partner_sees_its_own_kpis_only(visit: Callable[[], Shooting], seeded: Seeded) -> None:
@@ -112,6 +118,10 @@ def test_a_partner_sees_its_own_kpis_only(visit: Callable[[], Shooting], seeded:
     assert _ink(page, "#partner-earned") > 1000 and _ink(page, "#members-chart") > 1000
     assert "airline" not in page.locator("main").inner_text()
     v.shot("kpis-partner")
+    v.errors_expected = True  # the 404 below
+    answer = page.goto("/console/kpis?partner=airline")
+    assert answer is not None and answer.status == 404
+    assert not re.search(r"\d", page.locator("main").inner_text())  # no figure of airline's
     page.goto("/console/position")
     assert "statements appear here once finance computes one" in page.content()
     assert page.locator("#older-runs, #newest-runs").count() == 0

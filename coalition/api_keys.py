@@ -99,6 +99,25 @@ def list_keys(conn: Conn) -> list[ApiKeyInfo]:
     return [ApiKeyInfo(*row) for row in rows]
 
 
+KEYS_PAGE_MAX = 100
+
+
+def keys_page(
+    conn: Conn, after: tuple[int, str] | None, limit: int = 50
+) -> tuple[list[ApiKeyInfo], bool]:
+    """Keys in creation order after ``after`` (created at, key id), at most ``limit``, and
+    whether more follow: the console's list, bounded however many keys were made."""
+    limit = max(1, min(limit, KEYS_PAGE_MAX))
+    created_us, key_id = after if after is not None else (-1, "")
+    rows = conn.execute(
+        "SELECT key_id, role, partner_id, label, created_at_us, revoked_at_us, expires_at_us"
+        " FROM coalition_api_key WHERE (created_at_us, key_id) > (%s, %s)"
+        " ORDER BY created_at_us, key_id LIMIT %s",
+        (created_us, key_id, limit + 1),
+    ).fetchall()
+    return [ApiKeyInfo(*row) for row in rows[:limit]], len(rows) > limit
+
+
 def revoke_key(conn: Conn, key_id: str, now_us: int) -> bool:
     """Revoke a key. The API's processes cache key checks; a trigger on the table
     (migration 0008) tells them on channel ``API_KEY_CHANNEL`` when the revocation commits."""

@@ -243,18 +243,18 @@ def kpis(conn: Conn, start_us: int, end_us: int) -> Kpis:
         int(members),
         int(active),
         count,
-        _ratio(count, int(active)),
+        ratio(count, int(active)),
         {str(c): _half_even(int(total), int(n)) for c, n, total, _ in purchases if c},
         issued,
         redeemed,
         expired,
-        _ratio(redeemed, issued),
-        _ratio(expired, issued),
+        ratio(redeemed, issued),
+        ratio(expired, issued),
         {k: v for k, v in sorted(flow.items()) if v},
     )
 
 
-def _ratio(numerator: int, denominator: int) -> Decimal:
+def ratio(numerator: int, denominator: int) -> Decimal:
     if denominator == 0:
         return Decimal(0)
     return (Decimal(numerator) / Decimal(denominator)).quantize(Decimal("0.0001"))
@@ -275,21 +275,27 @@ class RunListed:
     computed_by: str
     approved_by: str | None
     statement_formats: tuple[str, ...]
+    computed_at_us: int = 0  # with run_id, its place in the list (the keyset)
 
 
-def runs_listed(conn: Conn, party: str | None, first: int) -> list[RunListed]:
-    """Settlement runs, newest first; with ``party``, only those it has statements in
-    (every party to a run has): what a partner may see of the runs."""
+def runs_listed(
+    conn: Conn, party: str | None, first: int, after: tuple[int, str] | None = None
+) -> list[RunListed]:
+    """Settlement runs, newest first (after ``after``, a run's computed-at and id, when
+    given); with ``party``, only those it has statements in (every party to a run has):
+    what a partner may see of the runs."""
+    at, run_id = after if after is not None else (None, "")
     rows = conn.execute(
         "SELECT r.run_id, r.period, r.revision, r.status, r.computed_by, r.approved_by,"
-        " array_remove(array_agg(DISTINCT s.format ORDER BY s.format), NULL)"
-        " FROM coalition_settlement_run r"
+        " array_remove(array_agg(DISTINCT s.format ORDER BY s.format), NULL),"
+        " r.computed_at_us FROM coalition_settlement_run r"
         " LEFT JOIN coalition_statement s ON s.run_id = r.run_id"
         " AND (%(party)s::text IS NULL OR s.party = %(party)s)"
+        " WHERE %(at)s::bigint IS NULL OR (r.computed_at_us, r.run_id) < (%(at)s, %(run)s)"
         " GROUP BY r.run_id"
         " HAVING %(party)s::text IS NULL OR count(s.party) > 0"
-        " ORDER BY max(r.computed_at_us) DESC, r.run_id DESC LIMIT %(first)s",
-        {"party": party, "first": first},
+        " ORDER BY r.computed_at_us DESC, r.run_id DESC LIMIT %(first)s",
+        {"party": party, "first": first, "at": at, "run": run_id},
     ).fetchall()
     return [
         RunListed(
@@ -300,6 +306,7 @@ def runs_listed(conn: Conn, party: str | None, first: int) -> list[RunListed]:
             computed_by=row[4],
             approved_by=row[5],
             statement_formats=tuple(row[6]),
+            computed_at_us=int(row[7]),
         )
         for row in rows
     ]

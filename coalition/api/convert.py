@@ -20,11 +20,9 @@ from coalition.api.types import (
     Member,
     PageInfo,
     PartnerReport,
-    PartnerRun,
     PaymentFile,
     Reconciliation,
     Role,
-    SettlementRun,
     Statement,
 )
 from coalition.api_keys import ApiKeyInfo
@@ -153,42 +151,6 @@ def kpis(k: reports.Kpis) -> Kpis:
         breakage_rate=str(k.breakage_rate),
         flow=[FlowCell(issuer=a, redeemed_at=b, points=p) for (a, b), p in k.flow_points.items()],
     )
-
-
-def runs(conn: Conn, first: int) -> list[SettlementRun]:
-    rows = conn.execute(
-        "SELECT run_id, period, revision, status, start_seq, end_seq, computed_by, approved_by,"
-        " run_bytes FROM coalition_settlement_run ORDER BY computed_at_us DESC LIMIT %s",
-        (first,),
-    ).fetchall()
-    return [
-        SettlementRun(
-            run_id=r[0],
-            period=r[1],
-            revision=r[2],
-            status=r[3],
-            start_seq=r[4],
-            end_seq=r[5],
-            computed_by=r[6],
-            approved_by=r[7],
-            run_json=bytes(r[8]).decode(),
-        )
-        for r in rows
-    ]
-
-
-def partner_runs(conn: Conn, party: str, first: int) -> list[PartnerRun]:
-    """The runs ``party`` has statements in (every party to a run has), newest first."""
-    return [
-        PartnerRun(
-            run_id=r.run_id,
-            period=r.period,
-            revision=r.revision,
-            status=r.status,
-            statement_formats=list(r.statement_formats),
-        )
-        for r in reports.runs_listed(conn, party, first)
-    ]
 
 
 def statement(conn: Conn, run_id: str, party: str, fmt: str) -> Statement | None:

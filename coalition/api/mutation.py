@@ -12,7 +12,7 @@ import strawberry
 from strawberry.types import Info
 
 from coalition import earn, members, partners, payable, redeem, refunds, settle
-from coalition.api import convert, convert_partner
+from coalition.api import convert, convert_partner, convert_runs
 from coalition.api.context import ApiContext
 from coalition.api.errors import BadInput
 from coalition.api.results import (
@@ -449,7 +449,8 @@ class Mutation:
         )
         if isinstance(outcome, Refusal):
             raise await _compute_refused(info, period, outcome)
-        [run] = [r for r in await info.context.db(convert.runs, 100) if r.run_id == outcome.run_id]
+        run = await info.context.db(convert_runs.run, outcome.run_id)  # by id: any page
+        assert run is not None, outcome.run_id
         return run
 
     @strawberry.mutation(

@@ -13,7 +13,7 @@ import strawberry
 from strawberry.types import Info
 
 from coalition import quote, reports
-from coalition.api import convert, convert_partner
+from coalition.api import convert, convert_partner, convert_runs
 from coalition.api.context import ApiContext
 from coalition.api.errors import BadInput
 from coalition.api.mutation import MemberRef
@@ -29,6 +29,7 @@ from coalition.api.types import (
     Member,
     MemberAsOf,
     PartnerAsOf,
+    PartnerKpis,
     PartnerReport,
     PartnerRun,
     Reconciliation,
@@ -134,18 +135,63 @@ class Query:
             raise BadInput(str(exc)) from None
         return convert.kpis(await info.context.job(reports.kpis, start, end))
 
-    @strawberry.field(description="Settlement runs, newest first.")
-    async def settlement_runs(self, info: Ctx, first: int = 20) -> list[SettlementRun]:
+    @strawberry.field(
+        description="KPIs per partner for a period, partners by id, keyset-paged (`after`"
+        " a partner id). A partner key gets its own row only, whatever it asks."
+    )
+    async def partner_kpis(
+        self,
+        info: Ctx,
+        from_time: str,
+        to_time: str,
+        first: int = 50,
+        after: str | None = None,
+        partner_id: str | None = None,
+    ) -> list[PartnerKpis]:
+        who = info.context.who(*EVERYONE, own_records=True)
+        try:
+            start, end = parse_instant(from_time), parse_instant(to_time)
+        except ValueError as exc:
+            raise BadInput(str(exc)) from None
+        return await info.context.db(
+            convert_runs.visible_partner_kpis, who, (start, end), _page(first), after, partner_id
+        )
+
+    @strawberry.field(
+        description="Settlement runs, newest first, keyset-paged: `after` a run's cursor"
+        " the (at most `first`) runs computed before it, `before` a cursor those computed"
+        " after it (still newest first); not both."
+    )
+    async def settlement_runs(
+        self, info: Ctx, first: int = 20, after: str | None = None, before: str | None = None
+    ) -> list[SettlementRun]:
         info.context.who(*READERS)
-        return await info.context.db(convert.runs, _page(first))
+        if after is not None and before is not None:
+            raise BadInput("give after or before, not both")
+        older = after is not None
+        position = convert_runs.read_run_cursor(after if older else before)
+        return await info.context.db(convert_runs.runs, _page(first), position, older)
+
+    @strawberry.field(description="One settlement run by its id.")
+    async def settlement_run(self, info: Ctx, run_id: str) -> SettlementRun | None:
+        info.context.who(*READERS)
+        return await info.context.db(convert_runs.run, run_id)
 
     @strawberry.field(
         description="Partner: the settlement runs this partner is a party to (newest first),"
-        " with the statement formats it may fetch; never another partner's."
+        " with the statement formats it may fetch; never another partner's. Keyset-paged:"
+        " `after` a run's cursor, the older ones."
     )
-    async def my_runs(self, info: Ctx, first: int = 20) -> list[PartnerRun]:
+    async def my_runs(
+        self, info: Ctx, first: int = 20, after: str | None = None
+    ) -> list[PartnerRun]:
         who = info.context.who("partner", own_records=True)
-        return await info.context.db(convert.partner_runs, who.partner_id or "", _page(first))
+        return await info.context.db(
+            convert_runs.partner_runs,
+            who.partner_id or "",
+            _page(first),
+            convert_runs.read_run_cursor(after),
+        )
 
     @strawberry.field(description="A party's statement of a run (own statements, for partners).")
     async def statement(

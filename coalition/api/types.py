@@ -223,6 +223,28 @@ class Kpis:
     flow: list[FlowCell]
 
 
+@strawberry.type(
+    description="One partner's figures for a period. Rates are of what it issued in the"
+    " period: redemption = its points redeemed anywhere / issued, breakage = its points"
+    " expired / issued (decimal strings, 4 places)."
+)
+class PartnerKpis:
+    partner_id: str
+    points_issued: Long
+    points_redeemed_at: Long = strawberry.field(
+        description="Redeemed at this partner, whoever issued them (refunds net)."
+    )
+    points_redeemed_of_issuance: Long = strawberry.field(
+        description="This partner's points redeemed anywhere (refunds net)."
+    )
+    points_expired: Long
+    redemption_rate: str
+    breakage_rate: str
+    members_active: int = strawberry.field(
+        description="Members who earned or redeemed at this partner in the period."
+    )
+
+
 @strawberry.enum
 class SettlementWarningCode(enum.Enum):
     NO_BANK_ACCOUNT = "NO_BANK_ACCOUNT"  # a party to be paid has no bank account on record
@@ -252,6 +274,10 @@ class SettlementRun:
     computed_by: str
     approved_by: str | None
     run_json: str
+    cursor: str = strawberry.field(
+        description="This run's place in the list: settlementRuns(after: …) answers the"
+        " runs computed before it, settlementRuns(before: …) those computed after it."
+    )
 
     @strawberry.field(
         description="Parties that cannot be paid and rates missing, judged at the run's cut"
@@ -284,6 +310,9 @@ class PartnerRun:
     revision: int
     status: str
     statement_formats: list[str]  # json, csv, pdf: fetch one with statement(runId, party)
+    cursor: str = strawberry.field(
+        description="This run's place in the list: myRuns(after: …) answers the older ones."
+    )
 
 
 @strawberry.type

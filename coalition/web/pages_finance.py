@@ -7,8 +7,9 @@ from __future__ import annotations
 import base64
 import json
 from collections import defaultdict
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 from starlette.responses import Response
@@ -17,12 +18,17 @@ from coalition.context import Conn
 from coalition.settle import timezone
 from coalition.web.framework import Ctx, see_other
 from coalition.web.gql import PageError
+from coalition.web.run_actions import run_actions
+from ledger import reads
+from ledger.timefmt import format_time_us
 
-RUNS_MAX = 100
-RUNS = """query($first: Int!) { settlementRuns(first: $first) { runId period revision status
-  startSeq endSeq computedBy approvedBy runJson } }"""
-WARNINGS = """query($first: Int!) { settlementRuns(first: $first) { runId
-  warnings { code party currency message } } }"""
+RUNS_PAGE = 25
+RUNS_PAGE_MAX = 99  # one more is asked for, to know whether a further page exists
+RUN_FIELDS = "runId period revision status startSeq endSeq computedBy approvedBy runJson cursor"
+RUNS = f"""query($first: Int!, $after: String, $before: String) {{
+  settlementRuns(first: $first, after: $after, before: $before) {{ {RUN_FIELDS} }} }}"""
+RUN = f"""query($runId: String!) {{ settlementRun(runId: $runId) {{ {RUN_FIELDS}
+  warnings {{ code party currency message }} }} }}"""
 COMPUTE = """mutation($period: String!, $correction: Boolean!) {
   computeSettlement(period: $period, correction: $correction) { runId } }"""
 APPROVE = """mutation($runId: String!) { approveSettlement(runId: $runId) {
@@ -35,8 +41,6 @@ STATEMENT = """query($runId: String!, $party: String!, $format: String!) {
 PAYMENT_FILE = """query($runId: String!, $date: String) {
   paymentFile(runId: $runId, executionDate: $date) { __typename
   ... on PaymentFile { messageId content } ... on Refusal { code message } } }"""
-KPI_DAYS = 7
-KPI_FIELDS = "pointsIssued pointsRedeemed pointsExpired redemptionRate breakageRate membersActive"
 NOTICES = {
     "computed": "Run computed. A second finance key approves it.",
     "approved": "Run approved: its positions are posted.",
@@ -45,25 +49,58 @@ NOTICES = {
 MEDIA = {"pdf": "application/pdf", "csv": "text/csv; charset=utf-8", "json": "application/json"}
 
 
-async def _runs(ctx: Ctx) -> list[dict[str, Any]]:
-    runs: list[dict[str, Any]] = (await ctx.gql(RUNS, first=RUNS_MAX))["settlementRuns"]
-    for run in runs:
-        doc = json.loads(run["runJson"])
-        run["doc"] = doc
-        run["gross"] = sorted(doc.get("gross_minor", {}).items())
-        run["net"] = sorted(doc.get("net_minor", {}).items())
-    return runs
+def _with_doc(run: dict[str, Any]) -> dict[str, Any]:
+    doc = json.loads(run["runJson"])
+    run["doc"] = doc
+    run["gross"] = sorted(doc.get("gross_minor", {}).items())
+    run["net"] = sorted(doc.get("net_minor", {}).items())
+    return run
+
+
+def _page_size(ctx: Ctx) -> int:
+    text = ctx.request.query_params.get("size", "")
+    if not text:
+        return RUNS_PAGE
+    if not text.isdigit() or not 1 <= int(text) <= RUNS_PAGE_MAX:
+        raise PageError(400, f"size is a number of runs per page, 1–{RUNS_PAGE_MAX}.")
+    return int(text)
 
 
 async def runs_list(ctx: Ctx) -> Response:
-    runs = await _runs(ctx)
+    """A keyset page of runs, newest first: ``after`` a cursor, the older ones; ``before``
+    a cursor, the newer ones. One run more than the page is asked for: it says whether
+    the list goes on that way (the cursor's own run says it does the other way)."""
+    size = _page_size(ctx)
+    params = ctx.request.query_params
+    after, before = params.get("after") or None, params.get("before") or None
+    if after and before:
+        raise PageError(400, "A page is after a run or before one, not both.")
+    try:
+        found = await ctx.gql(RUNS, first=size + 1, after=after, before=before)
+    except PageError as exc:
+        if exc.status != 400:
+            raise
+        raise PageError(
+            400,
+            f"{exc.message[:1].upper()}{exc.message[1:]}: this link was not made by the"
+            " console (or was cut short). Start again from the newest runs: Settlement runs.",
+        ) from None
+    found = found["settlementRuns"]
+    more = len(found) > size
+    runs = [_with_doc(r) for r in (found[-size:] if before else found[:size])]
+    newer = bool(after) or (bool(before) and more)
+    older = bool(before) or (not before and more)
     today = datetime.now(ZoneInfo(timezone())).date()
     last = today.replace(day=1) - timedelta(days=1)
+    sized = "" if size == RUNS_PAGE else f"&size={size}"
     return ctx.render(
         "runs.html",
         runs=runs,
+        newer_href=f"?before={quote(runs[0]['cursor'])}{sized}" if runs and newer else None,
+        older_href=f"?after={quote(runs[-1]['cursor'])}{sized}" if runs and older else None,
+        paged=bool(after or before),
         default_period=f"{last.year:04d}-{last.month:02d}",
-        notice=NOTICES.get(ctx.request.query_params.get("notice", ""), ""),
+        notice=NOTICES.get(params.get("notice", ""), ""),
     )
 
 
@@ -104,6 +141,7 @@ def flow_matrix(doc: dict[str, Any]) -> dict[str, Any]:
                 "redeemers": redeemers,
                 "rows": rows,
                 "chart": json.dumps(chart),
+                "width": max(720, min(1150, 24 * len(issuers))),  # a bar per issuer, legibly
             }
         )
     return {"currencies": by_currency}
@@ -111,42 +149,44 @@ def flow_matrix(doc: dict[str, Any]) -> dict[str, Any]:
 
 async def _run(ctx: Ctx) -> dict[str, Any]:
     run_id = ctx.request.path_params["run_id"]
-    found = [r for r in await _runs(ctx) if r["runId"] == run_id]
-    if not found:
+    found = (await ctx.gql(RUN, runId=run_id))["settlementRun"]
+    if found is None:
         raise PageError(404, f"No settlement run {run_id}. Pick one from the runs list.")
-    return found[0]
+    return _with_doc(found)
 
 
-def confirmed_payments(conn: Conn, run_id: str) -> dict[str, int]:
-    """End-to-end id → seq of its ``settlement_paid`` entry (the run's confirmations)."""
+def confirmed_payments(conn: Conn, run_id: str) -> dict[str, dict[str, Any]]:
+    """End-to-end id → the ``settlement_paid`` entry confirming it: seq, who, when (a run
+    has one payment per payer and payee pair, so this is bounded by its parties)."""
     rows = conn.execute(
         "SELECT end_to_end_id, confirmed_seq FROM coalition_payment_confirmation WHERE run_id = %s",
         (run_id,),
     ).fetchall()
-    return {r[0]: r[1] for r in rows}
+    stored = {e.seq: e for e in reads.entries(conn, [int(r[1]) for r in rows])}
+    return {
+        e2e: {
+            "seq": seq,
+            "time": format_time_us(stored[seq].time_us),
+            "by": json.loads(stored[seq].canonical)["meta"]["confirmed_by"],
+        }
+        for e2e, seq in rows
+    }
 
 
 async def run_page(ctx: Ctx) -> Response:
     run = await _run(ctx)
     confirmed = await ctx.db(confirmed_payments, run["runId"])
-    warned = (await ctx.gql(WARNINGS, first=RUNS_MAX))["settlementRuns"]
-    warnings: list[dict[str, Any]] = next(
-        (r["warnings"] for r in warned if r["runId"] == run["runId"]), []
-    )
     doc = run["doc"]
-    parties = sorted({p["party"] for p in doc.get("positions", [])})
     tomorrow = datetime.now(ZoneInfo(timezone())).date() + timedelta(days=1)
     return ctx.render(
         "run.html",
         run=run,
         doc=doc,
         confirmed=confirmed,
-        parties=parties,
-        warnings=warnings,
+        warnings=run["warnings"],
         flow=flow_matrix(doc),
         tomorrow=tomorrow.isoformat(),
-        may_approve=run["status"] == "computed"
-        and run["computedBy"] != f"key:{ctx.principal.key_id}",
+        actions=run_actions(run, ctx.principal, confirmed, len(doc.get("payments", []))),
         notice=NOTICES.get(ctx.request.query_params.get("notice", ""), ""),
     )
 
@@ -200,43 +240,3 @@ async def payment_file(ctx: Ctx) -> Response:
         media_type="application/xml",
         headers={"Content-Disposition": f'attachment; filename="pain001-{run_id}.xml"'},
     )
-
-
-async def kpis(ctx: Ctx) -> Response:
-    """The last days' earned, redeemed and expired points, one aliased field per day (one
-    request), and the period's issuer × redeemer flow."""
-    today = datetime.now(ZoneInfo(timezone())).date()
-    days = [today - timedelta(days=n) for n in range(KPI_DAYS - 1, -1, -1)]
-    fields = " ".join(
-        f'd{i}: kpis(fromTime: "{d.isoformat()}", toTime: "{(d + timedelta(days=1)).isoformat()}")'
-        f" {{ {KPI_FIELDS} }}"
-        for i, d in enumerate(days)
-    )
-    end = (today + timedelta(days=1)).isoformat()
-    flow = f'flow: kpis(fromTime: "{days[0].isoformat()}", toTime: "{end}")'
-    data = await ctx.gql(
-        f"query {{ {fields} {flow} {{ {KPI_FIELDS} flow {{ issuer redeemedAt points }} }} }}"
-    )
-    series = [data[f"d{i}"] for i in range(len(days))]
-    chart = _kpi_chart(days, series)
-    return ctx.render(
-        "kpis.html", days=days, series=series, total=data["flow"], chart=json.dumps(chart)
-    )
-
-
-def _kpi_chart(days: list[date], series: list[dict[str, Any]]) -> dict[str, Any]:
-    def column(name: str) -> list[int]:
-        return [int(s[name]) for s in series]
-
-    return {
-        "type": "bar",
-        "data": {
-            "labels": [d.isoformat() for d in days],
-            "datasets": [
-                {"label": "earned", "data": column("pointsIssued")},
-                {"label": "redeemed", "data": column("pointsRedeemed")},
-                {"label": "expired", "data": column("pointsExpired")},
-            ],
-        },
-        "options": {"stacked": False, "title": "Points per day"},
-    }

@@ -14,10 +14,12 @@ from coalition.web.framework import Ctx
 from coalition.web.gql import PageError
 
 ENTRIES_PAGE = 50
-POSITION = """query($p: String!) { partner(partnerId: $p) { partnerId legalName status
-  settlementCurrency issuedPoints redeemedAtPartnerPoints redeemedElsewherePoints
-  expiredPoints outstandingPoints }
-  myRuns(first: 20) { runId period revision status statementFormats } }"""
+RUNS_PAGE = 20
+POSITION = """query($p: String!, $first: Int!, $after: String) { partner(partnerId: $p) {
+  partnerId legalName status settlementCurrency issuedPoints redeemedAtPartnerPoints
+  redeemedElsewherePoints expiredPoints outstandingPoints }
+  myRuns(first: $first, after: $after) { runId period revision status statementFormats
+  cursor } }"""
 ENTRIES = """query($first: Int!, $after: String) { journalEntries(first: $first, after: $after) {
   edges { node { seq time kind refKey } } pageInfo { hasNextPage endCursor } } }"""
 RECEIPT = """query($seq: Long!) { inclusionProof(seq: $seq) { receipt } }"""
@@ -28,8 +30,20 @@ UPLOAD_BYTES_MAX = 900_000  # under the app's 1 MiB body limit, with the form ar
 
 
 async def position(ctx: Ctx) -> Response:
-    data = await ctx.gql(POSITION, p=ctx.principal.partner_id or "")
-    return ctx.render("position.html", partner=data["partner"], runs=data["myRuns"])
+    """The partner's position and a keyset page of the runs it has statements in (one
+    more is asked for, to know whether older ones follow)."""
+    after = ctx.request.query_params.get("runs_after") or None
+    data = await ctx.gql(
+        POSITION, p=ctx.principal.partner_id or "", first=RUNS_PAGE + 1, after=after
+    )
+    runs = data["myRuns"]
+    return ctx.render(
+        "position.html",
+        partner=data["partner"],
+        runs=runs[:RUNS_PAGE],
+        older=runs[RUNS_PAGE - 1]["cursor"] if len(runs) > RUNS_PAGE else None,
+        paged=after is not None,
+    )
 
 
 async def entries(ctx: Ctx) -> Response:

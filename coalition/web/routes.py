@@ -17,7 +17,13 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from coalition.api.schema import build_schema
-from coalition.web import pages_auditor, pages_finance, pages_operator, pages_partner
+from coalition.web import (
+    pages_auditor,
+    pages_finance,
+    pages_kpis,
+    pages_operator,
+    pages_partner,
+)
 from coalition.web.framework import (
     PREFIX,
     PRESESSION_COOKIE,
@@ -73,7 +79,7 @@ PAGES: list[Page] = [
         pages_finance.statement,
         examples={"run_id": "2026-01-r1", "party": "grocer", "format": "pdf"},
     ),
-    Page("/kpis", READERS, pages_finance.kpis, title="KPIs", nav=True),
+    Page("/kpis", EVERYONE, pages_kpis.kpis, title="KPIs", nav=True),
     Page("/position", ("partner",), pages_partner.position, title="Position", nav=True),
     Page("/entries", ("partner",), pages_partner.entries, title="Entries", nav=True),
     Page("/entries/{seq}/receipt", EVERYONE, pages_partner.receipt, examples={"seq": "0"}),

@@ -106,6 +106,8 @@ EXPECTED: dict[str, dict[str, str]] = {
     "Query.consistencyProof": EVERYONE,
     "Query.kpis": READERS_ONLY,
     "Query.settlementRuns": READERS_ONLY,
+    "Query.settlementRun": READERS_ONLY,
+    "Query.partnerKpis": _roles(OWN_ONLY, A, A, A),
     "Query.myRuns": _roles(A, F, F, F),
     "Query.statement": _roles(OWN_ONLY, A, A, A),
     "Query.reconciliations": _roles(OWN_ONLY, A, A, A),
@@ -361,6 +363,16 @@ REQUESTS: dict[str, Build] = {
         **{"from": ALL_TIME[0], "to": ALL_TIME[1]},
     ),
     "Query.settlementRuns": _query(f"query {{ settlementRuns(first: 5) {RUN} }}"),
+    "Query.settlementRun": lambda w, s: Call(
+        f"query($run: String!) {{ settlementRun(runId: $run) {RUN} }}", {"run": w.run_id}
+    ),
+    "Query.partnerKpis": lambda w, s: Call(
+        "query($from: String!, $to: String!, $id: String!) { partnerKpis(fromTime: $from,"
+        " toTime: $to, partnerId: $id) { partnerId pointsIssued pointsRedeemedAt"
+        " pointsRedeemedOfIssuance pointsExpired redemptionRate breakageRate membersActive } }",
+        {"from": ALL_TIME[0], "to": ALL_TIME[1], "id": PARTNERS[s]},
+        PARTNERS[s],
+    ),
     "Query.myRuns": _query(
         "query { myRuns(first: 10) { runId period revision status statementFormats } }"
     ),

@@ -6,8 +6,10 @@
   function draw(canvas) {
     var spec = JSON.parse(canvas.getAttribute("data-chart"));
     spec.data.datasets.forEach(function (d, i) {
-      d.backgroundColor = palette[i % palette.length];
-      d.borderColor = palette[i % palette.length];
+      // Past the palette, hues a golden angle apart: 15+ partners stay told apart.
+      var colour = i < palette.length ? palette[i] : "hsl(" + ((i * 137.5) % 360) + ", 60%, 45%)";
+      d.backgroundColor = colour;
+      d.borderColor = colour;
     });
     var stacked = Boolean(spec.options.stacked);
     new Chart(canvas, {
@@ -17,7 +19,11 @@
         animation: false,
         responsive: false,
         plugins: { title: { display: true, text: spec.options.title } },
-        scales: { x: { stacked: stacked }, y: { stacked: stacked, beginAtZero: true } }
+        scales: {
+          x: { stacked: stacked },
+          // Bars count points, members or money: no tick between two whole numbers.
+          y: { stacked: stacked, beginAtZero: true, ticks: spec.type === "bar" ? { precision: 0 } : {} }
+        }
       }
     });
     canvas.setAttribute("data-drawn", "yes");

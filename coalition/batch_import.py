@@ -26,13 +26,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 from greenlet import greenlet
 
 from coalition import earn, redeem, refunds
 from coalition.batch_format import Batch, LineResult, Record
+from coalition.batch_reads import Rows, shared_read
 from coalition.context import Coalition, Conn, refusal_for
 from coalition.outcomes import Earned, Redeemed, Refunded, Refusal, RefusalCode
 from ledger.journal import Appended, AppendResult
@@ -42,6 +43,7 @@ from ledger.requests import EntryRequest
 ENTRIES_PER_CHUNK = 1000
 
 Progress = Callable[[int, int], None]
+Answer = psycopg.Cursor[Any] | Rows | Exception  # what a read gets back
 
 
 class _Deferred(Coalition):
@@ -61,11 +63,42 @@ class _Deferred(Coalition):
         return result
 
 
+@dataclass(frozen=True, slots=True)
+class _Read:
+    """A use case's read, sent by the driver with the other use cases' reads."""
+
+    query: str
+    params: Any
+
+
+class _PipelinedReads:
+    """The connection the use cases read on: each ``execute`` hands its statement to the
+    driver and pauses the use case until the driver has sent it with every other paused
+    use case's and synced once — a round trip for a round of reads of the whole chunk,
+    not one per read. The cursor comes back with its rows, so ``fetchone``/``fetchall``
+    wait for nothing. Only SELECTs: a batch's use cases write through ``append`` alone,
+    and a read can be sent again alone (see ``_read_round``)."""
+
+    def __init__(self, conn: Conn, driver: greenlet) -> None:
+        self._conn = conn
+        self._driver = driver
+
+    def execute(self, query: str, params: Any = None) -> psycopg.Cursor[Any] | Rows:
+        assert query.lstrip().upper().startswith("SELECT"), "a batch's use cases only read"
+        result: Answer = self._driver.switch(_Read(query, params))
+        if isinstance(result, Exception):
+            raise result  # as the single call's own execute would have raised it
+        return result
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+
 @dataclass(slots=True)
-class _Waiting:
+class _Paused:
     record: Record
     task: greenlet
-    request: EntryRequest
+    pause: EntryRequest | _Read
 
 
 def import_batch(
@@ -84,20 +117,32 @@ def import_batch(
     assert conn.autocommit, "each chunk is its own transaction"
     results = [LineResult(line, ref, refusal=why) for line, ref, why in batch.bad]
     total = batch.lines
-    deferred = _Deferred(co, greenlet.getcurrent())
-    waiting: list[_Waiting] = []
-    forming: set[str] = set()  # references of records waiting for their chunk
+    driver = greenlet.getcurrent()
+    deferred = _Deferred(co, driver)
+    reads_conn = cast(Conn, _PipelinedReads(conn, driver))
+    reading: list[_Paused] = []
+    waiting: list[_Paused] = []
+    forming: set[str] = set()  # references of records started, not yet appended
     flying: set[str] = set()  # … and of the chunk being appended
-    inflight: list[tuple[Future[list[AppendResult | Exception]], list[_Waiting]]] = []
+    inflight: list[tuple[Future[list[AppendResult | Exception]], list[_Paused]]] = []
     pool = ThreadPoolExecutor(1, "batch-append") if append_conn is not None else None
 
     def settle(record: Record, task: greenlet, value: Any) -> None:
         if task.dead:
             results.append(_line_result(record, value))
-        else:
-            assert isinstance(value, EntryRequest), "a use case pauses only to append"
-            waiting.append(_Waiting(record, task, value))
-            forming.add(record.ref)
+            return
+        assert isinstance(value, EntryRequest | _Read), "a use case pauses to read or append"
+        (reading if isinstance(value, _Read) else waiting).append(_Paused(record, task, value))
+        forming.add(record.ref)
+
+    def read() -> None:
+        """Send the paused use cases' reads, round after round, until none reads."""
+        while reading:
+            items = reading[:]
+            reading.clear()
+            answers = _read_round(conn, pipeline, [cast(_Read, i.pause) for i in items])
+            for item, answer in zip(items, answers, strict=True):
+                settle(item.record, item.task, item.task.switch(answer))
 
     def land() -> None:
         """Resume the use cases of the chunk in flight with their results."""
@@ -108,10 +153,12 @@ def import_batch(
         flying.clear()
         for item, outcome in zip(items, outcomes, strict=True):
             settle(item.record, item.task, item.task.switch(outcome))
+        read()  # what they read after their append (a redemption's issuers, a replay's entry)
         if progress is not None:
             progress(len(results), total)
 
     def launch() -> None:
+        read()  # this chunk's reads: while the chunk before is still being appended
         land()  # one chunk in flight at a time: the next is appended after it commits
         if not waiting:
             return
@@ -128,19 +175,20 @@ def import_batch(
             inflight.append((pool.submit(_append, co, append_conn, items), items))
 
     def drain() -> None:
-        while waiting or inflight:
+        while reading or waiting or inflight:
             launch()
             land()
 
     try:
-        for record in batch.records:
-            if record.target_ref in forming or record.target_ref in flying:
-                drain()  # it reads what those records write: after they commit
-            elif len(waiting) >= entries_per_chunk:
-                launch()
-            task = greenlet(_use_case)
-            settle(record, task, task.switch(deferred, conn, batch.partner_id, record))
-        drain()
+        with conn.pipeline() as pipeline:
+            for record in batch.records:
+                if record.target_ref in forming or record.target_ref in flying:
+                    drain()  # it reads what those records write: after they commit
+                elif len(reading) + len(waiting) >= entries_per_chunk:
+                    launch()
+                task = greenlet(_use_case)
+                settle(record, task, task.switch(deferred, reads_conn, batch.partner_id, record))
+            drain()
         if progress is not None:
             progress(len(results), total)
     finally:
@@ -149,10 +197,69 @@ def import_batch(
     return results
 
 
-def _append(co: Coalition, conn: Conn, waiting: list[_Waiting]) -> list[AppendResult | Exception]:
+def _read_round(conn: Conn, pipeline: psycopg.Pipeline, reads: list[_Read]) -> list[Answer]:
+    """Each read's rows, or the error it met: the reads of one statement as one (see
+    ``batch_reads``), all sent, then one sync. If the server refuses one (what a record
+    carries, say), the rest of the round is aborted with it: then each read is sent
+    again alone, so that only its own fails."""
+    by_query: dict[str, list[int]] = {}
+    for index, r in enumerate(reads):
+        by_query.setdefault(r.query, []).append(index)
+    sent: list[tuple[list[int], bool, psycopg.Cursor[Any]]] = []  # reads, shared, cursor
+    for query, indexes in by_query.items():
+        shared = (
+            shared_read(query, [reads[i].params for i in indexes]) if len(indexes) > 1 else None
+        )
+        if shared is not None:
+            sent.append((indexes, True, conn.execute(*shared)))
+        else:
+            sent += [([i], False, conn.execute(query, reads[i].params)) for i in indexes]
+    try:
+        pipeline.sync()
+    except psycopg.Error:
+        if conn.broken:
+            raise
+        _settle(conn, pipeline)
+        return [_alone(conn, pipeline, r) for r in reads]
+    answers: list[Answer] = [Rows([]) for _ in reads]
+    for indexes, shared, cursor in sent:
+        if not shared:
+            answers[indexes[0]] = cursor
+            continue
+        by_read: dict[int, list[tuple[Any, ...]]] = {}
+        for ordinal, _n, *row in cursor.fetchall():
+            by_read.setdefault(ordinal, []).append(tuple(row))
+        for ordinal, index in enumerate(indexes, start=1):
+            answers[index] = Rows(by_read.get(ordinal, []))
+    return answers
+
+
+def _alone(conn: Conn, pipeline: psycopg.Pipeline, r: _Read) -> Answer:
+    try:
+        cursor = conn.execute(r.query, r.params)
+        pipeline.sync()
+    except psycopg.DataError as exc:  # what this read carries; a broken link re-raises
+        return exc
+    return cursor
+
+
+def _settle(conn: Conn, pipeline: psycopg.Pipeline) -> None:
+    """Collect what an aborted round left unread (each sync raises at most the first of
+    its errors), so that the next read's sync answers for that read alone."""
+    for _ in range(3):
+        try:
+            pipeline.sync()
+            return
+        except psycopg.Error:
+            if conn.broken:
+                raise
+    raise AssertionError("the pipeline kept failing after its round was collected")
+
+
+def _append(co: Coalition, conn: Conn, waiting: list[_Paused]) -> list[AppendResult | Exception]:
     """One transaction for the round; if the database refuses it whole (something one
     entry carries), each entry alone, so that only the one at fault fails."""
-    requests = [w.request for w in waiting]
+    requests = [cast(EntryRequest, w.pause) for w in waiting]
     try:
         return list(co.journal.append(conn, requests))
     except psycopg.Error:

@@ -79,7 +79,7 @@ def _lot_use(conn: Conn, moving: list[tuple[EntryRequest, Appended]]) -> None:
         int(seq): (bytes(leaf_hash), bytes(body))
         for seq, leaf_hash, body in conn.execute(
             "SELECT seq, leaf_hash, canonical FROM ledger_entry"
-            " WHERE seq = ANY(%s) AND leaf_hash = ANY(%s)",
+            " WHERE seq = ANY(%b::bigint[]) AND leaf_hash = ANY(%b::bytea[])",
             ([r.seq for _, r in moving], [r.leaf_hash for _, r in moving]),
         ).fetchall()
     }
@@ -101,7 +101,7 @@ def _lot_use(conn: Conn, moving: list[tuple[EntryRequest, Appended]]) -> None:
     lot_ids = sorted({lot for _, _, taken in taken_by_entry for lot in taken})
     origins = dict(
         conn.execute(
-            "SELECT lot_id, origin FROM ledger_lot WHERE lot_id = ANY(%s)", (lot_ids,)
+            "SELECT lot_id, origin FROM ledger_lot WHERE lot_id = ANY(%b::text[])", (lot_ids,)
         ).fetchall()
     )
     rows: list[tuple[int, str, str, str, int, int]] = []
@@ -114,8 +114,8 @@ def _lot_use(conn: Conn, moving: list[tuple[EntryRequest, Appended]]) -> None:
             rows.append((r.seq, request.kind, partner, origin, points, r.time_us))
     columns = list(zip(*rows, strict=True))
     conn.execute(
-        "INSERT INTO coalition_lot_use SELECT * FROM unnest(%s::bigint[], %s::text[],"
-        " %s::text[], %s::text[], %s::bigint[], %s::bigint[])",
+        "INSERT INTO coalition_lot_use SELECT * FROM unnest(%b::bigint[], %b::text[],"
+        " %b::text[], %b::text[], %b::bigint[], %b::bigint[])",
         [list(c) for c in columns],
     )
 
@@ -182,8 +182,8 @@ def _member_erased(conn: Conn, meta: dict[str, Any], r: Appended) -> None:
 def _earned(conn: Conn, earns: list[tuple[dict[str, Any], Appended]]) -> None:
     conn.execute(
         "INSERT INTO coalition_earn (earn_seq, partner_id, ref_key, member_id, purchase_minor,"
-        " currency, points, time_us) SELECT * FROM unnest(%s::bigint[], %s::text[], %s::text[],"
-        " %s::text[], %s::bigint[], %s::text[], %s::bigint[], %s::bigint[])",
+        " currency, points, time_us) SELECT * FROM unnest(%b::bigint[], %b::text[], %b::text[],"
+        " %b::text[], %b::bigint[], %b::text[], %b::bigint[], %b::bigint[])",
         (
             [r.seq for _, r in earns],
             [m["partner"] for m, _ in earns],
@@ -200,8 +200,8 @@ def _earned(conn: Conn, earns: list[tuple[dict[str, Any], Appended]]) -> None:
 def _redeemed(conn: Conn, redemptions: list[tuple[dict[str, Any], Appended]]) -> None:
     conn.execute(
         "INSERT INTO coalition_redemption (redemption_seq, partner_id, ref_key, member_id,"
-        " points, time_us) SELECT * FROM unnest(%s::bigint[], %s::text[], %s::text[],"
-        " %s::text[], %s::bigint[], %s::bigint[])",
+        " points, time_us) SELECT * FROM unnest(%b::bigint[], %b::text[], %b::text[],"
+        " %b::text[], %b::bigint[], %b::bigint[])",
         (
             [r.seq for _, r in redemptions],
             [m["partner"] for m, _ in redemptions],
@@ -218,7 +218,7 @@ def _earns_refunded(conn: Conn, refunded: dict[int, tuple[int, int]]) -> None:
     conn.execute(
         "UPDATE coalition_earn e SET refunded_minor = e.refunded_minor + r.minor,"
         " clawed_back_points = e.clawed_back_points + r.points"
-        " FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[]) AS r(seq, minor, points)"
+        " FROM unnest(%b::bigint[], %b::bigint[], %b::bigint[]) AS r(seq, minor, points)"
         " WHERE e.earn_seq = r.seq",
         (seqs, [refunded[s][0] for s in seqs], [refunded[s][1] for s in seqs]),
     )
@@ -228,7 +228,7 @@ def _redemptions_refunded(conn: Conn, refunded: dict[int, int]) -> None:
     seqs = sorted(refunded)
     conn.execute(
         "UPDATE coalition_redemption d SET refunded_points = d.refunded_points + r.points"
-        " FROM unnest(%s::bigint[], %s::bigint[]) AS r(seq, points)"
+        " FROM unnest(%b::bigint[], %b::bigint[]) AS r(seq, points)"
         " WHERE d.redemption_seq = r.seq",
         (seqs, [refunded[s] for s in seqs]),
     )

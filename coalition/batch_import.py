@@ -33,7 +33,7 @@ from greenlet import greenlet
 
 from coalition import earn, redeem, refunds
 from coalition.batch_format import Batch, LineResult, Record
-from coalition.batch_reads import Rows, shared_read
+from coalition.batch_reads import PipelinedReads, Read, read_round
 from coalition.context import Coalition, Conn, refusal_for
 from coalition.outcomes import Earned, Redeemed, Refunded, Refusal, RefusalCode
 from ledger.journal import Appended, AppendResult
@@ -43,7 +43,6 @@ from ledger.requests import EntryRequest
 ENTRIES_PER_CHUNK = 1000
 
 Progress = Callable[[int, int], None]
-Answer = psycopg.Cursor[Any] | Rows | Exception  # what a read gets back
 
 
 class _Deferred(Coalition):
@@ -63,42 +62,11 @@ class _Deferred(Coalition):
         return result
 
 
-@dataclass(frozen=True, slots=True)
-class _Read:
-    """A use case's read, sent by the driver with the other use cases' reads."""
-
-    query: str
-    params: Any
-
-
-class _PipelinedReads:
-    """The connection the use cases read on: each ``execute`` hands its statement to the
-    driver and pauses the use case until the driver has sent it with every other paused
-    use case's and synced once — a round trip for a round of reads of the whole chunk,
-    not one per read. The cursor comes back with its rows, so ``fetchone``/``fetchall``
-    wait for nothing. Only SELECTs: a batch's use cases write through ``append`` alone,
-    and a read can be sent again alone (see ``_read_round``)."""
-
-    def __init__(self, conn: Conn, driver: greenlet) -> None:
-        self._conn = conn
-        self._driver = driver
-
-    def execute(self, query: str, params: Any = None) -> psycopg.Cursor[Any] | Rows:
-        assert query.lstrip().upper().startswith("SELECT"), "a batch's use cases only read"
-        result: Answer = self._driver.switch(_Read(query, params))
-        if isinstance(result, Exception):
-            raise result  # as the single call's own execute would have raised it
-        return result
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._conn, name)
-
-
 @dataclass(slots=True)
 class _Paused:
     record: Record
     task: greenlet
-    pause: EntryRequest | _Read
+    pause: EntryRequest | Read
 
 
 def import_batch(
@@ -119,7 +87,7 @@ def import_batch(
     total = batch.lines
     driver = greenlet.getcurrent()
     deferred = _Deferred(co, driver)
-    reads_conn = cast(Conn, _PipelinedReads(conn, driver))
+    reads_conn = cast(Conn, PipelinedReads(conn, driver))
     reading: list[_Paused] = []
     waiting: list[_Paused] = []
     forming: set[str] = set()  # references of records started, not yet appended
@@ -131,8 +99,8 @@ def import_batch(
         if task.dead:
             results.append(_line_result(record, value))
             return
-        assert isinstance(value, EntryRequest | _Read), "a use case pauses to read or append"
-        (reading if isinstance(value, _Read) else waiting).append(_Paused(record, task, value))
+        assert isinstance(value, EntryRequest | Read), "a use case pauses to read or append"
+        (reading if isinstance(value, Read) else waiting).append(_Paused(record, task, value))
         forming.add(record.ref)
 
     def read() -> None:
@@ -140,7 +108,7 @@ def import_batch(
         while reading:
             items = reading[:]
             reading.clear()
-            answers = _read_round(conn, pipeline, [cast(_Read, i.pause) for i in items])
+            answers = read_round(conn, pipeline, [cast(Read, i.pause) for i in items])
             for item, answer in zip(items, answers, strict=True):
                 settle(item.record, item.task, item.task.switch(answer))
 
@@ -195,65 +163,6 @@ def import_batch(
         if pool is not None:
             pool.shutdown()
     return results
-
-
-def _read_round(conn: Conn, pipeline: psycopg.Pipeline, reads: list[_Read]) -> list[Answer]:
-    """Each read's rows, or the error it met: the reads of one statement as one (see
-    ``batch_reads``), all sent, then one sync. If the server refuses one (what a record
-    carries, say), the rest of the round is aborted with it: then each read is sent
-    again alone, so that only its own fails."""
-    by_query: dict[str, list[int]] = {}
-    for index, r in enumerate(reads):
-        by_query.setdefault(r.query, []).append(index)
-    sent: list[tuple[list[int], bool, psycopg.Cursor[Any]]] = []  # reads, shared, cursor
-    for query, indexes in by_query.items():
-        shared = (
-            shared_read(query, [reads[i].params for i in indexes]) if len(indexes) > 1 else None
-        )
-        if shared is not None:
-            sent.append((indexes, True, conn.execute(*shared)))
-        else:
-            sent += [([i], False, conn.execute(query, reads[i].params)) for i in indexes]
-    try:
-        pipeline.sync()
-    except psycopg.Error:
-        if conn.broken:
-            raise
-        _settle(conn, pipeline)
-        return [_alone(conn, pipeline, r) for r in reads]
-    answers: list[Answer] = [Rows([]) for _ in reads]
-    for indexes, shared, cursor in sent:
-        if not shared:
-            answers[indexes[0]] = cursor
-            continue
-        by_read: dict[int, list[tuple[Any, ...]]] = {}
-        for ordinal, _n, *row in cursor.fetchall():
-            by_read.setdefault(ordinal, []).append(tuple(row))
-        for ordinal, index in enumerate(indexes, start=1):
-            answers[index] = Rows(by_read.get(ordinal, []))
-    return answers
-
-
-def _alone(conn: Conn, pipeline: psycopg.Pipeline, r: _Read) -> Answer:
-    try:
-        cursor = conn.execute(r.query, r.params)
-        pipeline.sync()
-    except psycopg.DataError as exc:  # what this read carries; a broken link re-raises
-        return exc
-    return cursor
-
-
-def _settle(conn: Conn, pipeline: psycopg.Pipeline) -> None:
-    """Collect what an aborted round left unread (each sync raises at most the first of
-    its errors), so that the next read's sync answers for that read alone."""
-    for _ in range(3):
-        try:
-            pipeline.sync()
-            return
-        except psycopg.Error:
-            if conn.broken:
-                raise
-    raise AssertionError("the pipeline kept failing after its round was collected")
 
 
 def _append(co: Coalition, conn: Conn, waiting: list[_Paused]) -> list[AppendResult | Exception]:

@@ -201,7 +201,8 @@ def before_append(conn: Conn, requests: Sequence[EntryRequest]) -> CoalitionGuar
     if partners:
         guard.partner_status = dict(
             conn.execute(
-                "SELECT partner_id, status FROM coalition_partner WHERE partner_id = ANY(%b::text[])",
+                "SELECT partner_id, status FROM coalition_partner"
+                " WHERE partner_id = ANY(%b::text[])",
                 (sorted(partners),),
             ).fetchall()
         )

@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from ledger.journal import Appended
+from ledger.journal import DEFAULT_CHAIN_ID, Appended
 from ledger.requests import EntryRequest
 from ledger.timefmt import parse_time_us
 
@@ -75,12 +75,15 @@ def _lot_use(conn: Conn, moving: list[tuple[EntryRequest, Appended]]) -> None:
     """Record per issuer (lot origin) how many points each entry took from members: for
     the whole batch, two reads and one insert (a read per entry cost the append path a
     round trip each — the lots are chosen by the ledger, so they are read back)."""
+    # By the primary key (chain, seq): without the chain, the seqs alone cannot use it,
+    # and the read scanned the journal — a cost growing with it, in every append. The
+    # coalition appends to the default chain; another's entries are missed, loudly below.
     canonical = {
         int(seq): (bytes(leaf_hash), bytes(body))
         for seq, leaf_hash, body in conn.execute(
-            "SELECT seq, leaf_hash, canonical FROM ledger_entry"
-            " WHERE seq = ANY(%b::bigint[]) AND leaf_hash = ANY(%b::bytea[])",
-            ([r.seq for _, r in moving], [r.leaf_hash for _, r in moving]),
+            "SELECT seq, leaf_hash, canonical FROM ledger_entry WHERE chain_id = %s"
+            " AND seq = ANY(%b::bigint[]) AND leaf_hash = ANY(%b::bytea[])",
+            (DEFAULT_CHAIN_ID, [r.seq for _, r in moving], [r.leaf_hash for _, r in moving]),
         ).fetchall()
     }
     taken_by_entry: list[tuple[EntryRequest, Appended, dict[str, int]]] = []

@@ -9,7 +9,9 @@ appends all their requests through the journal's one write path in one transacti
 (guards and ledger rules judge each entry there, under the chain's lock, and a refused
 entry is refused alone) and resumes each use case with its own result, as if its single
 append had returned it. A use case that then reads again and appends again (a refund
-that lost a race: ``BUSY``) waits for the next round.
+that lost a race: ``BUSY``) waits for the next round. Its reads pause it likewise, and
+the driver sends the paused use cases' reads together (``coalition.batch_reads``): a
+round trip for a round of reads, a statement for the reads of one statement.
 
 What a use case reads before its append is read before its chunk (and, when appends run
 on a second connection, the chunk before it) commits. So a record

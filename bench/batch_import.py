@@ -8,19 +8,24 @@ Figures, entries/s (never asserted):
   each (what a till's call costs without group commit);
 - batch import: a 100,000-line file (--quick: 10,000) of earns, redemptions and refunds
   (the mix of tests/integration/test_batch_import.py), appends on a second connection;
-- batched append: the entries/s inside ``Journal.append`` during that import (the
+- inside Journal.append: the entries/s inside ``Journal.append`` during that import (the
   batched path's own rate for these entries, guards and projections included);
+- batched append, 1,000 per call: ``bench.append``'s (b) figure, the ledger's plain
+  two-posting transfers, measured in the same run on the same server, before the
+  import and after it (the rate the import is held to: docs/BATCH.md §6);
 - re-submission of the same file: every line replayed, nothing written.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from decimal import Decimal
 from typing import Any
 
 import psycopg
 
+from bench import _callers
 from bench._common import (
     Report,
     fmt_rate,
@@ -31,6 +36,7 @@ from bench._common import (
     print_table,
     scratch_database,
 )
+from bench._workload import open_accounts
 from coalition.batch_format import Batch, format_batch, parse_batch
 from coalition.batch_import import import_batch
 from coalition.context import Coalition
@@ -40,6 +46,7 @@ from coalition.members import enroll_member
 from coalition.outcomes import Refusal
 from coalition.partners import onboard_partner, publish_earning_rules, publish_terms
 from ledger import reads
+from ledger.journal import Journal
 from settlement.terms import PartnerTerms
 
 DAY_US = 86_400_000_000
@@ -64,6 +71,10 @@ def main() -> None:
             psycopg.connect(db.url, autocommit=True) as append_conn,
         ):
             _setup(co, conn, start_us)
+            note("batched append: 1,000 transfers a call")
+            open_accounts(conn, Journal())
+            window_seconds = 3.0 if args.quick else 10.0
+            batched = _callers.batched(db.url, 1000, window_seconds, "b1000")
             note(f"single calls: {singles:,} earns")
             single_seconds = _singles(co, conn, singles)
             text = format_batch("csv", "BENCH", "grocer", rows(lines))
@@ -75,12 +86,17 @@ def main() -> None:
             note("re-submission")
             again, _ = _import(co, conn, append_conn, batch)
             assert reads.head(conn).tree_size == size, "a re-submission wrote"
+            note("batched append again (the machine may have changed meanwhile)")
+            batched_after = _callers.batched(db.url, 1000, window_seconds, "b1000-after")
     figures = {
         "single_calls_per_second": singles / single_seconds,
         "batch_lines": lines,
         "batch_import_lines_per_second": lines / first,
-        "batched_append_entries_per_second": lines / append_seconds,
+        "inside_journal_append_entries_per_second": lines / append_seconds,
+        "batched_append_1000_entries_per_second": batched.per_second,
+        "batched_append_1000_after_entries_per_second": batched_after.per_second,
         "resubmission_lines_per_second": lines / again,
+        "loadavg_1min_at_end": os.getloadavg()[0],
     }
     report.figures = figures
     print_table(
@@ -91,11 +107,20 @@ def main() -> None:
             ("batch import (whole use cases)", fmt_rate(figures["batch_import_lines_per_second"])),
             (
                 "  of which inside Journal.append",
-                fmt_rate(figures["batched_append_entries_per_second"]),
+                fmt_rate(figures["inside_journal_append_entries_per_second"]),
+            ),
+            (
+                "batched append, 1,000 transfers a call",
+                fmt_rate(figures["batched_append_1000_entries_per_second"]),
+            ),
+            (
+                "  the same, after the import",
+                fmt_rate(figures["batched_append_1000_after_entries_per_second"]),
             ),
             ("re-submission (all replayed)", fmt_rate(figures["resubmission_lines_per_second"])),
         ],
     )
+    print(f"load:       {figures['loadavg_1min_at_end']:.2f} (1-minute average at end)")
     report.write()
 
 

@@ -24,7 +24,11 @@ KINDS = ("earn", "redeem", "refund_purchase", "refund_redemption")
 RECORD_FIELDS = ("type", "ref", "member", "card", "amount", "currency", "category", "target_ref")
 RECORDS_MAX = 1_000_000
 TEXT_LENGTH_MAX = 128
-_PRINTABLE = re.compile(r"[^\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]+")
+# Lone surrogates too ("\ud800" in a JSON line): not UTF-8, so no statement can carry
+# them — the line is refused, not the import broken off by the driver's encoding error.
+_PRINTABLE = re.compile(
+    r"[^\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff\ud800-\udfff]+"
+)
 _INTEGER = re.compile(r"-?[0-9]{1,19}", re.ASCII)
 # The control total each record type adds its amount to.
 TOTAL_OF = {

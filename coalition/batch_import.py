@@ -9,7 +9,9 @@ appends all their requests through the journal's one write path in one transacti
 (guards and ledger rules judge each entry there, under the chain's lock, and a refused
 entry is refused alone) and resumes each use case with its own result, as if its single
 append had returned it. A use case that then reads again and appends again (a refund
-that lost a race: ``BUSY``) waits for the next round.
+that lost a race: ``BUSY``) waits for the next round. Its reads pause it likewise, and
+the driver sends the paused use cases' reads together (``coalition.batch_reads``): a
+round trip for a round of reads, a statement for the reads of one statement.
 
 What a use case reads before its append is read before its chunk (and, when appends run
 on a second connection, the chunk before it) commits. So a record
@@ -26,13 +28,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 from greenlet import greenlet
 
 from coalition import earn, redeem, refunds
 from coalition.batch_format import Batch, LineResult, Record
+from coalition.batch_reads import PipelinedReads, Read, read_round
 from coalition.context import Coalition, Conn, refusal_for
 from coalition.outcomes import Earned, Redeemed, Refunded, Refusal, RefusalCode
 from ledger.journal import Appended, AppendResult
@@ -62,10 +65,10 @@ class _Deferred(Coalition):
 
 
 @dataclass(slots=True)
-class _Waiting:
+class _Paused:
     record: Record
     task: greenlet
-    request: EntryRequest
+    pause: EntryRequest | Read
 
 
 def import_batch(
@@ -84,20 +87,32 @@ def import_batch(
     assert conn.autocommit, "each chunk is its own transaction"
     results = [LineResult(line, ref, refusal=why) for line, ref, why in batch.bad]
     total = batch.lines
-    deferred = _Deferred(co, greenlet.getcurrent())
-    waiting: list[_Waiting] = []
-    forming: set[str] = set()  # references of records waiting for their chunk
+    driver = greenlet.getcurrent()
+    deferred = _Deferred(co, driver)
+    reads_conn = cast(Conn, PipelinedReads(conn, driver))
+    reading: list[_Paused] = []
+    waiting: list[_Paused] = []
+    forming: set[str] = set()  # references of records started, not yet appended
     flying: set[str] = set()  # … and of the chunk being appended
-    inflight: list[tuple[Future[list[AppendResult | Exception]], list[_Waiting]]] = []
+    inflight: list[tuple[Future[list[AppendResult | Exception]], list[_Paused]]] = []
     pool = ThreadPoolExecutor(1, "batch-append") if append_conn is not None else None
 
     def settle(record: Record, task: greenlet, value: Any) -> None:
         if task.dead:
             results.append(_line_result(record, value))
-        else:
-            assert isinstance(value, EntryRequest), "a use case pauses only to append"
-            waiting.append(_Waiting(record, task, value))
-            forming.add(record.ref)
+            return
+        assert isinstance(value, EntryRequest | Read), "a use case pauses to read or append"
+        (reading if isinstance(value, Read) else waiting).append(_Paused(record, task, value))
+        forming.add(record.ref)
+
+    def read() -> None:
+        """Send the paused use cases' reads, round after round, until none reads."""
+        while reading:
+            items = reading[:]
+            reading.clear()
+            answers = read_round(conn, pipeline, [cast(Read, i.pause) for i in items])
+            for item, answer in zip(items, answers, strict=True):
+                settle(item.record, item.task, item.task.switch(answer))
 
     def land() -> None:
         """Resume the use cases of the chunk in flight with their results."""
@@ -108,10 +123,12 @@ def import_batch(
         flying.clear()
         for item, outcome in zip(items, outcomes, strict=True):
             settle(item.record, item.task, item.task.switch(outcome))
+        read()  # what they read after their append (a redemption's issuers, a replay's entry)
         if progress is not None:
             progress(len(results), total)
 
     def launch() -> None:
+        read()  # this chunk's reads: while the chunk before is still being appended
         land()  # one chunk in flight at a time: the next is appended after it commits
         if not waiting:
             return
@@ -128,19 +145,20 @@ def import_batch(
             inflight.append((pool.submit(_append, co, append_conn, items), items))
 
     def drain() -> None:
-        while waiting or inflight:
+        while reading or waiting or inflight:
             launch()
             land()
 
     try:
-        for record in batch.records:
-            if record.target_ref in forming or record.target_ref in flying:
-                drain()  # it reads what those records write: after they commit
-            elif len(waiting) >= entries_per_chunk:
-                launch()
-            task = greenlet(_use_case)
-            settle(record, task, task.switch(deferred, conn, batch.partner_id, record))
-        drain()
+        with conn.pipeline() as pipeline:
+            for record in batch.records:
+                if record.target_ref in forming or record.target_ref in flying:
+                    drain()  # it reads what those records write: after they commit
+                elif len(reading) + len(waiting) >= entries_per_chunk:
+                    launch()
+                task = greenlet(_use_case)
+                settle(record, task, task.switch(deferred, reads_conn, batch.partner_id, record))
+            drain()
         if progress is not None:
             progress(len(results), total)
     finally:
@@ -149,10 +167,10 @@ def import_batch(
     return results
 
 
-def _append(co: Coalition, conn: Conn, waiting: list[_Waiting]) -> list[AppendResult | Exception]:
+def _append(co: Coalition, conn: Conn, waiting: list[_Paused]) -> list[AppendResult | Exception]:
     """One transaction for the round; if the database refuses it whole (something one
     entry carries), each entry alone, so that only the one at fault fails."""
-    requests = [w.request for w in waiting]
+    requests = [cast(EntryRequest, w.pause) for w in waiting]
     try:
         return list(co.journal.append(conn, requests))
     except psycopg.Error:

@@ -187,28 +187,29 @@ def before_append(conn: Conn, requests: Sequence[EntryRequest]) -> CoalitionGuar
     if earn_seqs:
         for seq, *row in conn.execute(
             "SELECT earn_seq, purchase_minor, points, refunded_minor, clawed_back_points"
-            " FROM coalition_earn WHERE earn_seq = ANY(%s)",
+            " FROM coalition_earn WHERE earn_seq = ANY(%b::bigint[])",
             (sorted(earn_seqs),),
         ):
             guard.earns[seq] = _Earn(*row)
     if redemption_seqs:
         for seq, *row in conn.execute(
             "SELECT redemption_seq, points, refunded_points FROM coalition_redemption"
-            " WHERE redemption_seq = ANY(%s)",
+            " WHERE redemption_seq = ANY(%b::bigint[])",
             (sorted(redemption_seqs),),
         ):
             guard.redemptions[seq] = _Redemption(*row)
     if partners:
         guard.partner_status = dict(
             conn.execute(
-                "SELECT partner_id, status FROM coalition_partner WHERE partner_id = ANY(%s)",
+                "SELECT partner_id, status FROM coalition_partner"
+                " WHERE partner_id = ANY(%b::text[])",
                 (sorted(partners),),
             ).fetchall()
         )
     for partner, effective_from_us, version in (
         conn.execute(
             "SELECT partner_id, effective_from_us, version FROM coalition_earning_rules"
-            " WHERE partner_id = ANY(%s)",
+            " WHERE partner_id = ANY(%b::text[])",
             (sorted(earning),),
         )
         if earning
@@ -218,7 +219,7 @@ def before_append(conn: Conn, requests: Sequence[EntryRequest]) -> CoalitionGuar
     if members:
         guard.member_status = dict(
             conn.execute(
-                "SELECT member_id, status FROM coalition_member WHERE member_id = ANY(%s)",
+                "SELECT member_id, status FROM coalition_member WHERE member_id = ANY(%b::text[])",
                 (sorted(members),),
             ).fetchall()
         )

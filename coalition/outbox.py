@@ -114,8 +114,8 @@ def record(conn: Conn, events: Sequence[Event]) -> None:
         " RETURNING last_seq - %(n)s AS first)"
         " INSERT INTO coalition_event (event_seq, partner_id, event_type, occurred_us, payload)"
         " SELECT head.first + e.ord, e.partner, e.type, e.at, e.payload::jsonb"
-        " FROM head, unnest(%(partners)s::text[], %(types)s::text[], %(ats)s::bigint[],"
-        " %(payloads)s::text[]) WITH ORDINALITY AS e(partner, type, at, payload, ord)",
+        " FROM head, unnest(%(partners)b::text[], %(types)b::text[], %(ats)b::bigint[],"
+        " %(payloads)b::text[]) WITH ORDINALITY AS e(partner, type, at, payload, ord)",
         {
             "n": len(events),
             "partners": [e.partner_id for e in events],

@@ -68,9 +68,13 @@ def db_url(server_url: str, template_name: str) -> Iterator[str]:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests under integration/ and e2e/ need PostgreSQL; mark them so CI can select them."""
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests under integration/ and e2e/ need PostgreSQL; mark them so CI can select them.
+    A ``large`` test runs only when a ``-m`` expression names it (``-m large``)."""
+    large_selected = "large" in (config.getoption("markexpr") or "")
     for item in items:
+        if item.get_closest_marker("large") is not None and not large_selected:
+            item.add_marker(pytest.mark.skip(reason="large: select with -m large"))
         parts = item.path.parts
         if "integration" in parts or "e2e" in parts:
             item.add_marker(pytest.mark.postgres)

@@ -78,3 +78,23 @@ def test_the_result_file_has_a_line_per_record_and_the_totals() -> None:
     assert totals == {"lines": 2, "accepted": 1, "replayed": 1, "refused": 1}
     csv_text, _ = write_results("csv", "B", results)
     assert csv_text.splitlines()[-1] == "totals,B,2,1,1,1,,"
+
+
+def test_a_lone_surrogate_refuses_its_line_alone() -> None:
+    """JSON may spell a lone surrogate (not UTF-8: no statement can carry it); that line
+    is refused like any unprintable text, and the line after it is read."""
+    earn = '{"type": "earn", "ref": "%s", "member": "%s", "amount": 100, "currency": "RUB"}'
+    text = "\n".join(
+        [
+            '{"type": "header", "format": "coalition-batch/1", "batch_id": "S"}',
+            earn % ("a", "\\ud800"),
+            earn % ("b", "M1"),
+            '{"type": "trailer", "record_count": 2, "purchase_minor": 200, "refund_minor": 0,'
+            ' "points": 0}',
+        ]
+    )
+    batch = parsed(text, "jsonl")
+    assert [(line, ref, why.code) for line, ref, why in batch.bad] == [
+        (2, "a", RefusalCode.INVALID_REQUEST)
+    ]
+    assert [r.ref for r in batch.records] == ["b"]

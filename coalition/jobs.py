@@ -8,7 +8,10 @@ seconds, 0 = the job is not run):
 - ``holds`` (``COALITION_JOB_HOLDS_SECONDS``, 60): voids holds past their expiry
   (``coalition.hold_timeout``);
 - ``settle`` (``COALITION_JOB_SETTLE_SECONDS``, 3600): computes the run of the last ended
-  period of ``COALITION_SETTLE_CYCLE`` (monthly, weekly or daily) if it has none.
+  period of ``COALITION_SETTLE_CYCLE`` (monthly, weekly or daily) if it has none;
+- ``console`` (``COALITION_JOB_CONSOLE_SECONDS``, 3600): deletes console sessions that
+  ended or expired a day ago and sign-in attempts past the limit's window
+  (``coalition.console_prune``);
 
 Period close computes only: approval is a second person's, always (docs/SETTLEMENT.md).
 """
@@ -21,8 +24,9 @@ from typing import Any
 
 import psycopg
 
-from coalition import settle
+from coalition import settle, signin_limit
 from coalition.checkpointer import Checkpointer
+from coalition.console_prune import prune_console
 from coalition.context import Coalition
 from coalition.expiry import expire_points
 from coalition.hold_timeout import void_expired_holds
@@ -33,10 +37,17 @@ from coalition.settings import Settings
 from ledger import checkpoint_log
 from ledger.checkpoint_log import CheckpointPolicy
 from ledger.signed_note import Signer
+from ledger.timefmt import now_us
 from settlement.periods import CYCLES, last_ended
 
 COMPUTED_BY = "scheduler"
-DEFAULT_SECONDS = {"checkpoint": 1.0, "expiry": 3600.0, "holds": 60.0, "settle": 3600.0}
+DEFAULT_SECONDS = {
+    "checkpoint": 1.0,
+    "expiry": 3600.0,
+    "holds": 60.0,
+    "settle": 3600.0,
+    "console": 3600.0,
+}
 DEFAULT_CYCLE = "monthly"
 
 
@@ -96,6 +107,15 @@ def scheduled_jobs(
     def close_period(conn: psycopg.Connection[Any]) -> JobResult:
         return compute_last_period(co, conn, signer, cycle)
 
+    limit = signin_limit.SigninLimit.from_env(env)
+
+    def console(conn: psycopg.Connection[Any]) -> JobResult:
+        pruned = prune_console(conn, limit, now_us())
+        detail = f"pruned {pruned.sessions} console sessions, {pruned.attempts} sign-in attempts"
+        if pruned.more_left:
+            detail += "; more left for the next run"
+        return JobResult("ok", detail if pruned.sessions or pruned.attempts else "")
+
     jobs = [
         Job(
             "checkpoint", every["checkpoint"], checkpoint, (checkpoint_log.InconsistentCheckpoint,)
@@ -103,6 +123,7 @@ def scheduled_jobs(
         Job("expiry", every["expiry"], expiry),
         Job("holds", every["holds"], holds),
         Job("settle", every["settle"], close_period),
+        Job("console", every["console"], console),
     ]
     return [job for job in jobs if job.interval_seconds > 0]
 

@@ -12,6 +12,10 @@ seconds, 0 = the job is not run):
 - ``console`` (``COALITION_JOB_CONSOLE_SECONDS``, 3600): deletes console sessions that
   ended or expired a day ago and sign-in attempts past the limit's window
   (``coalition.console_prune``);
+- ``verify`` (``COALITION_JOB_VERIFY_SECONDS``, 300): verifies the journal online and
+  records the outcome for the auditor's page — incrementally from the last verified
+  tree, at most ``COALITION_VERIFY_ENTRIES_PER_RUN`` entries a run, and in full every
+  ``COALITION_VERIFY_FULL_SECONDS`` (``coalition.online_verification``);
 
 Period close computes only: approval is a second person's, always (docs/SETTLEMENT.md).
 """
@@ -31,6 +35,7 @@ from coalition.context import Coalition
 from coalition.expiry import expire_points
 from coalition.hold_timeout import void_expired_holds
 from coalition.keys import load_signer
+from coalition.online_verification import VerifyPolicy, verify_online
 from coalition.outcomes import Refusal
 from coalition.scheduler import Job, JobResult, Scheduler
 from coalition.settings import Settings
@@ -47,6 +52,7 @@ DEFAULT_SECONDS = {
     "holds": 60.0,
     "settle": 3600.0,
     "console": 3600.0,
+    "verify": 300.0,
 }
 DEFAULT_CYCLE = "monthly"
 
@@ -116,6 +122,18 @@ def scheduled_jobs(
             detail += "; more left for the next run"
         return JobResult("ok", detail if pruned.sessions or pruned.attempts else "")
 
+    verify_policy = VerifyPolicy.from_env(env)
+
+    def verify(conn: psycopg.Connection[Any]) -> JobResult:
+        done = verify_online(conn, verify_policy, now_us(), by=COMPUTED_BY)
+        if done is None:
+            return JobResult("ok", "")  # a failed full run waits for its cadence
+        if not done.ok:  # the job worked; what it found is a refusal to vouch
+            return JobResult("refused", f"{done.kind} verification failed: {done.failure}")
+        if done.kind == "incremental" and done.from_size == done.tree_size:
+            return JobResult("ok", "")  # nothing new
+        return JobResult("ok", f"{done.kind} verification to {done.tree_size} entries: ok")
+
     jobs = [
         Job(
             "checkpoint", every["checkpoint"], checkpoint, (checkpoint_log.InconsistentCheckpoint,)
@@ -124,6 +142,7 @@ def scheduled_jobs(
         Job("holds", every["holds"], holds),
         Job("settle", every["settle"], close_period),
         Job("console", every["console"], console),
+        Job("verify", every["verify"], verify),
     ]
     return [job for job in jobs if job.interval_seconds > 0]
 

@@ -31,7 +31,12 @@ from starlette.applications import Starlette
 
 from coalition.api.app import create_app
 from coalition.api_keys import create_key
+from coalition.cli.main import main
+from coalition.jobs import scheduled_jobs
+from coalition.scheduler import Scheduler
 from coalition.settings import DEFAULT_LOG_ORIGIN, Settings
+from ledger import compact_range, reads
+from ledger.signed_note import Signer
 from ledger.signing_key import generate_signer_file
 from ledger.timefmt import now_us
 from tests.e2e._browser import Visit, browser  # noqa: F401  (the fixture)
@@ -271,6 +276,67 @@ def test_the_retry_page_in_the_browser(
         assert "Too many failed sign-ins" in message and "You may sign in again from" in message
         assert v.page.locator("p.error time").get_attribute("datetime")
         v.shot("signin-rate-limited")
+        assert v.outside() == []
+    finally:
+        v.close()
+
+
+# -- the auditor's record of online verification ----------------------------------------------
+
+
+@pytest.fixture()
+def app_url(seeded: Seeded, settings: Settings, serve: Callable[[Starlette], str]) -> str:
+    return serve(create_app(settings, seeded.db_url))
+
+
+def test_the_checkpoints_page_shows_the_last_online_verification(
+    browser: Browser,  # noqa: F811
+    app_url: str,
+    seeded: Seeded,
+    settings: Settings,
+    signer: Signer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Never run (and what to do); after the scheduler's verify job, ok with the journal's
+    size and root; after a superuser rewrites an entry's kind and `coalition verify`
+    runs, failed with the reason (the entry and the check) and what to do."""
+    v = Visit(browser, app_url)
+    try:
+        page = v.sign_in(seeded.keys["auditor"])
+        assert page.url.endswith("/console/checkpoints")
+        never = page.locator("[data-verification]")
+        assert never.get_attribute("data-verification") == "never"
+        assert "coalition verify" in never.inner_text()
+        v.shot("checkpoints-verification-never")
+
+        [job] = [
+            j for j in scheduled_jobs(seeded.db_url, settings, signer, env={}) if j.name == "verify"
+        ]
+        assert Scheduler(seeded.db_url, [job]).attempt(job) == "ok"
+        with psycopg.connect(seeded.db_url, autocommit=True) as conn:
+            head = reads.head(conn)
+            root = compact_range.root_hash(head.frontier_hashes, head.tree_size)
+        page.reload()
+        ok = page.locator("[data-verification]")
+        assert ok.get_attribute("data-verification") == "ok"
+        text = ok.inner_text()
+        assert f"full verification of {head.tree_size:,} entries" in text
+        assert root.hex() in text and "by scheduler" in text
+        v.shot("checkpoints-verification-ok")
+
+        with psycopg.connect(seeded.db_url, autocommit=True) as conn:
+            conn.execute("SET session_replication_role = replica")
+            conn.execute("UPDATE ledger_entry SET kind = 'forged' WHERE seq = 2")
+        monkeypatch.setenv("DATABASE_URL", seeded.db_url)
+        assert main(["verify"]) == 1
+        page.reload()
+        failed = page.locator("[data-verification]")
+        assert failed.get_attribute("data-verification") == "failed"
+        reason = page.locator("#verification .failure").inner_text()
+        assert reason.startswith("seq 2: entry_columns failed"), reason
+        assert "by cli" in failed.inner_text()
+        assert "What to do" in page.locator("#verification").inner_text()
+        v.shot("checkpoints-verification-failed")
         assert v.outside() == []
     finally:
         v.close()

@@ -4,6 +4,7 @@ reads are the use-case modules' own, behind the same role check the API would ma
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict
 from typing import Any
 
@@ -13,7 +14,7 @@ from coalition.api_keys import list_keys
 from coalition.context import Conn
 from coalition.web.framework import Ctx, see_other
 from coalition.web.gql import PageError
-from ledger.timefmt import format_time_us
+from ledger.timefmt import format_time_us, now_us
 
 CREATE_KEY = """mutation($role: Role!, $label: String!, $partner: String) {
   createApiKey(role: $role, label: $label, partnerId: $partner) { key info { keyId } } }"""
@@ -41,11 +42,24 @@ def list_terms(conn: Conn) -> list[dict[str, Any]]:
         {
             "partner_id": r[0],
             "version": r[1],
-            "effective_from": format_time_us(r[2]),
-            "terms": r[3],
+            # 0 is the terms' own "from the start" (the seed's), not a date to show
+            "effective_from": format_time_us(r[2]) if r[2] else None,
+            "terms": _readable_terms(r[3]),
             "seq": r[4],
         }
         for r in rows
+    ]
+
+
+def _readable_terms(text: str) -> list[tuple[str, str]]:
+    """The terms document as (name, value) pairs for a person: ``operator_fee_bps`` →
+    ``operator fee bps``; a nested value stays JSON."""
+    terms = json.loads(text)
+    if not isinstance(terms, dict):
+        return [("terms", text)]
+    return [
+        (name.replace("_", " "), value if isinstance(value, str) else json.dumps(value))
+        for name, value in terms.items()
     ]
 
 
@@ -56,9 +70,16 @@ async def partners(ctx: Ctx) -> Response:
 
 
 async def _keys_page(ctx: Ctx, status: int = 200, created: str = "", error: str = "") -> Response:
-    keys = [asdict(k) for k in await ctx.db(list_keys)]
-    for k in keys:
-        k["created_at"] = format_time_us(k["created_at_us"])
+    now = now_us()
+    keys = []
+    for info in await ctx.db(list_keys):
+        k = asdict(info)
+        k["created_at"] = format_time_us(info.created_at_us)
+        k["state"] = info.state(now)
+        k["revoked_at"] = format_time_us(info.revoked_at_us) if info.revoked_at_us else None
+        k["expires_at"] = format_time_us(info.expires_at_us) if info.expires_at_us else None
+        k["yours"] = info.key_id == ctx.principal.key_id
+        keys.append(k)
     found = await ctx.db(list_partners)
     return ctx.render(
         "keys.html", status, keys=keys, partners=found, roles=ROLES, created=created, error=error

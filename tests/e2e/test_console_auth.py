@@ -35,7 +35,7 @@ from coalition.cli.main import main
 from coalition.jobs import scheduled_jobs
 from coalition.scheduler import Scheduler
 from coalition.settings import DEFAULT_LOG_ORIGIN, Settings
-from ledger import compact_range, reads
+from ledger import checkpoint_log, compact_range, reads
 from ledger.signed_note import Signer
 from ledger.signing_key import generate_signer_file
 from ledger.timefmt import now_us
@@ -298,8 +298,9 @@ def test_the_checkpoints_page_shows_the_last_online_verification(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Never run (and what to do); after the scheduler's verify job, ok with the journal's
-    size and root; after a superuser rewrites an entry's kind and `coalition verify`
-    runs, failed with the reason (the entry and the check) and what to do."""
+    size and root, the root of the checkpoint signed at that size; after a superuser
+    rewrites an entry's kind and `coalition verify` runs, failed with the reason (the
+    entry and the check) and what to do."""
     v = Visit(browser, app_url)
     try:
         page = v.sign_in(seeded.keys["auditor"])
@@ -309,6 +310,8 @@ def test_the_checkpoints_page_shows_the_last_online_verification(
         assert "coalition verify" in never.inner_text()
         v.shot("checkpoints-verification-never")
 
+        with psycopg.connect(seeded.db_url, autocommit=True) as conn:
+            checkpoint_log.sign_now(conn, signer, now_us())
         [job] = [
             j for j in scheduled_jobs(seeded.db_url, settings, signer, env={}) if j.name == "verify"
         ]
@@ -322,6 +325,7 @@ def test_the_checkpoints_page_shows_the_last_online_verification(
         text = ok.inner_text()
         assert f"full verification of {head.tree_size:,} entries" in text
         assert root.hex() in text and "by scheduler" in text
+        assert "the root signed in checkpoint #1" in text
         v.shot("checkpoints-verification-ok")
 
         with psycopg.connect(seeded.db_url, autocommit=True) as conn:
@@ -337,6 +341,40 @@ def test_the_checkpoints_page_shows_the_last_online_verification(
         assert "by cli" in failed.inner_text()
         assert "What to do" in page.locator("#verification").inner_text()
         v.shot("checkpoints-verification-failed")
+        assert v.outside() == []
+    finally:
+        v.close()
+
+
+def test_operator_pages_read_as_a_person_reads_them(
+    browser: Browser,  # noqa: F811
+    app_url: str,
+    seeded: Seeded,
+) -> None:
+    """What the screenshots showed wrong, fixed: the keys page marks the operator's own
+    key (revoking it ends the session) and says when a revoked key was revoked; the
+    partners page's tab title is its name (it held the terms table's markup), terms read
+    as names and values, and terms in force from the start say so (not 1970)."""
+    with psycopg.connect(seeded.db_url, autocommit=True) as conn:
+        _, gone = create_key(conn, "auditor", None, "gone", now_us())
+        conn.execute(
+            "UPDATE coalition_api_key SET revoked_at_us = %s WHERE key_id = %s",
+            (now_us(), gone.key_id),
+        )
+    v = Visit(browser, app_url)
+    try:
+        page = v.sign_in(seeded.keys["operator"])
+        own = seeded.keys["operator"].split("_")[1]
+        mine = page.locator("#keys tr", has_text=own)
+        assert "(yours)" in mine.inner_text() and "ends this session" in mine.inner_text()
+        revoked = page.locator("#keys tr", has_text=gone.key_id)
+        assert "revoked 20" in revoked.inner_text() and revoked.locator("button").count() == 0
+        assert page.locator("#keys tr.key-active").count() >= 7
+        page.goto("/console/partners")
+        assert page.title() == "Partners — coalition ledger"
+        terms = page.locator("#terms").inner_text()
+        assert "operator fee bps" in terms and '"mode"' not in terms
+        assert "1970" not in terms and "always (before any entry)" in terms
         assert v.outside() == []
     finally:
         v.close()

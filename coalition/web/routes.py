@@ -184,7 +184,7 @@ def web_routes(state: dict[str, Any], graphql: Any) -> list[BaseRoute]:
         response = await signin_form(
             request,
             429,
-            f"Too many failed sign-ins {who} in the last {limit.window_seconds // 60} minutes."
+            f"Too many failed sign-ins {who} in the last {_duration(limit.window_seconds)}."
             f" Try again in {_duration(wait)}.",
             retry_at=format_time_us((now_us() // 1_000_000 + wait) * 1_000_000),
         )

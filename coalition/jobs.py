@@ -8,7 +8,14 @@ seconds, 0 = the job is not run):
 - ``holds`` (``COALITION_JOB_HOLDS_SECONDS``, 60): voids holds past their expiry
   (``coalition.hold_timeout``);
 - ``settle`` (``COALITION_JOB_SETTLE_SECONDS``, 3600): computes the run of the last ended
-  period of ``COALITION_SETTLE_CYCLE`` (monthly, weekly or daily) if it has none.
+  period of ``COALITION_SETTLE_CYCLE`` (monthly, weekly or daily) if it has none;
+- ``console`` (``COALITION_JOB_CONSOLE_SECONDS``, 3600): deletes console sessions that
+  ended or expired a day ago and sign-in attempts past the limit's window
+  (``coalition.console_prune``);
+- ``verify`` (``COALITION_JOB_VERIFY_SECONDS``, 300): verifies the journal online and
+  records the outcome for the auditor's page — incrementally from the last verified
+  tree, at most ``COALITION_VERIFY_ENTRIES_PER_RUN`` entries a run, and in full every
+  ``COALITION_VERIFY_FULL_SECONDS`` (``coalition.online_verification``);
 
 Period close computes only: approval is a second person's, always (docs/SETTLEMENT.md).
 """
@@ -21,22 +28,32 @@ from typing import Any
 
 import psycopg
 
-from coalition import settle
+from coalition import settle, signin_limit
 from coalition.checkpointer import Checkpointer
+from coalition.console_prune import prune_console
 from coalition.context import Coalition
 from coalition.expiry import expire_points
 from coalition.hold_timeout import void_expired_holds
 from coalition.keys import load_signer
+from coalition.online_verification import VerifyPolicy, verify_online
 from coalition.outcomes import Refusal
 from coalition.scheduler import Job, JobResult, Scheduler
 from coalition.settings import Settings
 from ledger import checkpoint_log
 from ledger.checkpoint_log import CheckpointPolicy
 from ledger.signed_note import Signer
+from ledger.timefmt import now_us
 from settlement.periods import CYCLES, last_ended
 
 COMPUTED_BY = "scheduler"
-DEFAULT_SECONDS = {"checkpoint": 1.0, "expiry": 3600.0, "holds": 60.0, "settle": 3600.0}
+DEFAULT_SECONDS = {
+    "checkpoint": 1.0,
+    "expiry": 3600.0,
+    "holds": 60.0,
+    "settle": 3600.0,
+    "console": 3600.0,
+    "verify": 300.0,
+}
 DEFAULT_CYCLE = "monthly"
 
 
@@ -96,6 +113,27 @@ def scheduled_jobs(
     def close_period(conn: psycopg.Connection[Any]) -> JobResult:
         return compute_last_period(co, conn, signer, cycle)
 
+    limit = signin_limit.SigninLimit.from_env(env)
+
+    def console(conn: psycopg.Connection[Any]) -> JobResult:
+        pruned = prune_console(conn, limit, now_us())
+        detail = f"pruned {pruned.sessions} console sessions, {pruned.attempts} sign-in attempts"
+        if pruned.more_left:
+            detail += "; more left for the next run"
+        return JobResult("ok", detail if pruned.sessions or pruned.attempts else "")
+
+    verify_policy = VerifyPolicy.from_env(env)
+
+    def verify(conn: psycopg.Connection[Any]) -> JobResult:
+        done = verify_online(conn, verify_policy, now_us(), by=COMPUTED_BY)
+        if done is None:
+            return JobResult("ok", "")  # a failed full run waits for its cadence
+        if not done.ok:  # the job worked; what it found is a refusal to vouch
+            return JobResult("refused", f"{done.kind} verification failed: {done.failure}")
+        if done.kind == "incremental" and done.from_size == done.tree_size:
+            return JobResult("ok", "")  # nothing new
+        return JobResult("ok", f"{done.kind} verification to {done.tree_size} entries: ok")
+
     jobs = [
         Job(
             "checkpoint", every["checkpoint"], checkpoint, (checkpoint_log.InconsistentCheckpoint,)
@@ -103,6 +141,8 @@ def scheduled_jobs(
         Job("expiry", every["expiry"], expiry),
         Job("holds", every["holds"], holds),
         Job("settle", every["settle"], close_period),
+        Job("console", every["console"], console),
+        Job("verify", every["verify"], verify),
     ]
     return [job for job in jobs if job.interval_seconds > 0]
 

@@ -106,6 +106,7 @@ class Verified:
     head_leaf_hash: bytes
     state: State
     roots_at: dict[int, bytes]
+    frontier_hashes: tuple[bytes, ...] = ()  # of the tree verified (online verification)
 
 
 def verify_lines(

@@ -111,6 +111,7 @@ def _verify(
         bytes.fromhex(replay.state.prev_leaf_hash_hex),
         replay.state,
         dict(replay.roots_at),
+        tuple(replay.frontier_hashes),
     )
 
 

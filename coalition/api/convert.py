@@ -106,6 +106,7 @@ def checkpoint(stored: StoredCheckpoint) -> Checkpoint:
         tree_size=stored.tree_size,
         root_hash_hex=stored.root_hash.hex(),
         signed_note=stored.signed_note.decode(),
+        signed_at=format_time_us(stored.signed_at_us),
     )
 
 

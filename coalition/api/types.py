@@ -189,6 +189,7 @@ class Checkpoint:
     tree_size: Long
     root_hash_hex: str
     signed_note: str
+    signed_at: str  # RFC 3339, UTC: when the server signed it (the note carries no time)
 
 
 @strawberry.type

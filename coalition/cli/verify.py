@@ -5,6 +5,10 @@ An export is replayed by the lean verifier (``ledger.verify_lean``, in ``--worke
 processes, the cores by default); ``--reference`` replays it with ``ledger.verify``
 instead. Both name the same first failure.
 
+Online, the outcome (what was verified, or the first failure) is recorded for the
+auditor's checkpoints page, as the scheduler's ``verify`` job records its own
+(``coalition.online_verification``).
+
 Exit codes: 0 every check holds; 1 a check failed (the first failure is named with its
 seq, check, expected and actual value); 2 bad usage or unreadable input.
 """
@@ -14,14 +18,17 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 
 import psycopg
 
 from coalition._progress import Progress
 from coalition.cli._common import read_vkey
 from coalition.database import database_url
+from coalition.online_verification import record_full
 from ledger.checkpoint import Checkpoint, open_checkpoint
 from ledger.signed_note import NoteError, parse_vkey
+from ledger.timefmt import now_us
 from ledger.verify import VerificationFailed, Verified, check_against_known, verify_export
 from ledger.verify_db import verify_database
 from ledger.verify_lean import verify_export_lean
@@ -112,7 +119,18 @@ def _run(args: argparse.Namespace, checkpoints: list[Checkpoint], progress: Prog
     if args.export is not None:
         return verify_export_lean(str(args.export), progress, sizes, workers=args.workers)
     with database_url() as url, psycopg.connect(url, autocommit=True) as conn:
-        return verify_database(conn, progress=progress, sizes_wanted=sizes)
+        started_us, started = now_us(), time.monotonic()
+        try:
+            verified = verify_database(conn, progress=progress, sizes_wanted=sizes)
+        except VerificationFailed as failure:
+            record_full(conn, started_us, failure, _since(started), by="cli")
+            raise
+        record_full(conn, started_us, verified, _since(started), by="cli")
+        return verified
+
+
+def _since(started: float) -> int:
+    return int((time.monotonic() - started) * 1_000_000)
 
 
 def _check_expected(verified: Verified, size: int, root: bytes | None) -> None:

@@ -16,7 +16,7 @@ from coalition.api_keys import keys_page
 from coalition.context import Conn
 from coalition.web.framework import Ctx, see_other
 from coalition.web.gql import PageError
-from ledger.timefmt import format_time_us
+from ledger.timefmt import format_time_us, now_us
 
 CREATE_KEY = """mutation($role: Role!, $label: String!, $partner: String) {
   createApiKey(role: $role, label: $label, partnerId: $partner) { key info { keyId } } }"""
@@ -60,19 +60,25 @@ def list_terms(conn: Conn, partner_ids: list[str]) -> list[dict[str, Any]]:
         {
             "partner_id": r[0],
             "version": r[1],
-            "effective_from": format_time_us(r[2]),
-            "terms": _terms_text(r[3]),
+            # 0 is the terms' own "from the start" (the seed's), not a date to show
+            "effective_from": format_time_us(r[2]) if r[2] else None,
+            "terms": _readable_terms(r[3]),
             "seq": r[4],
         }
         for r in rows
     ]
 
 
-def _terms_text(stored: str) -> str:
-    """``{"mode": "multilateral", "operator_fee_bps": 150}`` as ``mode multilateral ·
-    operator fee bps 150``: wraps between terms, not inside a name."""
-    terms = json.loads(stored)
-    return " · ".join(f"{k.replace('_', ' ')} {v}" for k, v in terms.items())
+def _readable_terms(text: str) -> list[tuple[str, str]]:
+    """The terms document as (name, value) pairs for a person: ``operator_fee_bps`` →
+    ``operator fee bps``; a nested value stays JSON."""
+    terms = json.loads(text)
+    if not isinstance(terms, dict):
+        return [("terms", text)]
+    return [
+        (name.replace("_", " "), value if isinstance(value, str) else json.dumps(value))
+        for name, value in terms.items()
+    ]
 
 
 async def partners(ctx: Ctx) -> Response:
@@ -103,9 +109,16 @@ def _key_cursor(text: str) -> tuple[int, str] | None:
 async def _keys_page(ctx: Ctx, status: int = 200, created: str = "", error: str = "") -> Response:
     after = _key_cursor(ctx.request.query_params.get("after", ""))
     infos, more = await ctx.db(keys_page, after, KEYS_PAGE)
-    keys = [asdict(k) for k in infos]
-    for k in keys:
-        k["created_at"] = format_time_us(k["created_at_us"])
+    now = now_us()
+    keys = []
+    for info in infos:
+        k = asdict(info)
+        k["created_at"] = format_time_us(info.created_at_us)
+        k["state"] = info.state(now)
+        k["revoked_at"] = format_time_us(info.revoked_at_us) if info.revoked_at_us else None
+        k["expires_at"] = format_time_us(info.expires_at_us) if info.expires_at_us else None
+        k["yours"] = info.key_id == ctx.principal.key_id
+        keys.append(k)
     choices, _ = await ctx.db(list_partners, "", PARTNER_CHOICES)
     last = keys[-1] if keys else None
     return ctx.render(

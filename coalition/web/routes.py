@@ -16,7 +16,9 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from coalition import signin_limit
 from coalition.api.schema import build_schema
+from coalition.api_keys import KeyExpired
 from coalition.web import (
     pages_auditor,
     pages_finance,
@@ -37,7 +39,7 @@ from coalition.web.framework import (
 )
 from coalition.web.gql import Runner
 from coalition.web.sessions import create_session, csrf_ok, csrf_token, end_session
-from ledger.timefmt import now_us
+from ledger.timefmt import format_time_us, now_us
 
 STATIC = Path(__file__).parent / "static"
 READERS = ("auditor", "finance", "operator")
@@ -112,6 +114,7 @@ def web_routes(state: dict[str, Any], graphql: Any) -> list[BaseRoute]:
     runner = Runner(build_schema(development=settings.development), state)
     state["console_pages"] = PAGES
     secure = not settings.development
+    limit = signin_limit.SigninLimit.from_env()
 
     async def root(request: Request) -> Response:
         return RedirectResponse(PREFIX + "/", status_code=307)
@@ -125,9 +128,13 @@ def web_routes(state: dict[str, Any], graphql: Any) -> list[BaseRoute]:
             return see_other("/signin")
         return see_other(HOME[principal.role])
 
-    async def signin_form(request: Request, status: int = 200, error: str = "") -> Response:
+    async def signin_form(
+        request: Request, status: int = 200, error: str = "", retry_at: str = ""
+    ) -> Response:
         pre = secrets.token_urlsafe(32)
-        response = render("signin.html", status, csrf=csrf_token(pre), error=error)
+        response = render(
+            "signin.html", status, csrf=csrf_token(pre), error=error, retry_at=retry_at
+        )
         response.set_cookie(
             PRESESSION_COOKIE,
             pre,
@@ -146,10 +153,25 @@ def web_routes(state: dict[str, Any], graphql: Any) -> list[BaseRoute]:
         if not csrf_ok(pre, presented if isinstance(presented, str) else None):
             return error_page(403, "This form is out of date (no valid CSRF token). Reload it.")
         key = str(form.get("api_key", "")).strip()
-        principal = await state["api_keys"].authenticate(state["database"], key)
+        client = request.client.host if request.client else "unknown"
+        database = state["database"]
+        attempt = await database.run(signin_limit.reserve, limit, client, now_us())
+        if isinstance(attempt, signin_limit.Limited):
+            return await _limited(request, attempt)
+        principal = await state["api_keys"].authenticate(database, key)
         if principal is None:
             return await signin_form(request, 401, "That API key is not valid (or revoked).")
-        token = await state["database"].run(create_session, principal, now_us())
+        # The right secret (of an expired key, or of a role without pages, too) is no guess.
+        await database.run(signin_limit.succeeded, attempt)
+        if isinstance(principal, KeyExpired):
+            expired_at = format_time_us(principal.expired_at_us)
+            message = f"That API key expired at {expired_at}; ask an operator for a new one."
+            return await signin_form(request, 401, message)
+        if principal.role not in HOME:
+            return await signin_form(
+                request, 403, f"A key of role {principal.role} has no pages in the console."
+            )
+        token = await database.run(create_session, principal, now_us())
         response = see_other(HOME[principal.role])
         response.set_cookie(
             SESSION_COOKIE,
@@ -160,6 +182,19 @@ def web_routes(state: dict[str, Any], graphql: Any) -> list[BaseRoute]:
             samesite="strict",
         )
         response.delete_cookie(PRESESSION_COOKIE, path=PREFIX + "/signin")
+        return response
+
+    async def _limited(request: Request, limited: signin_limit.Limited) -> Response:
+        wait = limited.retry_after_seconds
+        who = "from everyone" if limited.overall else "from your address"
+        response = await signin_form(
+            request,
+            429,
+            f"Too many failed sign-ins {who} in the last {_duration(limit.window_seconds)}."
+            f" Try again in {_duration(wait)}.",
+            retry_at=format_time_us((now_us() // 1_000_000 + wait) * 1_000_000),
+        )
+        response.headers["Retry-After"] = str(wait)
         return response
 
     async def signout(request: Request) -> Response:
@@ -189,6 +224,12 @@ def web_routes(state: dict[str, Any], graphql: Any) -> list[BaseRoute]:
             )
         )
     return routes
+
+
+def _duration(seconds: int) -> str:
+    if seconds < 120:
+        return f"{seconds} seconds"
+    return f"{-(-seconds // 60)} minutes"
 
 
 def _serve_graphiql_offline(graphql: Any) -> None:

@@ -16,6 +16,10 @@ from coalition.api_keys import Principal
 from coalition.context import Conn
 
 SESSION_SECONDS = 8 * 3600  # a working day; then sign in again
+# A key's live sessions at most: signing in once more ends its oldest. A person has a few
+# browsers; a script signing in at every run (never out) would otherwise pile up rows.
+SESSIONS_PER_KEY_MAX = 10
+SESSION_LOCK = 727_022  # pg_advisory_xact_lock's first key (727_021: sign-in attempts)
 
 
 def _digest(token: str) -> bytes:
@@ -25,11 +29,23 @@ def _digest(token: str) -> bytes:
 def create_session(conn: Conn, principal: Principal, now_us: int) -> str:
     """A new session for an authenticated key; returns the token (kept only by the browser)."""
     token = secrets.token_urlsafe(32)
-    conn.execute(
-        "INSERT INTO coalition_console_session (token_sha256, key_id, created_at_us,"
-        " expires_at_us) VALUES (%s, %s, %s, %s)",
-        (_digest(token), principal.key_id, now_us, now_us + SESSION_SECONDS * 1_000_000),
-    )
+    with conn.transaction():
+        # One lock per key serialises its sign-ins across processes, so the bound holds.
+        conn.execute(
+            "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (SESSION_LOCK, principal.key_id)
+        )
+        conn.execute(
+            "UPDATE coalition_console_session SET ended_at_us = %(now)s WHERE token_sha256 IN"
+            " (SELECT token_sha256 FROM coalition_console_session WHERE key_id = %(key)s"
+            " AND ended_at_us IS NULL AND expires_at_us > %(now)s"
+            " ORDER BY created_at_us DESC OFFSET %(keep)s)",
+            {"now": now_us, "key": principal.key_id, "keep": SESSIONS_PER_KEY_MAX - 1},
+        )
+        conn.execute(
+            "INSERT INTO coalition_console_session (token_sha256, key_id, created_at_us,"
+            " expires_at_us) VALUES (%s, %s, %s, %s)",
+            (_digest(token), principal.key_id, now_us, now_us + SESSION_SECONDS * 1_000_000),
+        )
     return token
 
 

@@ -8,7 +8,10 @@ seconds, 0 = the job is not run):
 - ``holds`` (``COALITION_JOB_HOLDS_SECONDS``, 60): voids holds past their expiry
   (``coalition.hold_timeout``);
 - ``settle`` (``COALITION_JOB_SETTLE_SECONDS``, 3600): computes the run of the last ended
-  period of ``COALITION_SETTLE_CYCLE`` (monthly, weekly or daily) if it has none.
+  period of ``COALITION_SETTLE_CYCLE`` (monthly, weekly or daily) if it has none;
+- ``outbox`` (``COALITION_JOB_OUTBOX_SECONDS``, 3600): prunes events older than
+  ``COALITION_EVENT_RETENTION_DAYS`` (30), at most 50,000 a run, telling the subscribers
+  that had not received them (``coalition.outbox_retention``).
 
 Period close computes only: approval is a second person's, always (docs/SETTLEMENT.md).
 """
@@ -21,7 +24,7 @@ from typing import Any
 
 import psycopg
 
-from coalition import settle
+from coalition import outbox_retention, settle
 from coalition.checkpointer import Checkpointer
 from coalition.context import Coalition
 from coalition.expiry import expire_points
@@ -36,7 +39,14 @@ from ledger.signed_note import Signer
 from settlement.periods import CYCLES, last_ended
 
 COMPUTED_BY = "scheduler"
-DEFAULT_SECONDS = {"checkpoint": 1.0, "expiry": 3600.0, "holds": 60.0, "settle": 3600.0}
+DEFAULT_SECONDS = {
+    "checkpoint": 1.0,
+    "expiry": 3600.0,
+    "holds": 60.0,
+    "settle": 3600.0,
+    "outbox": 3600.0,
+}
+RETENTION_DAYS_MAX = 3660
 DEFAULT_CYCLE = "monthly"
 
 
@@ -63,12 +73,26 @@ def settle_cycle(env: Mapping[str, str]) -> str:
     return cycle
 
 
+def event_retention_days(env: Mapping[str, str]) -> int:
+    """How many days the outbox keeps an event (COALITION_EVENT_RETENTION_DAYS)."""
+    text = env.get("COALITION_EVENT_RETENTION_DAYS", "").strip()
+    if not text:
+        return outbox_retention.RETENTION_DAYS_DEFAULT
+    if not text.isdigit() or not 1 <= int(text) <= RETENTION_DAYS_MAX:
+        raise ValueError(
+            f"COALITION_EVENT_RETENTION_DAYS is a whole number of days, 1–{RETENTION_DAYS_MAX}"
+            f" (not {text!r})"
+        )
+    return int(text)
+
+
 def scheduled_jobs(
     database_url: str, settings: Settings, signer: Signer, env: Mapping[str, str] | None = None
 ) -> list[Job]:
     env = os.environ if env is None else env
     every = cadences(env)
     cycle = settle_cycle(env)
+    retention_days = event_retention_days(env)
     co = Coalition()
     policy = CheckpointPolicy(settings.checkpoint_entries_max, settings.checkpoint_seconds_max)
     checkpointer = Checkpointer(database_url, signer, policy)
@@ -96,6 +120,17 @@ def scheduled_jobs(
     def close_period(conn: psycopg.Connection[Any]) -> JobResult:
         return compute_last_period(co, conn, signer, cycle)
 
+    def prune_events(conn: psycopg.Connection[Any]) -> JobResult:
+        done = outbox_retention.prune(conn, now_us=co.clock_us(), retention_days=retention_days)
+        if not done.deleted and not done.behind:
+            return JobResult("ok", "")
+        detail = f"pruned {done.deleted} events, through seq {done.horizon_seq}"
+        if done.behind:
+            detail += f"; behind (told, stopped until reactivated): {', '.join(done.behind)}"
+        if done.more:
+            detail += "; more are past the retention: the next run goes on"
+        return JobResult("ok", detail)
+
     jobs = [
         Job(
             "checkpoint", every["checkpoint"], checkpoint, (checkpoint_log.InconsistentCheckpoint,)
@@ -103,6 +138,7 @@ def scheduled_jobs(
         Job("expiry", every["expiry"], expiry),
         Job("holds", every["holds"], holds),
         Job("settle", every["settle"], close_period),
+        Job("outbox", every["outbox"], prune_events),
     ]
     return [job for job in jobs if job.interval_seconds > 0]
 

@@ -33,10 +33,10 @@ import psycopg
 from coalition import hold_expiry, outbox
 from coalition.webhook_secrets import WebhookKey, WebhookKeyError
 from coalition.webhook_signature import HEADER, sign
+from coalition.webhooks import SUBSCRIPTION_LOCK as _LOCK
 from ledger.timefmt import format_time_us, now_us
 
 _log = logging.getLogger(__name__)
-_LOCK = 727_014  # pg_advisory_lock's first key: webhook subscriptions
 ERROR_CHARS_MAX = 500
 
 

@@ -124,6 +124,8 @@ def _changed(args: argparse.Namespace, fn: object) -> int:
         print(str(done), file=sys.stderr)
         return EXIT_REFUSED
     print(f"subscription {done.subscription_id} is {done.status}")
+    if done.status == "active" and done.last_error:  # a behind one: which seqs it lost
+        print(f"  {done.last_error}")
     return EXIT_OK
 
 

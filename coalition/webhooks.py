@@ -16,6 +16,7 @@ from coalition import outbox
 from coalition.context import Conn
 from coalition.outcomes import Refusal, RefusalCode
 from coalition.webhook_secrets import WebhookKey, new_secret
+from coalition.webhook_urls import UrlPolicy
 
 SUBSCRIPTIONS_PER_PARTNER_MAX = 10
 URL_CHARS_MAX = 2000
@@ -81,11 +82,23 @@ def check_types(event_types: list[str]) -> str | None:
 
 
 def create(
-    conn: Conn, key: WebhookKey, partner_id: str, url: str, event_types: list[str], now_us: int
+    conn: Conn,
+    key: WebhookKey,
+    partner_id: str,
+    url: str,
+    event_types: list[str],
+    now_us: int,
+    *,
+    urls: UrlPolicy,
 ) -> Created | Refusal:
     problem = check_url(url) or check_types(event_types)
     if problem is not None:
         return Refusal(RefusalCode.INVALID_REQUEST, problem)
+    # The address policy (webhook_urls) resolves the host: before the transaction, so no
+    # lock waits on DNS. Judged again at every delivery batch, as DNS can change.
+    judged = urls.judge(url)
+    if isinstance(judged, str):
+        return Refusal(RefusalCode.URL_NOT_ALLOWED, judged)
     with conn.transaction():
         known = conn.execute(
             "SELECT 1 FROM coalition_partner WHERE partner_id = %s FOR NO KEY UPDATE",

@@ -18,6 +18,7 @@ from coalition.api.types import Long
 from coalition.outcomes import Refusal, RefusalCode
 from coalition.settings import Settings
 from coalition.webhook_secrets import WebhookKey, WebhookKeyError, load_webhook_key
+from coalition.webhook_urls import UrlPolicy, url_policy
 from ledger.timefmt import format_time_us, now_us
 
 Ctx = Info[ApiContext, None]
@@ -39,6 +40,11 @@ def _key(settings: Settings) -> WebhookKey:
 @functools.lru_cache(maxsize=4)
 def _loaded(settings: Settings) -> WebhookKey:
     return load_webhook_key(settings)
+
+
+@functools.lru_cache(maxsize=4)
+def _urls(settings: Settings) -> UrlPolicy:
+    return url_policy(settings)
 
 
 @strawberry.type(
@@ -100,6 +106,7 @@ CreateWebhookResult = union(
     C.INVALID_REQUEST,
     C.UNKNOWN_PARTNER,
     C.TOO_MANY_SUBSCRIPTIONS,
+    C.URL_NOT_ALLOWED,
 )
 WebhookResult = union("WebhookResult", WebhookSubscription, C.UNKNOWN_SUBSCRIPTION)
 WebhookDeliveriesResult = union(
@@ -134,13 +141,20 @@ def _answer(outcome: Any) -> Any:
 class WebhookMutation:
     @strawberry.mutation(
         graphql_type=CreateWebhookResult,
-        description="Partner: post these event types to this URL, signed (docs/WEBHOOKS.md).",
+        description="Partner: post these event types to this URL, signed (docs/WEBHOOKS.md);"
+        " outside development an https URL whose host resolves to public addresses only.",
     )
     async def create_webhook_subscription(self, info: Ctx, url: str, event_types: list[str]) -> Any:
         who = info.context.who("partner")
         key = _key(info.context.settings)
         made = await info.context.db(
-            webhooks.create, key, who.partner_id or "", url, event_types, now_us()
+            webhooks.create,
+            key,
+            who.partner_id or "",
+            url,
+            event_types,
+            now_us(),
+            urls=_urls(info.context.settings),
         )
         if isinstance(made, Refusal):
             return refusal(made)

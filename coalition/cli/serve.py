@@ -84,12 +84,13 @@ def _serve(args: argparse.Namespace) -> int:
         # The webhook worker, like the scheduler, runs once, here in the parent.
         from coalition.webhook_delivery import WebhookDelivery
         from coalition.webhook_secrets import WebhookKeyError, load_webhook_key
+        from coalition.webhook_urls import url_policy
 
         webhooks = None
         try:
-            webhooks = WebhookDelivery(url, load_webhook_key(settings))
+            webhooks = WebhookDelivery(url, load_webhook_key(settings), urls=url_policy(settings))
             webhooks.start()
-        except WebhookKeyError as exc:
+        except (WebhookKeyError, ValueError) as exc:  # no key, or a bad allowlist
             print(f"webhooks not delivered: {exc}", file=sys.stderr, flush=True)
         try:
             base = f"http://{args.host}:{args.port}"

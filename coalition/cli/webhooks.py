@@ -17,6 +17,7 @@ from coalition.outcomes import Refusal
 from coalition.settings import Settings
 from coalition.webhook_delivery import DeliveryPolicy, WebhookDelivery
 from coalition.webhook_secrets import load_webhook_key
+from coalition.webhook_urls import url_policy
 from ledger.timefmt import format_time_us, now_us
 
 EXIT_OK = 0
@@ -79,7 +80,10 @@ def deliver(args: argparse.Namespace) -> int:
         signal.signal(signum, lambda *_: stop.set())
     with database_url() as url:
         require_current_schema(url)
-        worker = WebhookDelivery(url, load_webhook_key(Settings.from_env()), policy, args.threads)
+        settings = Settings.from_env()
+        worker = WebhookDelivery(
+            url, load_webhook_key(settings), policy, args.threads, urls=url_policy(settings)
+        )
         worker.start()
         print("delivering webhooks", flush=True)
         stop.wait()
@@ -88,11 +92,14 @@ def deliver(args: argparse.Namespace) -> int:
 
 
 def create(args: argparse.Namespace) -> int:
-    key = load_webhook_key(Settings.from_env())
+    settings = Settings.from_env()
+    key = load_webhook_key(settings)
     types = [t.strip() for t in args.events.split(",") if t.strip()]
     with database_url() as url, psycopg.connect(url, autocommit=True) as conn:
         require_current_schema(url)
-        made = webhooks.create(conn, key, args.partner, args.url, types, now_us())
+        made = webhooks.create(
+            conn, key, args.partner, args.url, types, now_us(), urls=url_policy(settings)
+        )
     if isinstance(made, Refusal):
         print(str(made), file=sys.stderr)
         return EXIT_REFUSED

@@ -266,6 +266,7 @@ def test_the_app_role_may_do_everything_events_need(db_url: str) -> None:
     from coalition import webhooks
     from coalition.webhook_delivery import DeliveryPolicy, WebhookDelivery
     from coalition.webhook_secrets import WebhookKey
+    from coalition.webhook_urls import UrlPolicy
 
     seed_if_empty(db_url)
     received: list[bytes] = []
@@ -286,7 +287,15 @@ def test_the_app_role_may_do_everything_events_need(db_url: str) -> None:
         with psycopg.connect(db_url, autocommit=True) as conn:
             conn.execute("SET ROLE coalition_app")
             url = f"http://127.0.0.1:{server.server_address[1]}/"
-            made = webhooks.create(conn, key, "grocer", url, ["earn.recorded"], now_us())
+            made = webhooks.create(
+                conn,
+                key,
+                "grocer",
+                url,
+                ["earn.recorded"],
+                now_us(),
+                urls=UrlPolicy(enforced=False),
+            )
             assert not isinstance(made, Refusal), made
             assert not isinstance(_earn(Coalition(), conn, "as-app"), Refusal)
             checkpoint_log.sign_now(conn, Signer.from_seed("ledger.app.example", bytes(32)), 1)

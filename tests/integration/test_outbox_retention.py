@@ -21,10 +21,12 @@ from coalition.jobs import cadences, event_retention_days
 from coalition.seed import seed_if_empty
 from coalition.webhook_delivery import DeliveryPolicy, WebhookDelivery
 from coalition.webhook_secrets import WebhookKey
+from coalition.webhook_urls import UrlPolicy
 from ledger.timefmt import now_us
 from tests.integration._world import SteppingClock, ok
 
 KEY = WebhookKey(bytes(range(32)))
+OPEN = UrlPolicy(enforced=False)  # the receivers are on loopback, as in development
 DAYS = 30
 DAY_US = outbox_retention.DAY_US
 
@@ -148,8 +150,12 @@ def test_a_lagging_subscriber_is_told_and_resumes_only_when_reactivated(
     them again and resumes after them. One that lost none of its own (another partner's,
     other types) has its cursor moved up and goes on."""
     co, conn = world
-    losing = ok(webhooks.create(conn, KEY, "grocer", hook.url, ["earn.recorded"], co.clock_us()))
-    other = ok(webhooks.create(conn, KEY, "airline", hook.url, ["earn.recorded"], co.clock_us()))
+    losing = ok(
+        webhooks.create(conn, KEY, "grocer", hook.url, ["earn.recorded"], co.clock_us(), urls=OPEN)
+    )
+    other = ok(
+        webhooks.create(conn, KEY, "airline", hook.url, ["earn.recorded"], co.clock_us(), urls=OPEN)
+    )
     lost = [_earn(co, conn, f"lost-{i}") for i in range(3)]
     kept = [_earn(co, conn, f"kept-{i}") for i in range(2)]
     now = _occurred_us(conn, kept[0]) + DAYS * DAY_US
@@ -187,7 +193,9 @@ def test_a_subscription_being_delivered_to_holds_the_horizon_at_its_cursor(
     its cursor — it is moving — so it prunes only up to it; the next run judges it."""
     co, conn = world
     _earn(co, conn, "before-it")
-    made = ok(webhooks.create(conn, KEY, "grocer", hook.url, ["earn.recorded"], co.clock_us()))
+    made = ok(
+        webhooks.create(conn, KEY, "grocer", hook.url, ["earn.recorded"], co.clock_us(), urls=OPEN)
+    )
     cursor = made.subscription.after_seq
     lost = [_earn(co, conn, f"lost-{i}") for i in range(2)]
     recent = _earn(co, conn, "recent")

@@ -129,9 +129,10 @@ class UrlPolicy:
             all_listed = False
             why = refused_class(address)
             if why is not None:
+                named = f"{host} is" if host == str(address) else f"{host} is {address},"
                 return (
-                    f"url: {host} is {address}, a {why} address: webhooks go to public"
-                    " addresses only (an operator may allow it: COALITION_WEBHOOK_ALLOW_HOSTS)"
+                    f"url: {named} a {why} address: webhooks go to public addresses"
+                    " only (an operator may allow it: COALITION_WEBHOOK_ALLOW_HOSTS)"
                 )
         if parts.scheme != "https" and not all_listed:
             return "url: webhooks are sent over https only"

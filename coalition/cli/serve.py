@@ -61,10 +61,12 @@ def _serve(args: argparse.Namespace) -> int:
     from coalition.api.observability import configure_logging
     from coalition.jobs import in_serve, start_scheduler
     from coalition.seed import seed_if_empty
+    from coalition.webhook_urls import url_policy
 
     try:
         settings = Settings.from_env()
         scheduled = in_serve()
+        url_policy(settings)  # a bad COALITION_WEBHOOK_ALLOW_HOSTS stops the start here
     except ValueError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_USAGE
@@ -84,13 +86,12 @@ def _serve(args: argparse.Namespace) -> int:
         # The webhook worker, like the scheduler, runs once, here in the parent.
         from coalition.webhook_delivery import WebhookDelivery
         from coalition.webhook_secrets import WebhookKeyError, load_webhook_key
-        from coalition.webhook_urls import url_policy
 
         webhooks = None
         try:
             webhooks = WebhookDelivery(url, load_webhook_key(settings), urls=url_policy(settings))
             webhooks.start()
-        except (WebhookKeyError, ValueError) as exc:  # no key, or a bad allowlist
+        except WebhookKeyError as exc:
             print(f"webhooks not delivered: {exc}", file=sys.stderr, flush=True)
         try:
             base = f"http://{args.host}:{args.port}"

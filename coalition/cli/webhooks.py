@@ -17,11 +17,12 @@ from coalition.outcomes import Refusal
 from coalition.settings import Settings
 from coalition.webhook_delivery import DeliveryPolicy, WebhookDelivery
 from coalition.webhook_secrets import load_webhook_key
-from coalition.webhook_urls import url_policy
+from coalition.webhook_urls import UrlPolicy, url_policy
 from ledger.timefmt import format_time_us, now_us
 
 EXIT_OK = 0
 EXIT_REFUSED = 1
+EXIT_USAGE = 2
 _DEFAULT = DeliveryPolicy()
 
 
@@ -82,13 +83,21 @@ def deliver(args: argparse.Namespace) -> int:
         require_current_schema(url)
         settings = Settings.from_env()
         worker = WebhookDelivery(
-            url, load_webhook_key(settings), policy, args.threads, urls=url_policy(settings)
+            url, load_webhook_key(settings), policy, args.threads, urls=_urls(settings)
         )
         worker.start()
         print("delivering webhooks", flush=True)
         stop.wait()
         worker.stop()
     return EXIT_OK
+
+
+def _urls(settings: Settings) -> UrlPolicy:
+    try:
+        return url_policy(settings)
+    except ValueError as exc:  # a bad COALITION_WEBHOOK_ALLOW_HOSTS: said, not a traceback
+        print(str(exc), file=sys.stderr)
+        raise SystemExit(EXIT_USAGE) from None
 
 
 def create(args: argparse.Namespace) -> int:
@@ -98,7 +107,7 @@ def create(args: argparse.Namespace) -> int:
     with database_url() as url, psycopg.connect(url, autocommit=True) as conn:
         require_current_schema(url)
         made = webhooks.create(
-            conn, key, args.partner, args.url, types, now_us(), urls=url_policy(settings)
+            conn, key, args.partner, args.url, types, now_us(), urls=_urls(settings)
         )
     if isinstance(made, Refusal):
         print(str(made), file=sys.stderr)

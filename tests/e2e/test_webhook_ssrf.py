@@ -75,7 +75,7 @@ def test_production_refuses_internal_and_plain_http_urls_typed(
     try:
         local = receiver.url.replace("127.0.0.1", "localhost")
         for url, says in (
-            (receiver.url, "127.0.0.1, a loopback address"),
+            (receiver.url, "url: 127.0.0.1 is a loopback address"),
             (local, "localhost is 127.0.0.1, a loopback address"),  # resolved, then judged
             ("https://169.254.169.254/latest/meta-data/", "link-local"),
             ("https://10.0.0.1/hook", "private"),

@@ -11,7 +11,7 @@ seconds, 0 = the job is not run):
   period of ``COALITION_SETTLE_CYCLE`` (monthly, weekly or daily) if it has none;
 - ``outbox`` (``COALITION_JOB_OUTBOX_SECONDS``, 3600): prunes events older than
   ``COALITION_EVENT_RETENTION_DAYS`` (30), at most 50,000 a run, telling the subscribers
-  that had not received them (``coalition.outbox_retention``).
+  that had not received them, and delivery attempts as old (``coalition.outbox_retention``).
 
 Period close computes only: approval is a second person's, always (docs/SETTLEMENT.md).
 """
@@ -121,10 +121,15 @@ def scheduled_jobs(
         return compute_last_period(co, conn, signer, cycle)
 
     def prune_events(conn: psycopg.Connection[Any]) -> JobResult:
-        done = outbox_retention.prune(conn, now_us=co.clock_us(), retention_days=retention_days)
-        if not done.deleted and not done.behind:
+        at_us = co.clock_us()
+        done = outbox_retention.prune(conn, now_us=at_us, retention_days=retention_days)
+        attempts = outbox_retention.prune_attempts(
+            conn, now_us=at_us, retention_days=retention_days
+        )
+        if not done.deleted and not done.behind and not attempts:
             return JobResult("ok", "")
         detail = f"pruned {done.deleted} events, through seq {done.horizon_seq}"
+        detail += f", and {attempts} delivery attempts"
         if done.behind:
             detail += f"; behind (told, stopped until reactivated): {', '.join(done.behind)}"
         if done.more:

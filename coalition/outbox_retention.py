@@ -18,7 +18,9 @@ what is gone, and every reader is judged against it:
   naming the oldest seq still there (``coalition/api/event_stream.py``).
 
 Bounded: at most ``rows_max`` events a run, in transactions of ``batch_rows``; a larger
-backlog takes more runs (the job's detail says so).
+backlog takes more runs (the job's detail says so). The delivery log's attempts older
+than the retention go too (``prune_attempts``, as bounded): it is a log, read newest
+first, and nothing is judged against it.
 """
 
 from __future__ import annotations
@@ -64,6 +66,20 @@ def prune(
         if not done or not full:
             break
     return PruneResult(deleted, outbox.horizon(conn), tuple(sorted(behind)), more)
+
+
+def prune_attempts(
+    conn: Conn, *, now_us: int, retention_days: int, rows_max: int = ROWS_PER_RUN_MAX
+) -> int:
+    """Delete delivery attempts made more than ``retention_days`` before ``now_us``, the
+    oldest first, at most ``rows_max``; how many."""
+    (count,) = conn.execute(
+        "WITH gone AS (DELETE FROM coalition_webhook_delivery WHERE delivery_id IN ("
+        " SELECT delivery_id FROM coalition_webhook_delivery WHERE attempted_at_us < %s"
+        " ORDER BY delivery_id LIMIT %s) RETURNING 1) SELECT count(*) FROM gone",
+        (now_us - retention_days * DAY_US, rows_max),
+    ).fetchone() or (0,)
+    return int(count)
 
 
 def _batch(conn: Conn, cutoff_us: int, limit: int) -> tuple[int, list[str], bool]:

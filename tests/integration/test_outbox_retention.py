@@ -244,3 +244,53 @@ def test_the_outbox_jobs_settings() -> None:
     for bad in ("0", "-1", "1.5", "forever", "99999"):
         with pytest.raises(ValueError, match="COALITION_EVENT_RETENTION_DAYS"):
             event_retention_days({"COALITION_EVENT_RETENTION_DAYS": bad})
+
+
+def test_old_delivery_attempts_go_too_recent_ones_stay(
+    world: Any, db_url: str, hook: _Hook
+) -> None:
+    """The delivery log is bounded by the same retention: attempts made before it are
+    deleted (as the app role), the oldest first and at most ``rows_max``; later ones stay."""
+    co, conn = world
+    made = ok(
+        webhooks.create(conn, KEY, "grocer", hook.url, ["earn.recorded"], co.clock_us(), urls=OPEN)
+    )
+    for i in range(3):
+        _earn(co, conn, f"logged-{i}")
+    with httpx.Client() as http:
+        assert WebhookDelivery(db_url, KEY, DeliveryPolicy()).deliver_due(conn, http) == 3
+    sub_id = made.subscription.subscription_id
+    times = [a.attempted_at_us for a in reversed(ok(webhooks.deliveries(conn, None, sub_id, 10)))]
+    assert len(times) == 3 and times[0] < times[1] < times[2]  # one post after another
+    now = times[2] + DAYS * DAY_US  # the last is just inside the retention
+    assert outbox_retention.prune_attempts(conn, now_us=now, retention_days=DAYS, rows_max=1) == 1
+    assert outbox_retention.prune_attempts(conn, now_us=now, retention_days=DAYS) == 1
+    assert outbox_retention.prune_attempts(conn, now_us=now, retention_days=DAYS) == 0
+    kept = [a.attempted_at_us for a in ok(webhooks.deliveries(conn, None, sub_id, 10))]
+    assert kept == [times[2]]
+
+
+def test_the_scheduled_outbox_job_prunes_as_configured(world: Any, db_url: str) -> None:
+    """The job as the scheduler builds it (``jobs.scheduled_jobs``), with its retention
+    from the environment: events past it are pruned and the run says how many."""
+    from coalition.jobs import scheduled_jobs
+    from coalition.settings import Settings
+    from ledger.signed_note import Signer
+
+    co, conn = world
+    _earn(co, conn, "aged")
+    conn.execute("RESET ROLE")  # the test ages the events: the app cannot rewrite them
+    conn.execute("UPDATE coalition_event SET occurred_us = occurred_us - %s", (3 * DAY_US,))
+    conn.execute("SET ROLE coalition_app")
+    _earn(co, conn, "fresh")
+    signer = Signer.from_seed("ledger.retention.example", bytes(32))
+    env = {"COALITION_EVENT_RETENTION_DAYS": "2"}
+    [job] = [
+        j for j in scheduled_jobs(db_url, Settings.from_env(), signer, env) if j.name == "outbox"
+    ]
+    assert job.interval_seconds == 3600.0
+    total = outbox.last_seq(conn)
+    result = job.run(conn)
+    assert result.outcome == "ok"
+    assert result.detail.startswith(f"pruned {total - 1} events, through seq {total - 1}")
+    assert [s for s, _ in _kept(conn)] == [total]

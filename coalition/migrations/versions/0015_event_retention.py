@@ -2,7 +2,9 @@
 
 - ``coalition_app`` may DELETE from ``coalition_event``: the scheduler's ``outbox`` job
   runs as the app and deletes a prefix of seqs (never a hole: the oldest kept event's
-  seq, less one, is the horizon every reader is judged against).
+  seq, less one, is the horizon every reader is judged against); and from
+  ``coalition_webhook_delivery``, the delivery log, whose attempts older than the same
+  retention it deletes too.
 - A webhook subscription that had not yet received events the job pruned is told: its
   status becomes ``behind`` (nothing more is sent until its partner reactivates it), and
   ``pruned_first_seq`` / ``pruned_last_seq`` / ``pruned_events`` say which of its events
@@ -37,6 +39,7 @@ def upgrade() -> None:
         """
     )
     op.execute("GRANT DELETE ON coalition_event TO coalition_app")
+    op.execute("GRANT DELETE ON coalition_webhook_delivery TO coalition_app")
 
 
 def downgrade() -> None:

@@ -16,6 +16,9 @@ seconds, 0 = the job is not run):
   records the outcome for the auditor's page — incrementally from the last verified
   tree, at most ``COALITION_VERIFY_ENTRIES_PER_RUN`` entries a run, and in full every
   ``COALITION_VERIFY_FULL_SECONDS`` (``coalition.online_verification``);
+- ``outbox`` (``COALITION_JOB_OUTBOX_SECONDS``, 3600): prunes events older than
+  ``COALITION_EVENT_RETENTION_DAYS`` (30), at most 50,000 a run, telling the subscribers
+  that had not received them, and delivery attempts as old (``coalition.outbox_retention``).
 
 Period close computes only: approval is a second person's, always (docs/SETTLEMENT.md).
 """
@@ -28,7 +31,7 @@ from typing import Any
 
 import psycopg
 
-from coalition import settle, signin_limit
+from coalition import outbox_retention, settle, signin_limit
 from coalition.checkpointer import Checkpointer
 from coalition.console_prune import prune_console
 from coalition.context import Coalition
@@ -53,7 +56,9 @@ DEFAULT_SECONDS = {
     "settle": 3600.0,
     "console": 3600.0,
     "verify": 300.0,
+    "outbox": 3600.0,
 }
+RETENTION_DAYS_MAX = 3660
 DEFAULT_CYCLE = "monthly"
 
 
@@ -80,12 +85,26 @@ def settle_cycle(env: Mapping[str, str]) -> str:
     return cycle
 
 
+def event_retention_days(env: Mapping[str, str]) -> int:
+    """How many days the outbox keeps an event (COALITION_EVENT_RETENTION_DAYS)."""
+    text = env.get("COALITION_EVENT_RETENTION_DAYS", "").strip()
+    if not text:
+        return outbox_retention.RETENTION_DAYS_DEFAULT
+    if not text.isdigit() or not 1 <= int(text) <= RETENTION_DAYS_MAX:
+        raise ValueError(
+            f"COALITION_EVENT_RETENTION_DAYS is a whole number of days, 1–{RETENTION_DAYS_MAX}"
+            f" (not {text!r})"
+        )
+    return int(text)
+
+
 def scheduled_jobs(
     database_url: str, settings: Settings, signer: Signer, env: Mapping[str, str] | None = None
 ) -> list[Job]:
     env = os.environ if env is None else env
     every = cadences(env)
     cycle = settle_cycle(env)
+    retention_days = event_retention_days(env)
     co = Coalition()
     policy = CheckpointPolicy(settings.checkpoint_entries_max, settings.checkpoint_seconds_max)
     checkpointer = Checkpointer(database_url, signer, policy)
@@ -134,6 +153,22 @@ def scheduled_jobs(
             return JobResult("ok", "")  # nothing new
         return JobResult("ok", f"{done.kind} verification to {done.tree_size} entries: ok")
 
+    def prune_events(conn: psycopg.Connection[Any]) -> JobResult:
+        at_us = co.clock_us()
+        done = outbox_retention.prune(conn, now_us=at_us, retention_days=retention_days)
+        attempts = outbox_retention.prune_attempts(
+            conn, now_us=at_us, retention_days=retention_days
+        )
+        if not done.deleted and not done.behind and not attempts:
+            return JobResult("ok", "")
+        detail = f"pruned {done.deleted} events, through seq {done.horizon_seq}"
+        detail += f", and {attempts} delivery attempts"
+        if done.behind:
+            detail += f"; behind (told, stopped until reactivated): {', '.join(done.behind)}"
+        if done.more:
+            detail += "; more are past the retention: the next run goes on"
+        return JobResult("ok", detail)
+
     jobs = [
         Job(
             "checkpoint", every["checkpoint"], checkpoint, (checkpoint_log.InconsistentCheckpoint,)
@@ -143,6 +178,7 @@ def scheduled_jobs(
         Job("settle", every["settle"], close_period),
         Job("console", every["console"], console),
         Job("verify", every["verify"], verify),
+        Job("outbox", every["outbox"], prune_events),
     ]
     return [job for job in jobs if job.interval_seconds > 0]
 

@@ -8,7 +8,9 @@ in the transaction that moves the run; checkpoints by a trigger (migration 0010)
 Each event belongs to the partner whose data it is about (``partner_id``), or to nobody
 (NULL: a public fact, a signed checkpoint). Its seq comes from one counter row updated
 in the writing transaction, so seqs are given out in commit order, without gaps: a
-reader resuming after seq N misses nothing (docs/DESIGN.md, "Events out").
+reader resuming after seq N misses nothing (docs/DESIGN.md, "Events out") — unless N is
+below the ``horizon``: the outbox is pruned from its oldest end (``outbox_retention``),
+and such a reader is told (``events_since`` answers ``Pruned``).
 """
 
 from __future__ import annotations
@@ -149,6 +151,53 @@ def events_for(
         (after_seq, partner_id, types, types, limit),
     ).fetchall()
     return [StoredEvent(*row) for row in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class Pruned:
+    """Events after the reader's seq are gone: every event up to ``horizon_seq`` was pruned."""
+
+    horizon_seq: int
+
+    @property
+    def oldest_seq(self) -> int:
+        """The oldest seq a reader can still get (or the next one written, if none is kept)."""
+        return self.horizon_seq + 1
+
+
+# The oldest kept seq less one; with none kept, the last seq given out (all of them gone).
+_HORIZON = (
+    "coalesce((SELECT min(event_seq) FROM coalition_event) - 1,"
+    " (SELECT last_seq FROM coalition_event_head))"
+)
+
+
+def horizon(conn: Conn) -> int:
+    """Every event up to this seq has been pruned (0: none ever was)."""
+    row = conn.execute(f"SELECT {_HORIZON}").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def events_since(
+    conn: Conn, partner_id: str, after_seq: int, types: Sequence[str] | None, limit: int
+) -> list[StoredEvent] | Pruned:
+    """As ``events_for``, unless events after ``after_seq`` were pruned: then ``Pruned``.
+    One statement, so the horizon and the events are of one snapshot (read apart, a prune
+    between them would let a gap through)."""
+    rows = conn.execute(
+        f"SELECT h.horizon, e.* FROM (SELECT {_HORIZON} AS horizon) h LEFT JOIN LATERAL ("
+        " SELECT event_seq, event_id::text, partner_id, event_type, occurred_us, payload"
+        " FROM coalition_event WHERE event_seq > %s"
+        " AND (partner_id = %s OR partner_id IS NULL)"
+        " AND (%s::text[] IS NULL OR event_type = ANY(%s::text[]))"
+        " ORDER BY event_seq LIMIT %s) e ON true ORDER BY e.event_seq",
+        (after_seq, partner_id, types, types, limit),
+    ).fetchall()
+    assert rows, "the horizon row is always there"
+    if int(rows[0][0]) > after_seq:
+        return Pruned(int(rows[0][0]))
+    return [StoredEvent(*row[1:]) for row in rows if row[1] is not None]
 
 
 def last_seq(conn: Conn) -> int:

@@ -44,6 +44,7 @@ class RefusalCode(enum.StrEnum):
     PARTY_NOT_PAYABLE = "party_not_payable"  # no bank account, or a rate missing
     UNKNOWN_SUBSCRIPTION = "unknown_subscription"  # none, or another partner's
     TOO_MANY_SUBSCRIPTIONS = "too_many_subscriptions"
+    URL_NOT_ALLOWED = "url_not_allowed"  # a webhook to a non-public address, or not https
     CONTROL_TOTALS_MISMATCH = "control_totals_mismatch"  # a batch file's trailer is wrong
 
 

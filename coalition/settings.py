@@ -27,6 +27,9 @@ class Settings:
     # webhook signing secrets (coalition/webhook_secrets.py); never in the database
     webhook_key_text: str | None = None
     webhook_key_file: Path | None = None
+    # COALITION_WEBHOOK_ALLOW_HOSTS: host names and IP networks (comma-separated) that
+    # webhooks may go to despite the address policy (coalition/webhook_urls.py)
+    webhook_allow_hosts: str = ""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -46,6 +49,7 @@ class Settings:
             webhook_key_file=Path(
                 env.get("COALITION_WEBHOOK_KEY_FILE", var_dir() / "keys" / "webhook.key")
             ),
+            webhook_allow_hosts=env.get("COALITION_WEBHOOK_ALLOW_HOSTS", ""),
         )
 
 

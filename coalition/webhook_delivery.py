@@ -9,7 +9,10 @@ again: receivers de-duplicate by event id. Anything else is a failed attempt: th
 is due after an exponential backoff with jitter, and after ``attempts_max`` failed
 attempts at one event the subscription is marked ``failing`` and left alone until its
 partner reactivates it. In memory each thread holds one batch (``batch_max`` events);
-the queue itself is the outbox table, bounded by its payload limit per event.
+the queue itself is the outbox table, bounded by its payload limit per event and pruned
+past its retention (``outbox_retention``). Each batch's URL is judged again by the address
+policy (``webhook_urls``: resolved afresh, posted to the address checked); a refused one
+is logged as a failed attempt and nothing is sent.
 
 It runs in ``coalition serve`` (a thread pool beside the checkpointer, in the serving
 parent) and alone as ``coalition webhooks deliver`` for a separate deployment; any
@@ -33,10 +36,11 @@ import psycopg
 from coalition import hold_expiry, outbox
 from coalition.webhook_secrets import WebhookKey, WebhookKeyError
 from coalition.webhook_signature import HEADER, sign
+from coalition.webhook_urls import Target, UrlPolicy
+from coalition.webhooks import SUBSCRIPTION_LOCK as _LOCK
 from ledger.timefmt import format_time_us, now_us
 
 _log = logging.getLogger(__name__)
-_LOCK = 727_014  # pg_advisory_lock's first key: webhook subscriptions
 ERROR_CHARS_MAX = 500
 
 
@@ -75,10 +79,15 @@ class WebhookDelivery:
         key: WebhookKey,
         policy: DeliveryPolicy | None = None,
         threads: int = 2,
+        *,
+        urls: UrlPolicy | None = None,
     ) -> None:
         self._url = database_url
         self._key = key
         self.policy = policy or DeliveryPolicy()
+        # Where posts may go (webhook_urls); None: no address policy, as in development.
+        # serve and ``webhooks deliver`` pass the settings' one.
+        self.urls = urls or UrlPolicy(enforced=False)
         self._stop = threading.Event()
         self._threads = [
             threading.Thread(target=self._run, name=f"webhooks-{i}", daemon=True)
@@ -165,13 +174,19 @@ class WebhookDelivery:
             _log.error("%s", exc)
             return 0
         events = outbox.events_for(conn, partner_id, after_seq, types, self.policy.batch_max)
+        # Judged again, resolved afresh, once per batch: DNS may have changed since the
+        # subscription was made. The posts go to the address judged, not a new lookup.
+        target = self.urls.judge(url) if events else None
         made = 0
         for event in events:
             if self._stop.is_set():
                 break
             made += 1
             failed += 1
-            ok, code, error, took_ms = self._post(http, url, secret, event)
+            if isinstance(target, Target):
+                ok, code, error, took_ms = self._post(http, url, target, secret, event)
+            else:  # refused: logged as an attempt, nothing sent
+                ok, code, error, took_ms = False, None, f"refused: {target}"[:ERROR_CHARS_MAX], 0
             with conn.transaction():
                 conn.execute(
                     "INSERT INTO coalition_webhook_delivery (subscription_id, event_seq,"
@@ -208,10 +223,22 @@ class WebhookDelivery:
         return made
 
     def _post(
-        self, http: httpx.Client, url: str, secret: str, event: outbox.StoredEvent
+        self,
+        http: httpx.Client,
+        url: str,
+        target: Target,
+        secret: str,
+        event: outbox.StoredEvent,
     ) -> tuple[bool, int | None, str | None, int]:
         body = body_of(event)
-        headers = {
+        request_url = httpx.URL(url)
+        pinned: dict[str, str] = {}
+        extensions: dict[str, Any] = {}
+        if target.address is not None:  # to the checked address; the name for Host and TLS
+            pinned["Host"] = request_url.netloc.decode("ascii")
+            extensions["sni_hostname"] = request_url.host
+            request_url = request_url.copy_with(host=target.address)
+        headers = pinned | {
             "Content-Type": "application/json",
             "User-Agent": "coalition-webhooks/1",
             "Coalition-Event-Id": event.event_id,
@@ -222,7 +249,9 @@ class WebhookDelivery:
         started = time.monotonic()
         try:
             # Streamed and never read: a receiver's answer is its status alone.
-            with http.stream("POST", url, content=body, headers=headers) as response:
+            with http.stream(
+                "POST", request_url, content=body, headers=headers, extensions=extensions
+            ) as response:
                 code = response.status_code
         except httpx.HTTPError as exc:
             took = int((time.monotonic() - started) * 1000)

@@ -16,12 +16,17 @@ from coalition import outbox
 from coalition.context import Conn
 from coalition.outcomes import Refusal, RefusalCode
 from coalition.webhook_secrets import WebhookKey, new_secret
+from coalition.webhook_urls import UrlPolicy
 
 SUBSCRIPTIONS_PER_PARTNER_MAX = 10
 URL_CHARS_MAX = 2000
+# pg_advisory_lock's first key (the second: hashtext of the subscription id): held by the
+# delivery worker while it delivers, by the outbox pruner while it judges the cursor.
+SUBSCRIPTION_LOCK = 727_014
 _COLUMNS = (
     "subscription_id, partner_id, url, event_types, status, after_seq, attempts,"
-    " next_attempt_us, last_error, created_at_us"
+    " next_attempt_us, last_error, created_at_us, pruned_first_seq, pruned_last_seq,"
+    " pruned_events"
 )
 
 
@@ -31,12 +36,19 @@ class Subscription:
     partner_id: str
     url: str
     event_types: list[str]
-    status: str  # active, failing (stopped after too many attempts), deleted
+    # active; failing (stopped after too many attempts); behind (events it had not
+    # received were pruned: stopped until reactivated); deleted
+    status: str
     after_seq: int  # every event up to this one is delivered
     attempts: int  # failed attempts at the next event
     next_attempt_us: int
     last_error: str | None
     created_at_us: int
+    # The last time events it had not received were pruned (outbox_retention): the first
+    # and last such seq and how many of its events that was; None, None, 0 if never.
+    pruned_first_seq: int | None = None
+    pruned_last_seq: int | None = None
+    pruned_events: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,11 +82,23 @@ def check_types(event_types: list[str]) -> str | None:
 
 
 def create(
-    conn: Conn, key: WebhookKey, partner_id: str, url: str, event_types: list[str], now_us: int
+    conn: Conn,
+    key: WebhookKey,
+    partner_id: str,
+    url: str,
+    event_types: list[str],
+    now_us: int,
+    *,
+    urls: UrlPolicy,
 ) -> Created | Refusal:
     problem = check_url(url) or check_types(event_types)
     if problem is not None:
         return Refusal(RefusalCode.INVALID_REQUEST, problem)
+    # The address policy (webhook_urls) resolves the host: before the transaction, so no
+    # lock waits on DNS. Judged again at every delivery batch, as DNS can change.
+    judged = urls.judge(url)
+    if isinstance(judged, str):
+        return Refusal(RefusalCode.URL_NOT_ALLOWED, judged)
     with conn.transaction():
         known = conn.execute(
             "SELECT 1 FROM coalition_partner WHERE partner_id = %s FOR NO KEY UPDATE",
@@ -139,15 +163,34 @@ def delete(conn: Conn, partner_id: str | None, subscription_id: str) -> Subscrip
 
 
 def reactivate(conn: Conn, partner_id: str | None, subscription_id: str) -> Subscription | Refusal:
-    """A failing endpoint tried again, from the event it stopped at."""
-    return _set_status(conn, partner_id, subscription_id, "active", "status <> 'deleted'")
+    """A failing endpoint tried again, from the event it stopped at; one ``behind``
+    resumes after the last of its events that were pruned, and its ``last_error`` (and
+    ``pruned_*``) in the answer say which seqs it will never receive."""
+    return _set_status(
+        conn,
+        partner_id,
+        subscription_id,
+        "active",
+        "status <> 'deleted'",
+        ", after_seq = CASE WHEN status = 'behind'"
+        " THEN greatest(after_seq, coalesce(pruned_last_seq, after_seq)) ELSE after_seq END,"
+        " last_error = CASE WHEN status = 'behind' THEN format('resumed after seq %%s: %%s'"
+        " || ' of its events (seqs %%s to %%s) were pruned before delivery and are lost',"
+        " pruned_last_seq, pruned_events, pruned_first_seq, pruned_last_seq)"
+        " ELSE last_error END",
+    )
 
 
 def _set_status(
-    conn: Conn, partner_id: str | None, subscription_id: str, status: str, where: str
+    conn: Conn,
+    partner_id: str | None,
+    subscription_id: str,
+    status: str,
+    where: str,
+    also: str = "",
 ) -> Subscription | Refusal:
     row = conn.execute(
-        "UPDATE coalition_webhook_subscription SET status = %s, attempts = 0,"
+        f"UPDATE coalition_webhook_subscription SET status = %s, attempts = 0{also},"
         f" next_attempt_us = 0 WHERE subscription_id = %s AND {where}"
         " AND (%s::text IS NULL OR partner_id = %s)"
         f" RETURNING {_COLUMNS}",

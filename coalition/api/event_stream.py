@@ -9,7 +9,10 @@ subscription running that sends nothing for ``IDLE_SECONDS`` is closed (4408), k
 to trusted documents are held to them here too. ``events(afterSeq)`` sends every event
 after ``afterSeq`` (omitted: from now on), then each new one as it commits, in seq
 order with no gaps: seqs are given out in commit order (coalition/outbox.py), so a
-client that reconnects with the last seq it saw misses nothing.
+client that reconnects with the last seq it saw misses nothing — or, if events after
+that seq were pruned (coalition/outbox_retention.py), is refused with ``EVENTS_PRUNED``
+naming the oldest seq still kept (an error, then the subscription ends), never skipped
+past them in silence; the same for a connected client the pruning overtook.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from strawberry.types import Info
 
 from coalition import outbox
 from coalition.api.context import ApiContext
-from coalition.api.errors import BadInput, DatabaseUnavailable
+from coalition.api.errors import ApiError, BadInput, DatabaseUnavailable
 from coalition.api.trusted import DocumentRefused
 from coalition.api.types import Long
 from coalition.api_keys import KeyExpired
@@ -42,6 +45,21 @@ POLL_SECONDS = 0.25  # how soon a committed event reaches a connected client
 BATCH_MAX = 100  # events read (and queued to the socket) at a time: a bounded queue
 
 Ctx = Info[ApiContext, None]
+
+
+class EventsPruned(ApiError):
+    code = "EVENTS_PRUNED"
+
+    def __init__(self, pruned: outbox.Pruned) -> None:
+        super().__init__(
+            f"events up to seq {pruned.horizon_seq} were pruned (the outbox keeps"
+            f" COALITION_EVENT_RETENTION_DAYS); the oldest available is seq"
+            f" {pruned.oldest_seq}: resume with afterSeq {pruned.horizon_seq} or later"
+        )
+        self.extensions |= {
+            "oldestAvailableSeq": str(pruned.oldest_seq),
+            "horizonSeq": str(pruned.horizon_seq),
+        }
 
 
 @strawberry.type
@@ -72,8 +90,10 @@ class EventSubscription:
         partner = who.partner_id or ""
         while True:
             batch = await info.context.db(
-                outbox.events_for, partner, cursor, event_types, BATCH_MAX
+                outbox.events_since, partner, cursor, event_types, BATCH_MAX
             )
+            if isinstance(batch, outbox.Pruned):
+                raise EventsPruned(batch)
             for e in batch:
                 yield Event(
                     seq=e.seq,

@@ -18,6 +18,7 @@ from coalition.api.types import Long
 from coalition.outcomes import Refusal, RefusalCode
 from coalition.settings import Settings
 from coalition.webhook_secrets import WebhookKey, WebhookKeyError, load_webhook_key
+from coalition.webhook_urls import UrlPolicy, url_policy
 from ledger.timefmt import format_time_us, now_us
 
 Ctx = Info[ApiContext, None]
@@ -41,19 +42,38 @@ def _loaded(settings: Settings) -> WebhookKey:
     return load_webhook_key(settings)
 
 
+@functools.lru_cache(maxsize=4)
+def _urls(settings: Settings) -> UrlPolicy:
+    return url_policy(settings)
+
+
+@strawberry.type(
+    description="Events of a subscription's that the outbox pruned before they were delivered."
+)
+class PrunedEvents:
+    first_seq: Long
+    last_seq: Long
+    events: Long = strawberry.field(description="how many of its events (partner and types)")
+
+
 @strawberry.type
 class WebhookSubscription:
     id: str
     url: str
     event_types: list[str]
     status: str = strawberry.field(
-        description="active, or failing: stopped after too many failed attempts until reactivated"
+        description="active; failing: stopped after too many failed attempts until"
+        " reactivated; behind: events it had not received were pruned (see `pruned`),"
+        " stopped until reactivated, which resumes after them"
     )
     after_seq: Long = strawberry.field(description="every event up to this seq is delivered")
     attempts: int
     next_attempt_at: str | None
     last_error: str | None
     created_at: str
+    pruned: PrunedEvents | None = strawberry.field(
+        description="the last time events it had not received were pruned (null: never)"
+    )
 
 
 @strawberry.type
@@ -86,6 +106,7 @@ CreateWebhookResult = union(
     C.INVALID_REQUEST,
     C.UNKNOWN_PARTNER,
     C.TOO_MANY_SUBSCRIPTIONS,
+    C.URL_NOT_ALLOWED,
 )
 WebhookResult = union("WebhookResult", WebhookSubscription, C.UNKNOWN_SUBSCRIPTION)
 WebhookDeliveriesResult = union(
@@ -104,6 +125,11 @@ def subscription(s: webhooks.Subscription) -> WebhookSubscription:
         next_attempt_at=format_time_us(s.next_attempt_us) if s.next_attempt_us else None,
         last_error=s.last_error,
         created_at=format_time_us(s.created_at_us),
+        pruned=None
+        if s.pruned_first_seq is None or s.pruned_last_seq is None
+        else PrunedEvents(
+            first_seq=s.pruned_first_seq, last_seq=s.pruned_last_seq, events=s.pruned_events
+        ),
     )
 
 
@@ -115,13 +141,20 @@ def _answer(outcome: Any) -> Any:
 class WebhookMutation:
     @strawberry.mutation(
         graphql_type=CreateWebhookResult,
-        description="Partner: post these event types to this URL, signed (docs/WEBHOOKS.md).",
+        description="Partner: post these event types to this URL, signed (docs/WEBHOOKS.md);"
+        " outside development an https URL whose host resolves to public addresses only.",
     )
     async def create_webhook_subscription(self, info: Ctx, url: str, event_types: list[str]) -> Any:
         who = info.context.who("partner")
         key = _key(info.context.settings)
         made = await info.context.db(
-            webhooks.create, key, who.partner_id or "", url, event_types, now_us()
+            webhooks.create,
+            key,
+            who.partner_id or "",
+            url,
+            event_types,
+            now_us(),
+            urls=_urls(info.context.settings),
         )
         if isinstance(made, Refusal):
             return refusal(made)
@@ -136,7 +169,8 @@ class WebhookMutation:
 
     @strawberry.mutation(
         graphql_type=WebhookResult,
-        description="Partner: try a failing endpoint again, from the event it stopped at.",
+        description="Partner: try a failing endpoint again, from the event it stopped at;"
+        " one behind resumes after its pruned events (`pruned`, `lastError` name them).",
     )
     async def reactivate_webhook_subscription(self, info: Ctx, id: str) -> Any:
         who = info.context.who("partner")

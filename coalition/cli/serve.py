@@ -61,10 +61,12 @@ def _serve(args: argparse.Namespace) -> int:
     from coalition.api.observability import configure_logging
     from coalition.jobs import in_serve, start_scheduler
     from coalition.seed import seed_if_empty
+    from coalition.webhook_urls import url_policy
 
     try:
         settings = Settings.from_env()
         scheduled = in_serve()
+        url_policy(settings)  # a bad COALITION_WEBHOOK_ALLOW_HOSTS stops the start here
     except ValueError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_USAGE
@@ -87,7 +89,7 @@ def _serve(args: argparse.Namespace) -> int:
 
         webhooks = None
         try:
-            webhooks = WebhookDelivery(url, load_webhook_key(settings))
+            webhooks = WebhookDelivery(url, load_webhook_key(settings), urls=url_policy(settings))
             webhooks.start()
         except WebhookKeyError as exc:
             print(f"webhooks not delivered: {exc}", file=sys.stderr, flush=True)

@@ -17,10 +17,12 @@ from coalition.outcomes import Refusal
 from coalition.settings import Settings
 from coalition.webhook_delivery import DeliveryPolicy, WebhookDelivery
 from coalition.webhook_secrets import load_webhook_key
+from coalition.webhook_urls import UrlPolicy, url_policy
 from ledger.timefmt import format_time_us, now_us
 
 EXIT_OK = 0
 EXIT_REFUSED = 1
+EXIT_USAGE = 2
 _DEFAULT = DeliveryPolicy()
 
 
@@ -79,7 +81,10 @@ def deliver(args: argparse.Namespace) -> int:
         signal.signal(signum, lambda *_: stop.set())
     with database_url() as url:
         require_current_schema(url)
-        worker = WebhookDelivery(url, load_webhook_key(Settings.from_env()), policy, args.threads)
+        settings = Settings.from_env()
+        worker = WebhookDelivery(
+            url, load_webhook_key(settings), policy, args.threads, urls=_urls(settings)
+        )
         worker.start()
         print("delivering webhooks", flush=True)
         stop.wait()
@@ -87,12 +92,23 @@ def deliver(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _urls(settings: Settings) -> UrlPolicy:
+    try:
+        return url_policy(settings)
+    except ValueError as exc:  # a bad COALITION_WEBHOOK_ALLOW_HOSTS: said, not a traceback
+        print(str(exc), file=sys.stderr)
+        raise SystemExit(EXIT_USAGE) from None
+
+
 def create(args: argparse.Namespace) -> int:
-    key = load_webhook_key(Settings.from_env())
+    settings = Settings.from_env()
+    key = load_webhook_key(settings)
     types = [t.strip() for t in args.events.split(",") if t.strip()]
     with database_url() as url, psycopg.connect(url, autocommit=True) as conn:
         require_current_schema(url)
-        made = webhooks.create(conn, key, args.partner, args.url, types, now_us())
+        made = webhooks.create(
+            conn, key, args.partner, args.url, types, now_us(), urls=_urls(settings)
+        )
     if isinstance(made, Refusal):
         print(str(made), file=sys.stderr)
         return EXIT_REFUSED
@@ -124,6 +140,8 @@ def _changed(args: argparse.Namespace, fn: object) -> int:
         print(str(done), file=sys.stderr)
         return EXIT_REFUSED
     print(f"subscription {done.subscription_id} is {done.status}")
+    if done.status == "active" and done.last_error:  # a behind one: which seqs it lost
+        print(f"  {done.last_error}")
     return EXIT_OK
 
 

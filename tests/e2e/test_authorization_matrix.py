@@ -58,6 +58,7 @@ from coalition.redeem import authorise, redeem_points
 from coalition.seed import seed_if_empty
 from coalition.settings import Settings
 from coalition.webhook_secrets import WebhookKey
+from coalition.webhook_urls import UrlPolicy
 from ledger.signed_note import Signer, format_signer_key
 from ledger.timefmt import now_us
 
@@ -275,6 +276,7 @@ def _subscription(world: World, subject: str) -> str:
             "https://example.invalid/h",
             ["earn.recorded"],
             now_us(),
+            urls=UrlPolicy(enforced=False),
         )
     assert not isinstance(made, Refusal), made
     return made.subscription.subscription_id

@@ -18,9 +18,11 @@ from starlette.applications import Starlette
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from coalition import outbox_retention
 from coalition.api import event_stream
 from coalition.api.app import create_app
 from coalition.settings import Settings
+from ledger.timefmt import now_us
 from tests.e2e.test_payable import Api
 from tests.e2e.test_webhooks import earn, redeem
 
@@ -151,3 +153,34 @@ def test_limits_close_with_their_codes(
         return refused, unknown, too_many, idle
 
     assert asyncio.run(scenario()) == (4403, 4403, 4429, 4408)
+
+
+def test_resuming_below_the_pruned_horizon_is_refused_with_the_oldest_seq(
+    base: str, seeded: Seeded
+) -> None:
+    """Once the outbox job pruned the oldest events, a client resuming from a seq below
+    them gets the typed error EVENTS_PRUNED naming the oldest seq still kept — not the
+    later events as if nothing were missing; resuming from the horizon works."""
+    with psycopg.connect(seeded.db_url, autocommit=True) as conn:
+        pruned = outbox_retention.prune(
+            conn, now_us=now_us() + 31 * outbox_retention.DAY_US, retention_days=30, rows_max=3
+        )
+    assert pruned.horizon_seq == 3 and pruned.more
+    key = seeded.keys["grocer"]
+
+    async def resume(after_seq: int) -> dict[str, Any]:
+        ws = await _open(base, key)
+        await _subscribe(ws, afterSeq=str(after_seq))
+        message = json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT_SECONDS))
+        await ws.close()
+        return dict(message)
+
+    refused = asyncio.run(resume(2))
+    assert refused["type"] == "next" and refused["payload"]["data"] is None, refused
+    [error] = refused["payload"]["errors"]
+    assert error["extensions"]["code"] == "EVENTS_PRUNED", refused
+    assert error["extensions"]["oldestAvailableSeq"] == "4"
+    assert "seq 4" in error["message"]
+    resumed = asyncio.run(resume(3))
+    assert resumed["type"] == "next" and "errors" not in resumed["payload"], resumed
+    assert int(resumed["payload"]["data"]["events"]["seq"]) > 3

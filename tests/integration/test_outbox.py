@@ -5,6 +5,7 @@ names only the partner whose data it is about."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import psycopg
@@ -266,6 +267,7 @@ def test_the_app_role_may_do_everything_events_need(db_url: str) -> None:
     from coalition import webhooks
     from coalition.webhook_delivery import DeliveryPolicy, WebhookDelivery
     from coalition.webhook_secrets import WebhookKey
+    from coalition.webhook_urls import UrlPolicy
 
     seed_if_empty(db_url)
     received: list[bytes] = []
@@ -286,7 +288,15 @@ def test_the_app_role_may_do_everything_events_need(db_url: str) -> None:
         with psycopg.connect(db_url, autocommit=True) as conn:
             conn.execute("SET ROLE coalition_app")
             url = f"http://127.0.0.1:{server.server_address[1]}/"
-            made = webhooks.create(conn, key, "grocer", url, ["earn.recorded"], now_us())
+            made = webhooks.create(
+                conn,
+                key,
+                "grocer",
+                url,
+                ["earn.recorded"],
+                now_us(),
+                urls=UrlPolicy(enforced=False),
+            )
             assert not isinstance(made, Refusal), made
             assert not isinstance(_earn(Coalition(), conn, "as-app"), Refusal)
             checkpoint_log.sign_now(conn, Signer.from_seed("ledger.app.example", bytes(32)), 1)
@@ -300,3 +310,109 @@ def test_the_app_role_may_do_everything_events_need(db_url: str) -> None:
         server.shutdown()
         server.server_close()
     assert len(received) == 1 and b'"ref":"as-app"' in received[0]
+
+
+def _run_events(conn: psycopg.Connection[Any], after_seq: int) -> list[tuple[Any, ...]]:
+    return [e for e in _events(conn) if e[0] > after_seq and e[2] != "checkpoint.signed"]
+
+
+def test_a_paid_run_and_a_corrections_revision_are_announced_to_each_party_alone(
+    db_url: str,
+) -> None:
+    """``settlement_run.paid`` is written once, in the transaction of the confirmation
+    that makes the run paid (not before, not on a replayed confirmation), to each party
+    of its payments; a correction's new revision raises ``settlement_run.computed`` and
+    ``statement.revised`` to each party of the run, payload the run, period and
+    revision. Each event names one party, never the operator; a party's own read of the
+    outbox gets its own events only."""
+    from decimal import Decimal
+
+    from coalition.earning import EarningRules
+    from coalition.members import enroll_member
+    from coalition.partners import onboard_partner, publish_earning_rules, publish_terms
+    from coalition.redeem import redeem_points
+    from ledger.timefmt import parse_time_us
+    from settlement.terms import PartnerTerms
+    from tests.integration._world import SteppingClock, ok, pay_all
+
+    def terms(rate: str) -> PartnerTerms:
+        return PartnerTerms(
+            Decimal(50), Decimal(rate), 100, Decimal("0.5"), "monthly", "multilateral"
+        )
+
+    co = Coalition(clock_us=SteppingClock(1_800_000_000_000_000))  # 2027-01-15
+    signer = Signer.from_seed("ledger.outbox.example", bytes(32))
+    banks = {"grocer": "DE89370400440532013000", "airline": "DE02120300000000202051"}
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        for partner, iban in banks.items():
+            ok(onboard_partner(co, conn, partner, partner.title(), "EUR"))
+            ok(publish_terms(co, conn, partner, terms("95"), 0, f"terms-{partner}"))
+            rules = EarningRules("EUR", 1, 100)
+            ok(publish_earning_rules(co, conn, partner, rules, 0, f"rules-{partner}"))
+            ok(
+                settle.set_bank_account(
+                    co, conn, partner, iban=iban, bic="COBADEFFXXX", name=partner, ref_key=iban
+                )
+            )
+        ok(enroll_member(co, conn, "M1"))
+        earned = earn_points(
+            co,
+            conn,
+            partner_id="grocer",
+            ref_key="g1",
+            purchase_minor=50_000,
+            currency="EUR",
+            member_id="M1",
+        )
+        ok(earned)
+        ok(redeem_points(co, conn, partner_id="airline", ref_key="a1", points=300, member_id="M1"))
+        co.clock_us.at(parse_time_us("2027-01-31T21:00:00.000000Z"))  # type: ignore[attr-defined]
+
+        def january(**kwargs: Any) -> Any:
+            return ok(settle.compute(co, conn, signer, period="2027-01", computed_by="a", **kwargs))
+
+        first = january()
+        ok(settle.approve(co, conn, first.run_id, "b"))
+        payments = json.loads(settle.get_run(conn, first.run_id).run_bytes)["payments"]
+        payers = {who for p in payments for who in (p["payer"], p["payee"])} - {"coalition"}
+        assert payers == {"grocer", "airline"} and len(payments) >= 2
+        start = outbox.last_seq(conn)
+        *early, last = payments
+        for payment in early:
+            ok(settle.confirm_payment(co, conn, first.run_id, payment["end_to_end_id"], "f"))
+        assert _run_events(conn, start) == []  # not paid until every payment is
+        ok(settle.confirm_payment(co, conn, first.run_id, last["end_to_end_id"], "f"))
+        paid = _run_events(conn, start)
+        assert sorted((e[1], e[2]) for e in paid) == [
+            ("airline", "settlement_run.paid"),
+            ("grocer", "settlement_run.paid"),
+        ]
+        assert all(e[3] == {"run": "2027-01", "period": "2027-01", "revision": 1} for e in paid)
+        again = settle.confirm_payment(co, conn, first.run_id, last["end_to_end_id"], "f")
+        assert ok(again).replayed and _run_events(conn, start) == paid  # announced once
+
+        ok(publish_terms(co, conn, "airline", terms("100"), 0, "terms-airline-2"))
+        start = outbox.last_seq(conn)
+        second = january(correction=True)
+        revised = _run_events(conn, start)
+        assert sorted((e[1], e[2]) for e in revised) == [
+            ("airline", "settlement_run.computed"),
+            ("airline", "statement.revised"),
+            ("grocer", "settlement_run.computed"),
+            ("grocer", "statement.revised"),
+        ]
+        data = {"run": second.run_id, "period": "2027-01", "revision": 2}
+        assert second.run_id == "2027-01-r2" and all(e[3] == data for e in revised)
+        for party in ("grocer", "airline"):
+            own = outbox.events_for(conn, party, start, ["statement.revised"], 10)
+            assert [(e.partner_id, e.payload) for e in own] == [(party, data)]
+        start = outbox.last_seq(conn)
+        ok(settle.approve(co, conn, second.run_id, "b"))
+        pay_all(co, conn, second.run_id, "f")
+        kinds = sorted((e[1], e[2], e[3]["revision"]) for e in _run_events(conn, start))
+        assert kinds == [
+            ("airline", "settlement_run.approved", 2),
+            ("airline", "settlement_run.paid", 2),
+            ("grocer", "settlement_run.approved", 2),
+            ("grocer", "settlement_run.paid", 2),
+        ]

@@ -75,7 +75,15 @@ def test_the_worker_runs_the_jobs_and_stops_cleanly(db_url: str, how: signal.Sig
     assert out.splitlines()[-1] == "worker stopped"
     with psycopg.connect(db_url, autocommit=True) as conn:
         records = {r.job: r for r in job_records(conn)}
-    assert set(records) == {"checkpoint", "expiry", "holds", "settle", "console", "verify"}
+    assert set(records) == {
+        "checkpoint",
+        "expiry",
+        "holds",
+        "settle",
+        "console",
+        "verify",
+        "outbox",
+    }
     assert all(r.runs["failed"] == 0 for r in records.values()), records
 
 

@@ -13,13 +13,13 @@
   next incremental run resumes (coalition/verification_record.py).
 
 Revision ID: 0017
-Revises: 0013
+Revises: 0015
 """
 
 from alembic import op
 
 revision = "0017"
-down_revision = "0013"
+down_revision = "0015"
 branch_labels = None
 depends_on = None
 

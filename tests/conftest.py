@@ -3,9 +3,11 @@ template database, and a fresh database per test cloned from it (fast, isolated)
 
 from __future__ import annotations
 
+import hashlib
 import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -14,6 +16,7 @@ from coalition.database import database_url, psycopg_url
 from coalition.migrate import upgrade_to_head
 
 TEMPLATE_LOCK_KEY = 727_001
+MIGRATIONS = Path(__file__).resolve().parents[1] / "coalition" / "migrations"
 
 
 def _with_database(url: str, name: str) -> str:
@@ -35,7 +38,13 @@ def template_name(server_url: str) -> str:
     from coalition.migrate import _config
 
     head = ScriptDirectory.from_config(_config()).get_current_head()
-    name = f"coalition_template_{head}"
+    # Named by the migrations' content too: a migration edited under the same revision
+    # (on a branch, before it lands) never meets a template built from its old text.
+    digest = hashlib.sha256()
+    for path in sorted(MIGRATIONS.rglob("*.py")):
+        digest.update(path.relative_to(MIGRATIONS).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes())
+    name = f"coalition_template_{head}_{digest.hexdigest()[:12]}"
     with psycopg.connect(server_url, autocommit=True) as admin:
         admin.execute("SELECT pg_advisory_lock(%s)", (TEMPLATE_LOCK_KEY,))
         try:

@@ -522,7 +522,7 @@ def test_api_keys_page_by_keyset(visit: Callable[[], Shooting], seeded: Seeded) 
             create_key(conn, "auditor", None, f"auditor {n:02d}", now_us())
     v = visit()
     page = v.sign_in(seeded.keys["operator"])
-    pages = _walk(page, "/console/keys", "#next-keys", "#keys")
+    pages = _walk(page, "/console/keys", "#next-keys", "#keys", "td:first-child code")
     expected = _sql(
         seeded.db_url, "SELECT key_id FROM coalition_api_key ORDER BY created_at_us, key_id"
     )

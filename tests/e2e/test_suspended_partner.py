@@ -47,6 +47,7 @@ OWN_RECORDS = frozenset(
         "Query.inclusionProof",
         "Query.consistencyProof",
         "Query.myRuns",
+        "Query.partnerKpis",  # its own row only: its own activity
         "Query.statement",
         "Query.reconciliations",
     }

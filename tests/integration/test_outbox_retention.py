@@ -210,6 +210,12 @@ def test_a_subscription_being_delivered_to_holds_the_horizon_at_its_cursor(
         assert ok(webhooks.get(conn, "grocer", made.subscription.subscription_id)).status == (
             "active"
         )
+        # Unlocked before the next prune: a closed connection's session lock goes only
+        # when its server process has seen the close, which the next prune can outrun.
+        delivering.execute(
+            "SELECT pg_advisory_unlock(%s, hashtext(%s))",
+            (webhooks.SUBSCRIPTION_LOCK, made.subscription.subscription_id),
+        )
     done = outbox_retention.prune(conn, now_us=now, retention_days=DAYS)
     assert done.horizon_seq == recent - 1
     assert done.behind == (made.subscription.subscription_id,)

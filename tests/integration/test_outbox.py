@@ -192,6 +192,27 @@ def test_an_expired_hold_is_announced_once_and_a_captured_one_never(db_url: str)
         assert isinstance(late, Refusal) and late.code is RefusalCode.HOLD_EXPIRED
 
 
+def _lapsed_hold(
+    conn: psycopg.Connection[Any], ref: str, points: int
+) -> tuple[Coalition, Any, int]:
+    """An airline hold of 1 s on M003, and a coalition whose clock now stands past its
+    expiry and the sweep's skew: (coalition, hold, that time)."""
+    now = {"us": now_us()}
+    co = Coalition(clock_us=lambda: now["us"])
+    hold = authorise(
+        co,
+        conn,
+        partner_id="airline",
+        ref_key=ref,
+        points=points,
+        member_id="M003",
+        hold_seconds=1,
+    )
+    assert not isinstance(hold, Refusal)
+    now["us"] += 2_000_000 + hold_expiry.CLOCK_SKEW_SECONDS * 1_000_000
+    return co, hold, now["us"]
+
+
 def test_a_hold_the_holds_job_timed_out_is_announced_expired_too(db_url: str) -> None:
     """The scheduler's hold time-out (a void of kind hold_timeout, no partner in it) may
     close an expired hold before the event sweep sees it: the partner is told all the
@@ -199,21 +220,8 @@ def test_a_hold_the_holds_job_timed_out_is_announced_expired_too(db_url: str) ->
     from coalition.hold_timeout import void_expired_holds
 
     seed_if_empty(db_url)
-    now = {"us": now_us()}
-    co = Coalition(clock_us=lambda: now["us"])
     with psycopg.connect(db_url, autocommit=True) as conn:
-        hold = authorise(
-            co,
-            conn,
-            partner_id="airline",
-            ref_key="lapse-2",
-            points=5,
-            member_id="M003",
-            hold_seconds=1,
-        )
-        assert not isinstance(hold, Refusal)
-        later = now["us"] + 2_000_000 + hold_expiry.CLOCK_SKEW_SECONDS * 1_000_000
-        now["us"] = later
+        co, hold, later = _lapsed_hold(conn, "lapse-2", 5)
         start = outbox.last_seq(conn)
         assert void_expired_holds(co, conn, as_of_us=later).voided == 1
         # Announced by the void's own transaction: not by the sweep, which reads only
@@ -233,21 +241,8 @@ def test_a_hold_the_sweep_announced_is_not_announced_again_by_its_time_out(
     from coalition.hold_timeout import void_expired_holds
 
     seed_if_empty(db_url)
-    now = {"us": now_us()}
-    co = Coalition(clock_us=lambda: now["us"])
     with psycopg.connect(db_url, autocommit=True) as conn:
-        hold = authorise(
-            co,
-            conn,
-            partner_id="airline",
-            ref_key="lapse-3",
-            points=4,
-            member_id="M003",
-            hold_seconds=1,
-        )
-        assert not isinstance(hold, Refusal)
-        later = now["us"] + 2_000_000 + hold_expiry.CLOCK_SKEW_SECONDS * 1_000_000
-        now["us"] = later
+        co, hold, later = _lapsed_hold(conn, "lapse-3", 4)
         start = outbox.last_seq(conn)
         assert hold_expiry.sweep(conn, later) == 1
         assert void_expired_holds(co, conn, as_of_us=later).voided == 1

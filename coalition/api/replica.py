@@ -83,6 +83,11 @@ def _replayed_lsn(conn: Conn) -> int | None:
     return None if row is None or row[0] is None else parse_lsn(row[0])
 
 
+def _none(result: object) -> bool:
+    """The default "not there": a read that found nothing answers None."""
+    return result is None
+
+
 class ReadRouting:
     """One per process: the replica's pool and the write positions of recent writers."""
 
@@ -120,7 +125,7 @@ class ReadRouting:
         after_lsn: int | None,
         fn: Callable[..., T],
         *args: Any,
-        missing: Callable[[T], bool] = lambda result: result is None,
+        missing: Callable[[T], bool] = _none,
     ) -> T:
         if self.replica is None or time.monotonic() < self._down_until:
             return await self.primary.run(fn, *args)
@@ -175,6 +180,6 @@ class Reader:
         **kwargs: Any,
     ) -> T:
         call = functools.partial(fn, **kwargs) if kwargs else fn
-        if missing is None:
-            return await self._routing.run(self._writer, self._after, call, *args)
-        return await self._routing.run(self._writer, self._after, call, *args, missing=missing)
+        return await self._routing.run(
+            self._writer, self._after, call, *args, missing=missing or _none
+        )

@@ -27,6 +27,7 @@ from typing import Any
 
 import psycopg
 
+from coalition import standby
 from ledger.journal import DEFAULT_CHAIN_ID
 from ledger.verify import VerificationFailed, Verified
 from ledger.verify_db import verify_database
@@ -124,14 +125,29 @@ def verify_online(
         start = _tree(size, frontier, leaf)
     started = time.monotonic()
     outcome: VerifiedTree | VerificationFailed
+    # What the primary holds now is what this run must reach: the standby (when there is
+    # one) reads it once it holds that much, so a run never verifies less than the last.
+    needed = standby.chain_tree_size(conn, chain_id)
     try:
         if full:
-            verified = verify_database(conn, chain_id=chain_id)
+            verified = standby.read_prefix(
+                conn,
+                needed,
+                lambda journal: verify_database(journal, chain_id=chain_id),
+                what="full verification",
+                chain_id=chain_id,
+            )
             outcome = VerifiedTree(
                 verified.tree_size, verified.frontier_hashes, verified.head_leaf_hash
             )
         else:
-            outcome = extend_verified(conn, start, policy.entries_per_run, chain_id).tree
+            outcome = standby.read_prefix(
+                conn,
+                needed,
+                lambda journal: extend_verified(journal, start, policy.entries_per_run, chain_id),
+                what="incremental verification",
+                chain_id=chain_id,
+            ).tree
     except VerificationFailed as failure:
         outcome = failure
     duration_us = int((time.monotonic() - started) * 1_000_000)

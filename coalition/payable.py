@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from coalition import standby
 from coalition.context import Conn
 from ledger.journal import DEFAULT_CHAIN_ID
 from settlement import journal_view
@@ -219,13 +220,18 @@ def pending_fx_rates(conn: Conn, period: str) -> list[Problem]:
     start_seq, end_seq = run_range(conn, superseded, cut_size, bounds, withdrawn=withdrawn)
     if not 0 <= start_seq <= end_seq <= cut_size:
         return []
-    return missing_fx_rates(
-        entries_until(conn, cut_size),
-        _terms_entries(conn, cut_size),
-        run_id=run_id_of(period, revision),
-        start_seq=start_seq,
-        end_seq=end_seq,
-        cut_size=cut_size,
+    return standby.read_prefix(
+        conn,
+        cut_size,
+        lambda journal: missing_fx_rates(
+            entries_until(journal, cut_size),
+            _terms_entries(journal, cut_size),
+            run_id=run_id_of(period, revision),
+            start_seq=start_seq,
+            end_seq=end_seq,
+            cut_size=cut_size,
+        ),
+        what=f"rates pending for {period}",
     )
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from coalition import outbox, payable
+from coalition import outbox, payable, standby
 from coalition.banking import bank_account_problem
 from coalition.context import Coalition, Conn, stored_entry
 from coalition.outcomes import Recorded, Refusal, RefusalCode
@@ -378,20 +378,25 @@ def _run(
 ) -> tuple[Run, StatementFacts]:
     """The run, and its statements' facts from the same read of the journal."""
     checkpoint = {"tree_size": cut_size, "root_hex": root_hash.hex()}
-    run, facts, buckets = compute_run_read(
-        entries_until(conn, cut_size),
-        run_id=run_id,
-        period=period,
-        start_seq=start_seq,
-        end_seq=end_seq,
-        cut_size=cut_size,
-        checkpoint=checkpoint,
-        mode=mode,
-        terms_entries=terms_entries(conn, cut_size),
-        bounds=bounds,
-        previous=previous,
-        revision=revision,
-    )
+
+    def read(journal: Conn) -> tuple[Run, Any, Any]:
+        return compute_run_read(
+            entries_until(journal, cut_size),
+            run_id=run_id,
+            period=period,
+            start_seq=start_seq,
+            end_seq=end_seq,
+            cut_size=cut_size,
+            checkpoint=checkpoint,
+            mode=mode,
+            terms_entries=terms_entries(journal, cut_size),
+            bounds=bounds,
+            previous=previous,
+            revision=revision,
+        )
+
+    # The journal up to the cut never changes: the standby, once it holds it, reads it.
+    run, facts, buckets = standby.read_prefix(conn, cut_size, read, what=f"settlement {run_id}")
     return run, statement_facts_from(buckets, facts.legal_names, _clearing_or_none())
 
 
@@ -411,11 +416,14 @@ def statement_facts(conn: Conn, run: Run) -> StatementFacts:
     legal names (the run's journal prefix read again), and the clearing account when one
     is configured (the payee of a partner paying the coalition)."""
     cut = run.end_seq if run.cut_size < 0 else run.cut_size
-    return read_statement_facts(
-        entries_until(conn, cut),
-        run,
-        terms_entries(conn, cut),
-        clearing_account=_clearing_or_none(),
+    clearing = _clearing_or_none()
+    return standby.read_prefix(
+        conn,
+        cut,
+        lambda journal: read_statement_facts(
+            entries_until(journal, cut), run, terms_entries(journal, cut), clearing_account=clearing
+        ),
+        what=f"statements of {run.run_id}",
     )
 
 

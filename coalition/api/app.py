@@ -54,8 +54,6 @@ from coalition.api.replica import (
     READ_AFTER_HEADER,
     Reader,
     ReadRouting,
-    format_lsn,
-    parse_lsn,
 )
 from coalition.api.schema import build_schema
 from coalition.api.trusted import DocumentRefused, TrustedDocuments
@@ -64,6 +62,7 @@ from coalition.context import Coalition, after_append
 from coalition.job_record import job_records
 from coalition.keys import load_signer
 from coalition.settings import Settings
+from coalition.wal_position import format_lsn, parse_lsn
 from coalition.web.routes import web_routes  # the web console (docs/DESIGN.md)
 from graphql import GraphQLError, OperationType, get_operation_ast
 from graphql import parse as parse_graphql

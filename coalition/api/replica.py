@@ -20,7 +20,8 @@ except when the caller must see something the standby may not have replayed yet:
   ``REPLICA_RETRY_SECONDS``; the outage is logged once.
 
 What is never read from the standby: anything a write is judged on (use cases read on
-the primary inside their own transaction), settlement runs, KPIs, key checks.
+the primary inside their own transaction), KPIs, key checks. (Settlement runs and
+verification read the standby through ``coalition.standby``, by the prefix they need.)
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -38,7 +38,7 @@ import psycopg
 
 from coalition.api.db import Database
 from coalition.api.errors import DatabaseUnavailable
-from coalition.context import Conn
+from coalition.wal_position import replayed_lsn, written_lsn
 
 T = TypeVar("T")
 
@@ -51,36 +51,6 @@ LSN_HEADER = "coalition-wal-lsn"
 READ_AFTER_HEADER = "coalition-read-after"
 
 _log = logging.getLogger("coalition.api.replica")
-_HEX_1_TO_8 = re.compile(r"[0-9A-Fa-f]{1,8}")
-
-
-def parse_lsn(text: str) -> int | None:
-    """``'16/B374D848'`` → its 64-bit position; None if it is not an LSN."""
-    high, sep, low = text.strip().partition("/")
-    if not (sep and _HEX_1_TO_8.fullmatch(high) and _HEX_1_TO_8.fullmatch(low)):
-        return None
-    return (int(high, 16) << 32) | int(low, 16)
-
-
-def format_lsn(lsn: int) -> str:
-    return f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
-
-
-def _wal_lsn(conn: Conn) -> int:
-    row = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
-    assert row is not None
-    lsn = parse_lsn(row[0])
-    assert lsn is not None, row
-    return lsn
-
-
-def _replayed_lsn(conn: Conn) -> int | None:
-    """How far the standby has replayed; None if it is not in recovery (a primary, or a
-    promoted standby: whatever it holds is current)."""
-    row = conn.execute(
-        "SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()::text END"
-    ).fetchone()
-    return None if row is None or row[0] is None else parse_lsn(row[0])
 
 
 def _none(result: object) -> bool:
@@ -104,7 +74,7 @@ class ReadRouting:
         """After ``writer``'s mutation: its position, remembered (None without a replica)."""
         if self.replica is None:
             return None
-        lsn = await self.primary.run(_wal_lsn)
+        lsn = await self.primary.run(written_lsn)
         self._written[writer] = (lsn, time.monotonic())
         self._written.move_to_end(writer)
         while len(self._written) > WRITERS_REMEMBERED_MAX:
@@ -143,7 +113,7 @@ class ReadRouting:
     async def _caught_up(self, replica: Database, need: int) -> bool:
         deadline = time.monotonic() + REPLAY_WAIT_SECONDS_MAX
         while True:
-            replayed = await replica.run(_replayed_lsn)
+            replayed = await replica.run(replayed_lsn)
             if replayed is None or replayed >= need:
                 return True
             if time.monotonic() >= deadline:

@@ -22,6 +22,7 @@ import time
 
 import psycopg
 
+from coalition import standby
 from coalition._progress import Progress
 from coalition.cli._common import read_vkey
 from coalition.database import database_url
@@ -121,7 +122,12 @@ def _run(args: argparse.Namespace, checkpoints: list[Checkpoint], progress: Prog
     with database_url() as url, psycopg.connect(url, autocommit=True) as conn:
         started_us, started = now_us(), time.monotonic()
         try:
-            verified = verify_database(conn, progress=progress, sizes_wanted=sizes)
+            verified = standby.read_prefix(
+                conn,
+                standby.chain_tree_size(conn),
+                lambda journal: verify_database(journal, progress=progress, sizes_wanted=sizes),
+                what="verify",
+            )
         except VerificationFailed as failure:
             record_full(conn, started_us, failure, _since(started), by="cli")
             raise

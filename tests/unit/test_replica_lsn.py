@@ -4,7 +4,7 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from coalition.api.replica import format_lsn, parse_lsn
+from coalition.wal_position import format_lsn, parse_lsn
 
 
 @given(st.integers(min_value=0, max_value=2**64 - 1))

@@ -57,6 +57,7 @@ from coalition.api.replica import (
 )
 from coalition.api.schema import build_schema
 from coalition.api.trusted import DocumentRefused, TrustedDocuments
+from coalition.api.write_positions import WritePositions
 from coalition.api_keys import KeyExpired, Principal
 from coalition.context import Coalition, after_append
 from coalition.job_record import job_records
@@ -154,7 +155,11 @@ def create_app(
     health = DatabaseHealth()  # one outage, logged once, whichever pool finds it
     database = Database(database_url, health=health)
     # The replica's outages are its own: reads fall back to the primary (api.replica).
-    routing = ReadRouting(database, Database(replica_url) if replica_url else None)
+    routing = ReadRouting(
+        database,
+        Database(replica_url) if replica_url else None,
+        WritePositions.from_env(),  # the table serve's workers share, when it made one
+    )
     coalition = _CoalitionWithMetrics()
     committer = GroupCommitter(Database(database_url, connections_max=1, health=health), coalition)
     api_keys = ApiKeyCache(database_url)

@@ -7,12 +7,13 @@ except when the caller must see something the standby may not have replayed yet:
 
 - **the caller wrote**: after each mutation the app notes the primary's WAL position
   (``pg_current_wal_lsn()``, read after the commit, so at or past its commit record)
-  for the caller's key and answers it in the ``Coalition-Wal-Lsn`` header. That key's
-  reads wait, at most ``REPLAY_WAIT_SECONDS_MAX``, until the standby has replayed past
-  it, and otherwise run on the primary.
+  for the caller (in ``api.write_positions``, which every worker process of one
+  ``serve`` shares) and answers it in the ``Coalition-Wal-Lsn`` header. That caller's
+  reads, on whichever worker, wait at most ``REPLAY_WAIT_SECONDS_MAX`` until the standby
+  has replayed past it, and otherwise run on the primary.
 - **the caller says so**: a request carrying ``Coalition-Read-After: <lsn>`` (the header a
-  write answered, perhaps from another worker process, whose memory this one does not
-  share) is held to that position the same way.
+  write answered, perhaps by another ``serve`` behind the same load balancer, whose
+  memory this one does not share) is held to that position the same way.
 - **the standby has not got it**: a read whose answer is "not found" (a member enrolled,
   an entry appended, a checkpoint signed a moment ago) is asked of the primary again.
 - **the standby cannot answer**: unreachable, or a query cancelled by recovery conflict
@@ -30,7 +31,6 @@ import asyncio
 import functools
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -38,6 +38,7 @@ import psycopg
 
 from coalition.api.db import Database
 from coalition.api.errors import DatabaseUnavailable
+from coalition.api.write_positions import WritePositions
 from coalition.wal_position import replayed_lsn, written_lsn
 
 T = TypeVar("T")
@@ -45,8 +46,6 @@ T = TypeVar("T")
 REPLAY_WAIT_SECONDS_MAX = 0.5  # past this a read-your-writes read goes to the primary
 REPLAY_POLL_SECONDS = 0.005
 REPLICA_RETRY_SECONDS = 5.0  # a standby that failed is tried again after this
-WRITERS_REMEMBERED_MAX = 10_000  # keys whose last write position this process keeps
-WRITE_REMEMBERED_SECONDS = 60.0  # a write older than this is surely replayed, or moot
 LSN_HEADER = "coalition-wal-lsn"
 READ_AFTER_HEADER = "coalition-read-after"
 
@@ -61,10 +60,15 @@ def _none(result: object) -> bool:
 class ReadRouting:
     """One per process: the replica's pool and the write positions of recent writers."""
 
-    def __init__(self, primary: Database, replica: Database | None) -> None:
+    def __init__(
+        self,
+        primary: Database,
+        replica: Database | None,
+        positions: WritePositions | None = None,
+    ) -> None:
         self.primary = primary
         self.replica = replica
-        self._written: OrderedDict[str, tuple[int, float]] = OrderedDict()
+        self.positions = positions or WritePositions()
         self._replica_down = False
         # After a failure the standby is left alone a while: an unreachable host costs a
         # connect timeout per read otherwise, and the tills' reads would notice.
@@ -75,18 +79,12 @@ class ReadRouting:
         if self.replica is None:
             return None
         lsn = await self.primary.run(written_lsn)
-        self._written[writer] = (lsn, time.monotonic())
-        self._written.move_to_end(writer)
-        while len(self._written) > WRITERS_REMEMBERED_MAX:
-            self._written.popitem(last=False)
+        self.positions.wrote(writer, lsn)
         return lsn
 
     def _must_see(self, writer: str | None, after_lsn: int | None) -> int | None:
-        mine = self._written.get(writer) if writer is not None else None
-        if mine is not None and time.monotonic() - mine[1] > WRITE_REMEMBERED_SECONDS:
-            del self._written[writer]  # type: ignore[arg-type]
-            mine = None
-        positions = [p for p in (after_lsn, mine[0] if mine else None) if p is not None]
+        mine = self.positions.position(writer) if writer is not None else None
+        positions = [p for p in (after_lsn, mine) if p is not None]
         return max(positions) if positions else None
 
     async def run(
@@ -132,6 +130,7 @@ class ReadRouting:
         self._replica_down = False
 
     async def close(self) -> None:
+        self.positions.close()
         if self.replica is not None:
             await self.replica.close()
 

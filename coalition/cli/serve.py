@@ -6,7 +6,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
+from coalition.api.write_positions import ENV as POSITIONS_ENV
+from coalition.api.write_positions import create_shared_table
 from coalition.cli._common import EXIT_OK, EXIT_USAGE, migrate_and_say, require_current_schema
 from coalition.database import database_url, replica_url
 from coalition.settings import Settings
@@ -88,6 +91,7 @@ def _serve(args: argparse.Namespace) -> int:
         from coalition.webhook_secrets import WebhookKeyError, load_webhook_key
 
         webhooks = None
+        positions: Path | None = None
         try:
             webhooks = WebhookDelivery(url, load_webhook_key(settings), urls=url_policy(settings))
             webhooks.start()
@@ -130,6 +134,9 @@ def _serve(args: argparse.Namespace) -> int:
                 # the environment; they share the socket, and the journal's chain-head
                 # lock orders their appends. SIGTERM or SIGINT here stops them all.
                 os.environ["DATABASE_URL"] = url
+                if replica_url() is not None:  # read-your-writes on any worker
+                    positions = create_shared_table()
+                    os.environ[POSITIONS_ENV] = str(positions)
                 uvicorn.run(
                     "coalition.api.app:app_from_env",
                     factory=True,
@@ -140,6 +147,8 @@ def _serve(args: argparse.Namespace) -> int:
                     access_log=False,
                 )
         finally:
+            if positions is not None:
+                positions.unlink(missing_ok=True)
             if webhooks is not None:
                 webhooks.stop()
             if scheduler is not None:

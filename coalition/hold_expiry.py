@@ -24,6 +24,7 @@ from ledger.journal import DEFAULT_CHAIN_ID
 
 CLOCK_SKEW_SECONDS = 5
 HOLDS_PER_SWEEP_MAX = 500
+HOLD_NOTICES_PER_RUN_MAX = 50_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,3 +96,22 @@ def announce(conn: Conn, holds: list[ExpiredHold]) -> int:
         ([e.payload["hold"] for e in events],),
     )
     return len(events)
+
+
+def prune_notices(conn: Conn, rows_max: int = HOLD_NOTICES_PER_RUN_MAX) -> int:
+    """Forget the notices of holds that are no longer active; how many (the outbox job's).
+
+    A notice exists so that an expired hold is announced once. Only an *active* hold can
+    be announced (the sweep reads active holds; the holds job announces the hold it is
+    voiding), and a hold once captured or voided is never active again, so its notice can
+    never be needed. A void in flight leaves its hold active to this statement until it
+    commits, so its notice stays until then. The table is then as small as the set of
+    expired holds not yet closed."""
+    (count,) = conn.execute(
+        "WITH gone AS (DELETE FROM coalition_hold_expiry_notice WHERE hold_seq IN ("
+        " SELECT n.hold_seq FROM coalition_hold_expiry_notice n"
+        " JOIN ledger_hold h ON h.hold_seq = n.hold_seq WHERE h.status <> 'active'"
+        " ORDER BY n.hold_seq LIMIT %s) RETURNING 1) SELECT count(*) FROM gone",
+        (rows_max,),
+    ).fetchone() or (0,)
+    return int(count)

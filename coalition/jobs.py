@@ -18,7 +18,8 @@ seconds, 0 = the job is not run):
   ``COALITION_VERIFY_FULL_SECONDS`` (``coalition.online_verification``);
 - ``outbox`` (``COALITION_JOB_OUTBOX_SECONDS``, 3600): prunes events older than
   ``COALITION_EVENT_RETENTION_DAYS`` (30), at most 50,000 a run, telling the subscribers
-  that had not received them, and delivery attempts as old (``coalition.outbox_retention``).
+  that had not received them, and delivery attempts as old (``coalition.outbox_retention``),
+  and the expiry notices of holds since closed (``hold_expiry.prune_notices``).
 
 Period close computes only: approval is a second person's, always (docs/SETTLEMENT.md).
 """
@@ -31,7 +32,7 @@ from typing import Any
 
 import psycopg
 
-from coalition import outbox_retention, settle, signin_limit
+from coalition import hold_expiry, outbox_retention, settle, signin_limit
 from coalition.checkpointer import Checkpointer
 from coalition.console_prune import prune_console
 from coalition.context import Coalition
@@ -159,10 +160,11 @@ def scheduled_jobs(
         attempts = outbox_retention.prune_attempts(
             conn, now_us=at_us, retention_days=retention_days
         )
-        if not done.deleted and not done.behind and not attempts:
+        notices = hold_expiry.prune_notices(conn)
+        if not done.deleted and not done.behind and not attempts and not notices:
             return JobResult("ok", "")
         detail = f"pruned {done.deleted} events, through seq {done.horizon_seq}"
-        detail += f", and {attempts} delivery attempts"
+        detail += f", {attempts} delivery attempts and {notices} notices of closed holds"
         if done.behind:
             detail += f"; behind (told, stopped until reactivated): {', '.join(done.behind)}"
         if done.more:

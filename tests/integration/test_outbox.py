@@ -193,11 +193,12 @@ def test_an_expired_hold_is_announced_once_and_a_captured_one_never(db_url: str)
 
 
 def _lapsed_hold(
-    conn: psycopg.Connection[Any], ref: str, points: int
+    conn: psycopg.Connection[Any], ref: str, points: int, after_us: int = 0
 ) -> tuple[Coalition, Any, int]:
-    """An airline hold of 1 s on M003, and a coalition whose clock now stands past its
-    expiry and the sweep's skew: (coalition, hold, that time)."""
-    now = {"us": now_us()}
+    """An airline hold of 1 s on M003 (placed now, or at ``after_us`` if later), and a
+    coalition whose clock now stands past its expiry and the sweep's skew: (coalition,
+    hold, that time)."""
+    now = {"us": max(now_us(), after_us)}
     co = Coalition(clock_us=lambda: now["us"])
     hold = authorise(
         co,
@@ -248,6 +249,43 @@ def test_a_hold_the_sweep_announced_is_not_announced_again_by_its_time_out(
         assert void_expired_holds(co, conn, as_of_us=later).voided == 1
         expired = [e for e in _events(conn) if e[0] > start and e[2] == "hold.expired"]
         assert [e[3]["hold"] for e in expired] == [hold.hold_seq]
+
+
+def _notices(conn: psycopg.Connection[Any]) -> set[int]:
+    rows = conn.execute("SELECT hold_seq FROM coalition_hold_expiry_notice").fetchall()
+    return {int(r[0]) for r in rows}
+
+
+def test_the_notices_of_closed_holds_are_forgotten_and_nothing_is_announced_again(
+    db_url: str,
+) -> None:
+    """As the application's role (the grant of migration 0023): the outbox job's prune
+    forgets a notice once its hold is voided, keeps the notice of an expired hold still
+    open, and neither the sweep nor the time-out announces anything a second time."""
+    from coalition.hold_timeout import void_expired_holds
+
+    seed_if_empty(db_url)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("SET ROLE coalition_app")
+        start = outbox.last_seq(conn)
+        co, closed, later = _lapsed_hold(conn, "lapse-4", 3)
+        assert hold_expiry.sweep(conn, later) == 1  # announced; a notice is kept
+        assert void_expired_holds(co, conn, as_of_us=later).voided == 1
+        co, still_open, later = _lapsed_hold(conn, "lapse-5", 2, after_us=later)
+        assert hold_expiry.sweep(conn, later) == 1  # expired, not yet voided
+        assert {closed.hold_seq, still_open.hold_seq} <= _notices(conn)
+        assert hold_expiry.prune_notices(conn) == 1
+        assert closed.hold_seq not in _notices(conn)
+        assert still_open.hold_seq in _notices(conn)
+        assert hold_expiry.sweep(conn, later) == 0  # the open one stays announced
+        assert void_expired_holds(co, conn, as_of_us=later).voided == 1
+        assert hold_expiry.prune_notices(conn) == 1 and not _notices(conn) & {
+            closed.hold_seq,
+            still_open.hold_seq,
+        }
+        assert hold_expiry.sweep(conn, later) == 0
+        expired = [e for e in _events(conn) if e[0] > start and e[2] == "hold.expired"]
+        assert sorted(e[3]["hold"] for e in expired) == [closed.hold_seq, still_open.hold_seq]
 
 
 def test_the_app_role_may_do_everything_events_need(db_url: str) -> None:

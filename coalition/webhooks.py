@@ -91,14 +91,38 @@ def create(
     *,
     urls: UrlPolicy,
 ) -> Created | Refusal:
+    """Judge the URL, then record the subscription (the CLI's one call; the API judges
+    before it takes a connection, ``judge_target``, then calls ``record``)."""
+    problem = judge_target(url, event_types, urls)
+    if problem is not None:
+        return problem
+    return record(conn, key, partner_id, url, event_types, now_us)
+
+
+def judge_target(url: str, event_types: list[str], urls: UrlPolicy) -> Refusal | None:
+    """Whether a subscription to ``url`` for ``event_types`` may be made. No database:
+    the address policy (webhook_urls) resolves the host, which may wait on DNS for
+    seconds, and nothing — no lock, no pooled connection — should wait with it. Judged
+    again at every delivery batch, as DNS can change."""
     problem = check_url(url) or check_types(event_types)
     if problem is not None:
         return Refusal(RefusalCode.INVALID_REQUEST, problem)
-    # The address policy (webhook_urls) resolves the host: before the transaction, so no
-    # lock waits on DNS. Judged again at every delivery batch, as DNS can change.
     judged = urls.judge(url)
     if isinstance(judged, str):
         return Refusal(RefusalCode.URL_NOT_ALLOWED, judged)
+    return None
+
+
+def record(
+    conn: Conn,
+    key: WebhookKey,
+    partner_id: str,
+    url: str,
+    event_types: list[str],
+    now_us: int,
+) -> Created | Refusal:
+    """Record a subscription ``judge_target`` allowed, under the partner's row lock."""
+    assert check_url(url) is None and check_types(event_types) is None, "judge it first"
     with conn.transaction():
         known = conn.execute(
             "SELECT 1 FROM coalition_partner WHERE partner_id = %s FOR NO KEY UPDATE",

@@ -4,6 +4,7 @@ The signing secret is in the answer to ``createWebhookSubscription`` only."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from typing import Any
 
@@ -23,6 +24,7 @@ from ledger.timefmt import format_time_us, now_us
 
 Ctx = Info[ApiContext, None]
 DELIVERIES_MAX = 200
+RESOLVE_SECONDS_MAX = 5.0  # a subscription whose host takes longer to resolve is refused
 
 
 class WebhooksDisabled(ApiError):
@@ -147,14 +149,23 @@ class WebhookMutation:
     async def create_webhook_subscription(self, info: Ctx, url: str, event_types: list[str]) -> Any:
         who = info.context.who("partner")
         key = _key(info.context.settings)
+        # Resolving the host may wait on DNS: in a thread, bounded, holding no connection.
+        try:
+            problem = await asyncio.wait_for(
+                asyncio.to_thread(
+                    webhooks.judge_target, url, event_types, _urls(info.context.settings)
+                ),
+                RESOLVE_SECONDS_MAX,
+            )
+        except TimeoutError:
+            problem = Refusal(
+                RefusalCode.URL_NOT_ALLOWED,
+                f"url: the host did not resolve within {RESOLVE_SECONDS_MAX:g} s",
+            )
+        if problem is not None:
+            return refusal(problem)
         made = await info.context.db(
-            webhooks.create,
-            key,
-            who.partner_id or "",
-            url,
-            event_types,
-            now_us(),
-            urls=_urls(info.context.settings),
+            webhooks.record, key, who.partner_id or "", url, event_types, now_us()
         )
         if isinstance(made, Refusal):
             return refusal(made)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import psycopg
@@ -163,3 +163,59 @@ def test_a_checked_address_is_the_one_connected_to_with_the_name_kept(
     [got] = receiver.received
     assert got.event["data"]["ref"] == "pinned-1"
     assert got.headers["Host"] == url.removeprefix("http://").removesuffix("/hook")
+
+
+def test_a_slow_resolution_holds_no_connection_and_is_bounded(
+    seeded: Seeded,
+    production: Settings,
+    serve: Callable[[Starlette], str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A subscription's host resolving slowly (a DNS server that does not answer) holds
+    no pooled connection while it waits: with more creations waiting than the pool has
+    connections, a till's read still answers at once. A resolution past the bound is
+    refused, typed, and writes nothing."""
+    import socket
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from coalition.api import db, webhooks_api
+
+    released = threading.Event()
+    real = socket.getaddrinfo
+
+    def slow_dns(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host == "slow.example":  # only this name: the DNS server that will not answer
+            released.wait(60)
+            return real("93.184.216.34", *args, **kwargs)
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", slow_dns)
+    call = _api(serve, production, seeded)
+    waiting = db.CONNECTIONS_MAX + 2
+    try:
+        with ThreadPoolExecutor(waiting) as pool:
+            made = [
+                pool.submit(_create, call, url)
+                for url in [f"https://slow.example/hook-{n}" for n in range(waiting)]
+            ]
+            try:
+                # Every creation is in flight, waiting on DNS; the read needs a connection.
+                balance = call("grocer", "partner/MemberBalance", memberId="M001")
+                assert int(balance["member"]["balancePoints"]) >= 0
+                assert not any(future.done() for future in made)
+            finally:
+                released.set()
+            answers = [future.result(timeout=120) for future in made]
+        kinds = sorted({a["__typename"] for a in answers})
+        assert kinds == ["CreatedWebhookSubscription", "TooManySubscriptions"], answers
+        released.clear()
+        monkeypatch.setattr(webhooks_api, "RESOLVE_SECONDS_MAX", 0.5)
+        late = _create(call, "https://slow.example/late")
+        released.set()
+        assert late["__typename"] == "UrlNotAllowed", late
+        assert "did not resolve within 0.5 s" in late["message"], late
+        hooks = call("grocer", "partner/WebhookSubscriptions")["webhookSubscriptions"]
+        assert "https://slow.example/late" not in {h["url"] for h in hooks}
+    finally:
+        call.client.close()

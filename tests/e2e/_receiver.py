@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,8 +41,12 @@ class Received:
 
 
 class Receiver:
-    def __init__(self) -> None:
+    """``tls``: served over https with that context; ``server_names`` then keeps the
+    name each client asked for in its TLS hello (SNI)."""
+
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
         self.received: list[Received] = []
+        self.server_names: list[str | None] = []
         self.lock = threading.Lock()
         # Called with each request before it is answered; returns the status to send.
         self.answer: Callable[[Received], int] = lambda r: 200
@@ -63,9 +68,17 @@ class Receiver:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
+        if tls is not None:
+
+            def hello(_sock: Any, name: str | None, _context: Any) -> None:
+                self.server_names.append(name)
+
+            tls.sni_callback = hello
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        scheme = "http" if tls is None else "https"
+        self.url = f"{scheme}://127.0.0.1:{self.server.server_address[1]}/hook"
 
     def events(self) -> list[dict[str, Any]]:
         with self.lock:

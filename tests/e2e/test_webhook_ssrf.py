@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -30,6 +31,7 @@ from coalition.webhook_secrets import load_webhook_key
 from coalition.webhook_urls import UrlPolicy, url_policy
 from ledger.timefmt import now_us
 from tests.e2e._receiver import Receiver
+from tests.e2e._tls import make_tls
 from tests.e2e.test_payable import Api
 from tests.e2e.test_webhooks import WEBHOOK_KEY, earn
 
@@ -219,3 +221,56 @@ def test_a_slow_resolution_holds_no_connection_and_is_bounded(
         assert "https://slow.example/late" not in {h["url"] for h in hooks}
     finally:
         call.client.close()
+
+
+def test_https_to_a_pinned_address_checks_the_certificate_against_the_name(
+    seeded: Seeded,
+    production: Settings,
+    serve: Callable[[Starlette], str],
+    tmp_path: Path,
+) -> None:
+    """Over https the worker connects to the address it checked and still speaks TLS to
+    the name: the receiver's hello carries the name (SNI), its certificate for that name
+    passes, and a URL whose name the certificate does not cover is refused by the
+    certificate check (logged, nothing received) though it reaches the same address."""
+    server_tls, client_tls = make_tls(tmp_path / "tls", "hooks.partner.invalid")
+    receiver = Receiver(tls=server_tls)
+    answers = {"hooks.partner.invalid": ["127.0.0.1"], "other.partner.invalid": ["127.0.0.1"]}
+    parsed = UrlPolicy.parse(True, "127.0.0.0/8")
+    pinning = dataclasses.replace(parsed, resolver=lambda host, port: answers[host])
+    good = receiver.url.replace("127.0.0.1", "hooks.partner.invalid")
+    wrong = receiver.url.replace("127.0.0.1", "other.partner.invalid")
+    key = load_webhook_key(production)
+    call = _api(serve, production, seeded)
+    try:
+        with (
+            psycopg.connect(seeded.db_url, autocommit=True) as conn,
+            httpx.Client(verify=client_tls) as http,
+        ):
+            made = {}
+            for partner, url in (("grocer", good), ("airline", wrong)):
+                made[partner] = webhooks.create(
+                    conn, key, partner, url, ["earn.recorded"], now_us(), urls=pinning
+                )
+                assert not isinstance(made[partner], Refusal), made[partner]
+            earn(call, "grocer", "tls-1", "M001")
+            earn(call, "airline", "tls-2", "M001")
+            worker = WebhookDelivery(seeded.db_url, key, DeliveryPolicy(), urls=pinning)
+            assert worker.deliver_due(conn, http) == 2
+        logs = {
+            partner: call(partner, "partner/WebhookDeliveries", id=sub.subscription.subscription_id)
+            for partner, sub in made.items()
+            if not isinstance(sub, Refusal)
+        }
+    finally:
+        call.client.close()
+        receiver.close()
+    [delivered] = logs["grocer"]["webhookDeliveries"]["attempts"]
+    assert delivered["delivered"], delivered
+    [refused] = logs["airline"]["webhookDeliveries"]["attempts"]
+    assert not refused["delivered"] and "certificate" in refused["error"].lower(), refused
+    [got] = receiver.received  # the grocer's alone
+    assert got.event["data"]["ref"] == "tls-1"
+    assert got.headers["Host"] == good.removeprefix("https://").removesuffix("/hook")
+    assert "hooks.partner.invalid" in receiver.server_names
+    assert "other.partner.invalid" in receiver.server_names  # asked by name, refused by it

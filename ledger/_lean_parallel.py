@@ -21,15 +21,16 @@ counts, hashes and the frontier come back.
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import time
 import zlib
-from array import array
 from multiprocessing.connection import Connection
 from typing import Any
 
 from ledger._lean_canonical import canonical_value, loads
 from ledger._lean_chain import Chain
+from ledger._lean_read import Blocks, body_at
 from ledger._lean_replay import PROGRESS_EVERY_ENTRIES, Progress
 from ledger._lean_rules import apply_state
 from ledger._lean_shape import Refer, check_shape
@@ -38,7 +39,6 @@ from ledger.verify import Verified
 
 SLOTS = 16  # lines are shared out by seq % SLOTS
 CHAIN_SLOTS_LESS = 4  # worker 0 hashes every line, so it checks fewer lines' shapes
-STOP_CHECK_EVERY_LINES = 1024
 
 
 def share_of_slots(workers: int) -> bytes:
@@ -100,6 +100,30 @@ def verify_in_parallel(
     return verified_of(chain, last_time_us)
 
 
+def verify_alone(
+    path: str, progress: Progress | None, sizes_wanted: frozenset[int]
+) -> Verified | None:
+    """The one-worker scan in this process: the verified export, or None when it met a
+    line it did not accept (the exact replay names the failure)."""
+    result = _scan(path, 0, 1, sorted(sizes_wanted), _Quiet(), _Progressing(progress))  # type: ignore[arg-type]
+    if result[0] != "ok":
+        return None
+    from ledger.verify_lean import verified_of
+
+    return verified_of(result[2], result[3])
+
+
+class _Progressing:
+    """A worker's pipe, for the scan run in this process: progress goes to the caller."""
+
+    def __init__(self, progress: Progress | None) -> None:
+        self.progress = progress
+
+    def send(self, message: tuple[str, int]) -> None:
+        if self.progress is not None:
+            self.progress(message[1])
+
+
 class _Quiet:
     """Neither a stop flag that is ever set nor a pipe anyone reads: for one worker's
     share run alone in this process."""
@@ -150,45 +174,70 @@ class _Owned(dict[str, bool]):
 def _scan(
     path: str, worker: int, workers: int, sizes: list[int], stop: Any, sender: Connection
 ) -> tuple[Any, ...]:
+    was_collecting = gc.isenabled()
+    gc.disable()  # the replay makes no cycles; the collector would walk every lot and hold
+    try:
+        return _scan_blocks(path, worker, workers, sizes, stop, sender)
+    finally:
+        if was_collecting:
+            gc.enable()
+
+
+def _scan_blocks(
+    path: str, worker: int, workers: int, sizes: list[int], stop: Any, sender: Connection
+) -> tuple[Any, ...]:
     st = LeanState()
     chain = Chain(sizes) if worker == 0 else None
     share = share_of_slots(workers)
-    owns = _Owned(worker, workers)
-    offsets = array("q")
-    position = 0
-    count = 0
+    owns = _Owned(worker, workers) if workers > 1 else None
+    seq = 0
+    progress_at = PROGRESS_EVERY_ENTRIES
     with open(path, "rb") as export, open(path, "rb") as again:
+        blocks = Blocks(export)
+        offsets = blocks.offsets
 
         def entry_bytes(seq: int) -> bytes:
-            again.seek(offsets[seq])
-            return again.readline()[:-1]
+            return body_at(again, offsets, seq)
 
-        for seq, line in enumerate(export):
-            offsets.append(position)
-            position += len(line)
+        for index, bodies in enumerate(blocks):
+            local = share[index % SLOTS] == worker
+            prevs: list[Any] = []
+            keep_prev = prevs.append if chain is not None else None
             try:
-                local = share[seq % SLOTS] == worker
-                e = canonical_value(line) if local else loads(line)
-                if chain is not None:
-                    if line[-1:] != b"\n" or e["prev"] != chain.prev_hex:
-                        raise Refer
-                    chain.feed(line[:-1])
-                if local:
-                    if type(e) is not dict:
-                        raise Refer
-                    time_us = check_shape(e, seq, None, st)
-                else:
-                    time_us = st.time_us(e["time"])
-                apply_state(e, seq, time_us, st, entry_bytes, owns)
-                st.accept()
+                for body in bodies:
+                    if local:
+                        e = canonical_value(body)
+                        if type(e) is not dict:
+                            raise Refer
+                        time_us = check_shape(e, seq, None, st)
+                    else:
+                        e = loads(body)
+                        time_us = st.time_us(e["time"])
+                    if keep_prev is not None:
+                        keep_prev(e["prev"])
+                    apply_state(e, seq, time_us, st, entry_bytes, owns)
+                    st.accept()
+                    seq += 1
             except Exception:
                 stop.value = seq
                 return ("refer", seq)
-            count = seq + 1
-            if count % STOP_CHECK_EVERY_LINES == 0 and stop.value >= 0:
+            if chain is not None:
+                # every line's prev is the line before's leaf hash: checked a block at
+                # a time, since any failure sends the file to the exact replay anyway
+                expected = [chain.prev_hex]
+                chain.feed_block(bodies, expected)
+                expected.pop()
+                if prevs != expected:
+                    stop.value = seq
+                    return ("refer", seq)
+                if seq >= progress_at:
+                    progress_at += PROGRESS_EVERY_ENTRIES
+                    sender.send(("progress", seq))
+            if stop.value >= 0:
                 return ("stopped", seq)
-            if chain is not None and count % PROGRESS_EVERY_ENTRIES == 0:
-                sender.send(("progress", count))
+        if blocks.tail:  # a last line without its newline
+            stop.value = seq
+            return ("refer", seq)
     if chain is None:
-        return ("ok", count)
-    return ("ok", count, chain, st.last_time_us)
+        return ("ok", seq)
+    return ("ok", seq, chain, st.last_time_us)

@@ -38,12 +38,15 @@ def verify_export_lean(
     The result's ``state`` holds the chain position only (tree size, head, last time):
     the lean replay keeps accounts, lots and holds in flat tables, not as objects."""
     sizes = frozenset(sizes_wanted)
-    if workers > 1:
-        from ledger._lean_parallel import verify_in_parallel
+    from ledger._lean_parallel import verify_alone, verify_in_parallel
 
+    if workers > 1:
         verified = verify_in_parallel(path, workers, progress, sizes)
-        if verified is not None:
-            return verified
+    else:
+        verified = verify_alone(path, progress, sizes)
+    if verified is not None:
+        return verified
+    # Some line was not accepted: replay exactly, line by line, to name the failure.
     offsets = array("q")  # where each line starts: 8 bytes an entry
     with open(path, "rb") as export, open(path, "rb") as again:
 

@@ -7,12 +7,14 @@ the frontier, so it merges the carry in place (the same binary-counter walk).
 
 from __future__ import annotations
 
+import binascii
 import hashlib
 from collections.abc import Iterable
 
 from ledger import compact_range
 
 _sha256 = hashlib.sha256
+_hexlify = binascii.hexlify  # lowercase hex as bytes, as a line holds it
 
 
 class Chain:
@@ -33,7 +35,7 @@ class Chain:
         """Append the leaf of ``canonical`` (an entry's bytes, without the newline)."""
         self.feed_block([canonical])
 
-    def feed_block(self, bodies: list[bytes], links: list[str] | None = None) -> None:
+    def feed_block(self, bodies: list[bytes], links: list[bytes] | None = None) -> None:
         """Append the leaves of ``bodies``, one after another: one call for a block;
         the leaf hashes' hex, the next lines' ``prev``, go to ``links`` if given."""
         size = self.tree_size
@@ -46,7 +48,7 @@ class Chain:
         for body in bodies:
             leaf_hash = _sha256(b"\x00" + body).digest()
             if link is not None:
-                link(leaf_hash.hex())
+                link(_hexlify(leaf_hash))
             carry = leaf_hash
             bits = size
             while bits & 1:

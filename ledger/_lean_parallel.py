@@ -212,8 +212,9 @@ def _scan_blocks(
     owns = _Owned(worker, state_workers) if keeps_state and state_workers > 1 else None
     seq = 0
     progress_at = PROGRESS_EVERY_ENTRIES
+    times = st.times
     with open(path, "rb") as export, open(path, "rb") as again:
-        blocks = Blocks(export)
+        blocks = Blocks(export, keep_offsets=keeps_state)
         offsets = blocks.offsets
 
         def entry_bytes(seq: int) -> bytes:
@@ -232,7 +233,9 @@ def _scan_blocks(
                         time_us = check_shape(e, seq, None, st)
                     elif keeps_state:
                         e = loads(body)
-                        time_us = st.time_us(e["time"])
+                        time_us = times.get(e["time"])
+                        if time_us is None:
+                            time_us = st.time_us(e["time"])
                         if time_us < st.last_time_us:  # checked by check_shape elsewhere
                             raise Refer
                     if keep_prev is not None:

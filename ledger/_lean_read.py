@@ -27,10 +27,13 @@ BLOCK_BYTES = 1 << 20  # a megabyte: about 2,500 entries, and the split's copy s
 class Blocks:
     """The bodies of ``export``'s lines, a list per block; ``tail`` once they are done."""
 
-    __slots__ = ("block_bytes", "export", "offsets", "tail")
+    __slots__ = ("block_bytes", "export", "keep_offsets", "offsets", "tail")
 
-    def __init__(self, export: BinaryIO, block_bytes: int | None = None) -> None:
+    def __init__(
+        self, export: BinaryIO, block_bytes: int | None = None, keep_offsets: bool = True
+    ) -> None:
         self.export = export
+        self.keep_offsets = keep_offsets  # only a replay that reads entries again needs them
         self.block_bytes = BLOCK_BYTES if block_bytes is None else block_bytes
         self.tail = b""
         # offsets[seq] is where line seq starts; one more: where the next one would
@@ -38,23 +41,22 @@ class Blocks:
 
     def __iter__(self) -> Iterator[list[bytes]]:
         carry = b""
-        offsets = self.offsets
+        offsets = self.offsets if self.keep_offsets else None
         read = self.export.read
         while True:
             chunk = read(self.block_bytes)
             if not chunk:
                 break
             data = carry + chunk if carry else chunk
-            cut = data.rfind(b"\n")
-            if cut < 0:  # a line longer than a block: read on
-                carry = data
+            bodies = data.split(b"\n")
+            carry = bodies.pop()  # after the last line feed: the start of the next line
+            if not bodies:  # a line longer than a block: read on
                 continue
-            bodies = data[:cut].split(b"\n")
-            carry = data[cut + 1 :]
-            # each line is its body and one line feed; accumulate yields its start first
-            starts = accumulate(map(_ONE_MORE, map(len, bodies)), initial=offsets[-1])
-            next(starts)
-            offsets.extend(starts)
+            if offsets is not None:
+                # each line is its body and one line feed; accumulate yields its start first
+                starts = accumulate(map(_ONE_MORE, map(len, bodies)), initial=offsets[-1])
+                next(starts)
+                offsets.extend(starts)
             yield bodies
         self.tail = carry
 

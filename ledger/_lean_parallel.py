@@ -233,9 +233,8 @@ def _scan_blocks(
                         time_us = check_shape(e, seq, None, st)
                     elif keeps_state:
                         e = loads(body)
-                        time_us = times.get(e["time"])
-                        if time_us is None:
-                            time_us = st.time_us(e["time"])
+                        cached = times.get(e["time"])
+                        time_us = st.time_us(e["time"]) if cached is None else cached
                         if time_us < st.last_time_us:  # checked by check_shape elsewhere
                             raise Refer
                     if keep_prev is not None:

@@ -1,22 +1,25 @@
-"""The lean replay split over processes, each reading the export file itself.
+"""The lean scan: accepts an export or gives up on it, in one process or in several.
 
-Every worker reads and parses every line (routing needs the accounts), and does three
-kinds of work, none of them repeated by another worker:
+Each worker reads the export file itself, in blocks (``ledger._lean_read``), and does
+its part of the checks, none of them repeated by another worker:
 
-- worker 0 alone: line ends, leaf hashes, chain links and the Merkle frontier;
-- lines of its share (``seq`` modulo 16 picks the worker): canonical form and the
+- the last worker (the only one when there is one): line ends, leaf hashes, chain links
+  and the Merkle frontier, a block at a time, reading each line's ``prev`` from its bytes
+  (so it parses only the lines of its own share);
+- the lines of the blocks of its share (``share_of_slots``): canonical form and the
   entry-local checks (``ledger._lean_shape``);
-- the accounts it owns (CRC-32 of the name modulo the worker count): the checks and
-  changes that read the state (``ledger._lean_rules``), which says why partitioning by
-  account is exact.
+- every other worker parses every line and keeps the state of the accounts it owns
+  (CRC-32 of the name modulo their number): the checks and changes that read the state
+  (``ledger._lean_rules``, which says why partitioning by account is exact), and that
+  times never go backwards.
 
 An entry passes the reference exactly when it passes every worker's part of the checks,
 given the entries before it passed (each part is a subset of the reference's checks and
 together they are all of them). So if no worker finds anything, the export verifies;
 when one does (at the first line it cannot accept, the others stop soon after), the
-caller replays the file again in one process, which names the first failure exactly as
-the reference does. Nothing but the path and a few integers goes to a worker, and only
-counts, hashes and the frontier come back.
+caller replays the file again exactly (``ledger._lean_replay``), which names the first
+failure as the reference does. Nothing but the path and a few integers goes to a worker,
+and only counts, hashes and the frontier come back.
 """
 
 from __future__ import annotations

@@ -9,9 +9,10 @@ with an undo log. Whenever the lean checks do not accept a line, the reference j
 on the same state, so a failure is named — seq, check, expected, actual — by the
 reference's own code (``ledger._lean_refer``).
 
-With ``workers`` > 1 the file is checked by that many processes at once
-(``ledger._lean_parallel``); if any of them finds a line it cannot accept, the whole file
-is replayed again in one process to name the first failure exactly.
+First the scan (``ledger._lean_parallel``: ``workers`` processes, or this one for one)
+only accepts the file or gives up on it; when it gives up, the exact replay
+(``ledger._lean_replay``) goes through the file again line by line and names the first
+failure.
 """
 
 from __future__ import annotations

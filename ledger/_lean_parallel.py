@@ -1,53 +1,74 @@
-"""The lean replay split over processes, each reading the export file itself.
+"""The lean scan: accepts an export or gives up on it, in one process or in several.
 
-Every worker reads and parses every line (routing needs the accounts), and does three
-kinds of work, none of them repeated by another worker:
+Each worker reads the export file itself, in blocks (``ledger._lean_read``), and does
+its part of the checks, none of them repeated by another worker:
 
-- worker 0 alone: line ends, leaf hashes, chain links and the Merkle frontier;
-- lines of its share (``seq`` modulo 16 picks the worker): canonical form and the
+- the last worker (the only one when there is one): line ends, leaf hashes, chain links
+  and the Merkle frontier, a block at a time, reading each line's ``prev`` from its bytes
+  (so it parses only the lines of its own share);
+- the lines of the blocks of its share (``share_of_slots``): canonical form and the
   entry-local checks (``ledger._lean_shape``);
-- the accounts it owns (CRC-32 of the name modulo the worker count): the checks and
-  changes that read the state (``ledger._lean_rules``), which says why partitioning by
-  account is exact.
+- every other worker parses every line and keeps the state of the accounts it owns
+  (CRC-32 of the name modulo their number): the checks and changes that read the state
+  (``ledger._lean_rules``, which says why partitioning by account is exact), and that
+  times never go backwards.
 
 An entry passes the reference exactly when it passes every worker's part of the checks,
 given the entries before it passed (each part is a subset of the reference's checks and
 together they are all of them). So if no worker finds anything, the export verifies;
 when one does (at the first line it cannot accept, the others stop soon after), the
-caller replays the file again in one process, which names the first failure exactly as
-the reference does. Nothing but the path and a few integers goes to a worker, and only
-counts, hashes and the frontier come back.
+caller replays the file again exactly (``ledger._lean_replay``), which names the first
+failure as the reference does. Nothing but the path and a few integers goes to a worker,
+and only counts, hashes and the frontier come back.
 """
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import time
 import zlib
-from array import array
 from multiprocessing.connection import Connection
 from typing import Any
 
 from ledger._lean_canonical import canonical_value, loads
 from ledger._lean_chain import Chain
+from ledger._lean_read import Blocks, body_at
 from ledger._lean_replay import PROGRESS_EVERY_ENTRIES, Progress
 from ledger._lean_rules import apply_state
 from ledger._lean_shape import Refer, check_shape
 from ledger._lean_state import LeanState
 from ledger.verify import Verified
 
-SLOTS = 16  # lines are shared out by seq % SLOTS
-CHAIN_SLOTS_LESS = 4  # worker 0 hashes every line, so it checks fewer lines' shapes
-STOP_CHECK_EVERY_LINES = 1024
+_PREV_KEY = b'"prev":"'
+
+SLOTS = 16  # lines are shared out by blocks: block i goes to share[i % SLOTS]
+# What each part costs, in per cent of a one-worker scan (profiled on bench.verify's
+# export): parsing a line, the state rules, hashes and links, canonical form and shape.
+COST_PARSE, COST_STATE, COST_CHAIN, COST_LOCAL = 10.0, 27.0, 8.0, 27.5
+
+
+def roles(workers: int) -> tuple[int, int]:
+    """(how many workers keep the state, which worker hashes): with two or more, the
+    last worker hashes and parses only its share of lines, the others keep the state."""
+    return max(1, workers - 1), workers - 1
 
 
 def share_of_slots(workers: int) -> bytes:
-    """Which worker checks the shape of line ``seq``: ``share[seq % SLOTS]``."""
-    first = max(0, SLOTS // workers - CHAIN_SLOTS_LESS) if workers > 1 else SLOTS
-    share = [0] * first
-    rest = list(range(1, workers)) or [0]
-    while len(share) < SLOTS:
-        share.append(rest[(len(share) - first) % len(rest)])
+    """Which worker checks canonical form and shape of the lines of block ``i``:
+    ``share[i % SLOTS]``, chosen so that the workers' costs come out alike."""
+    state_workers, chain_worker = roles(workers)
+    load = [COST_PARSE + COST_STATE / state_workers] * state_workers
+    if chain_worker >= state_workers:
+        load.append(COST_CHAIN)
+    else:
+        load[chain_worker] += COST_CHAIN
+    share = []
+    for _ in range(SLOTS):
+        worker = min(range(workers), key=lambda w: (load[w], w))
+        share.append(worker)
+        # a state worker parses every line anyway; the hashing worker only its share
+        load[worker] += (COST_LOCAL + (COST_PARSE if worker >= state_workers else 0)) / SLOTS
     return bytes(share)
 
 
@@ -94,10 +115,34 @@ def verify_in_parallel(
         return None
     from ledger.verify_lean import verified_of
 
-    _, count, chain, last_time_us = results[0]
+    count, last_time_us, chain = results[0][1], results[0][3], results[-1][2]
     if any(r[1] != count for r in results):
         return None
     return verified_of(chain, last_time_us)
+
+
+def verify_alone(
+    path: str, progress: Progress | None, sizes_wanted: frozenset[int]
+) -> Verified | None:
+    """The one-worker scan in this process: the verified export, or None when it met a
+    line it did not accept (the exact replay names the failure)."""
+    result = _scan(path, 0, 1, sorted(sizes_wanted), _Quiet(), _Progressing(progress))  # type: ignore[arg-type]
+    if result[0] != "ok":
+        return None
+    from ledger.verify_lean import verified_of
+
+    return verified_of(result[2], result[3])
+
+
+class _Progressing:
+    """A worker's pipe, for the scan run in this process: progress goes to the caller."""
+
+    def __init__(self, progress: Progress | None) -> None:
+        self.progress = progress
+
+    def send(self, message: tuple[str, int]) -> None:
+        if self.progress is not None:
+            self.progress(message[1])
 
 
 class _Quiet:
@@ -150,45 +195,81 @@ class _Owned(dict[str, bool]):
 def _scan(
     path: str, worker: int, workers: int, sizes: list[int], stop: Any, sender: Connection
 ) -> tuple[Any, ...]:
-    st = LeanState()
-    chain = Chain(sizes) if worker == 0 else None
+    was_collecting = gc.isenabled()
+    gc.disable()  # the replay makes no cycles; the collector would walk every lot and hold
+    try:
+        return _scan_blocks(path, worker, workers, sizes, stop, sender)
+    finally:
+        if was_collecting:
+            gc.enable()
+
+
+def _scan_blocks(
+    path: str, worker: int, workers: int, sizes: list[int], stop: Any, sender: Connection
+) -> tuple[Any, ...]:
+    state_workers, chain_worker = roles(workers)
+    st = LeanState()  # the hashing worker alone keeps no state: last_time_us stays 0
+    keeps_state = worker < state_workers
+    chain = Chain(sizes) if worker == chain_worker else None
     share = share_of_slots(workers)
-    owns = _Owned(worker, workers)
-    offsets = array("q")
-    position = 0
-    count = 0
+    owns = _Owned(worker, state_workers) if keeps_state and state_workers > 1 else None
+    seq = 0
+    progress_at = PROGRESS_EVERY_ENTRIES
+    times = st.times
     with open(path, "rb") as export, open(path, "rb") as again:
+        blocks = Blocks(export, keep_offsets=keeps_state)
+        offsets = blocks.offsets
 
         def entry_bytes(seq: int) -> bytes:
-            again.seek(offsets[seq])
-            return again.readline()[:-1]
+            return body_at(again, offsets, seq)
 
-        for seq, line in enumerate(export):
-            offsets.append(position)
-            position += len(line)
+        for index, bodies in enumerate(blocks):
+            local = share[index % SLOTS] == worker
+            prevs: list[bytes] = []
+            keep_prev = prevs.append if chain is not None else None
             try:
-                local = share[seq % SLOTS] == worker
-                e = canonical_value(line) if local else loads(line)
-                if chain is not None:
-                    if line[-1:] != b"\n" or e["prev"] != chain.prev_hex:
-                        raise Refer
-                    chain.feed(line[:-1])
-                if local:
-                    if type(e) is not dict:
-                        raise Refer
-                    time_us = check_shape(e, seq, None, st)
-                else:
-                    time_us = st.time_us(e["time"])
-                apply_state(e, seq, time_us, st, entry_bytes, owns)
-                st.accept()
+                for body in bodies:
+                    if local:
+                        e = canonical_value(body)
+                        if type(e) is not dict:
+                            raise Refer
+                        time_us = check_shape(e, seq, None, st)
+                    elif keeps_state:
+                        e = loads(body)
+                        cached = times.get(e["time"])
+                        time_us = st.time_us(e["time"]) if cached is None else cached
+                        if time_us < st.last_time_us:  # checked by check_shape elsewhere
+                            raise Refer
+                    if keep_prev is not None:
+                        # The top-level prev is the last '"prev":"' of a valid line (a
+                        # quote inside a string is escaped, so the match is a key ending
+                        # in prev, and no key after the top-level prev does). A line
+                        # that is not valid fails another check of some worker, and
+                        # then the exact replay judges the file anyway.
+                        at = body.rfind(_PREV_KEY) + len(_PREV_KEY)
+                        keep_prev(body[at : at + 64])
+                    if keeps_state:
+                        apply_state(e, seq, time_us, st, entry_bytes, owns)
+                        st.accept()
+                    seq += 1
             except Exception:
                 stop.value = seq
                 return ("refer", seq)
-            count = seq + 1
-            if count % STOP_CHECK_EVERY_LINES == 0 and stop.value >= 0:
+            if chain is not None:
+                # every line's prev is the line before's leaf hash: checked a block at
+                # a time, since any failure sends the file to the exact replay anyway
+                expected = [chain.prev_hex.encode()]
+                chain.feed_block(bodies, expected)
+                expected.pop()
+                if prevs != expected:
+                    stop.value = seq
+                    return ("refer", seq)
+            if worker == 0 and seq >= progress_at:
+                progress_at += PROGRESS_EVERY_ENTRIES
+                sender.send(("progress", seq))
+            if stop.value >= 0:
                 return ("stopped", seq)
-            if chain is not None and count % PROGRESS_EVERY_ENTRIES == 0:
-                sender.send(("progress", count))
-    if chain is None:
-        return ("ok", count)
-    return ("ok", count, chain, st.last_time_us)
+        if blocks.tail:  # a last line without its newline
+            stop.value = seq
+            return ("refer", seq)
+    return ("ok", seq, chain, st.last_time_us if keeps_state else None)

@@ -34,7 +34,7 @@ def replay_lines(
         try:
             if line[-1:] != b"\n":
                 raise Refer
-            e = canonical_value(line)
+            e = canonical_value(line[:-1])
             if type(e) is not dict:
                 raise Refer
             time_us = check_shape(e, seq, chain.prev_hex, st)

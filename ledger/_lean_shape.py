@@ -74,18 +74,19 @@ def check_shape(e: dict[str, Any], seq: int, prev_hex: str | None, st: LeanState
     if time_us < st.last_time_us:
         raise Refer
     kind = e["kind"]
+    if kind not in st.valid_texts:  # a kind or scope seen valid once stays valid
+        _text(kind, 64)
+        st.valid_texts.add(kind)  # 1–64 code points: valid as a kind and as a scope
     ref = e["ref"]
-    if type(kind) is not str or not 0 < len(kind) <= 64 or type(ref) is not dict:
+    if type(ref) is not dict or len(ref) != 2:
         raise Refer
-    scope = ref.get("scope")
-    key = ref.get("key")
-    if (
-        len(ref) != 2
-        or type(scope) is not str
-        or type(key) is not str
-        or not 0 < len(scope) <= 128
-        or not 0 < len(key) <= 128
-    ):
+    scope = ref["scope"]
+    if scope not in st.valid_texts:
+        _text(scope, 128)
+        if len(scope) <= 64:  # not a kind otherwise
+            st.valid_texts.add(scope)
+    key = ref["key"]
+    if type(key) is not str or not 0 < len(key) <= 128:
         raise Refer
     meta = e["meta"]
     if type(meta) is not dict:

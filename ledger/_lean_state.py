@@ -57,6 +57,7 @@ class LeanState:
         "undo_open",
         "unit",
         "valid_names",
+        "valid_texts",
     )
 
     def __init__(self) -> None:
@@ -72,7 +73,8 @@ class LeanState:
         self.held_of: dict[str, dict[int, Hold]] = {}  # active holds only
         self.corrected: dict[int, Bounds] = {}
         self.times: dict[str, int] = {}
-        self.valid_names: set[str] = set()
+        self.valid_names: set[str] = set()  # account names and lot origins (ASCII, 1–128)
+        self.valid_texts: set[str] = set()  # kinds and ref scopes: strings of 1–64 code points
         # Undo logs of the entry being judged: flat lists (name, old balance, …),
         # (lot, old remaining, …) and names opened, cleared when it is accepted.
         self.undo_balance: list[Any] = []

@@ -9,9 +9,10 @@ with an undo log. Whenever the lean checks do not accept a line, the reference j
 on the same state, so a failure is named — seq, check, expected, actual — by the
 reference's own code (``ledger._lean_refer``).
 
-With ``workers`` > 1 the file is checked by that many processes at once
-(``ledger._lean_parallel``); if any of them finds a line it cannot accept, the whole file
-is replayed again in one process to name the first failure exactly.
+First the scan (``ledger._lean_parallel``: ``workers`` processes, or this one for one)
+only accepts the file or gives up on it; when it gives up, the exact replay
+(``ledger._lean_replay``) goes through the file again line by line and names the first
+failure.
 """
 
 from __future__ import annotations
@@ -38,12 +39,15 @@ def verify_export_lean(
     The result's ``state`` holds the chain position only (tree size, head, last time):
     the lean replay keeps accounts, lots and holds in flat tables, not as objects."""
     sizes = frozenset(sizes_wanted)
-    if workers > 1:
-        from ledger._lean_parallel import verify_in_parallel
+    from ledger._lean_parallel import verify_alone, verify_in_parallel
 
+    if workers > 1:
         verified = verify_in_parallel(path, workers, progress, sizes)
-        if verified is not None:
-            return verified
+    else:
+        verified = verify_alone(path, progress, sizes)
+    if verified is not None:
+        return verified
+    # Some line was not accepted: replay exactly, line by line, to name the failure.
     offsets = array("q")  # where each line starts: 8 bytes an entry
     with open(path, "rb") as export, open(path, "rb") as again:
 

@@ -28,7 +28,10 @@ use case answers its first answer (``replayed``) and writes nothing.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import gc
+import threading
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, cast
@@ -134,6 +137,7 @@ def import_batch(
         for item, outcome in zip(items, outcomes, strict=True):
             settle(item.record, item.task, item.task.switch(outcome))
         read()  # what they read after their append (a redemption's issuers, a replay's entry)
+        gc.collect(1)  # what the chunk's use cases left: young, so a short pass
         if progress is not None:
             progress(len(results), total)
 
@@ -160,7 +164,7 @@ def import_batch(
             land()
 
     try:
-        with conn.pipeline() as pipeline:
+        with _collector_paused(), conn.pipeline() as pipeline:
             for record in batch.records:
                 if record.target_ref in forming or record.target_ref in flying:
                     drain()  # it reads what those records write: after they commit
@@ -205,6 +209,33 @@ def _priced_by(record: Record, *unwritten: set[str | tuple[str, str]]) -> bool:
         if record.member is None and any(isinstance(key, tuple) for key in keys):
             return True
     return False
+
+
+# Imports running with the collector paused (by any thread), and whether it was on
+# before the first of them.
+_paused = {"imports": 0, "was_enabled": 1}
+_paused_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """No automatic collection while importing; ``land`` collects the young generations
+    once a chunk. A batch keeps every record and result alive until it ends, and each
+    line allocates some hundred objects more: the collector's automatic passes kept
+    walking that whole heap, a quarter of the import's CPU (docs/BATCH.md §6). Counted,
+    so that of two imports at once the last to end turns the collector back on."""
+    with _paused_lock:
+        if _paused["imports"] == 0:
+            _paused["was_enabled"] = int(gc.isenabled())
+        _paused["imports"] += 1
+        gc.disable()
+    try:
+        yield
+    finally:
+        with _paused_lock:
+            _paused["imports"] -= 1
+            if _paused["imports"] == 0 and _paused["was_enabled"]:
+                gc.enable()
 
 
 def _append(co: Coalition, conn: Conn, waiting: list[_Paused]) -> list[AppendResult | Exception]:

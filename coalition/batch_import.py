@@ -16,8 +16,11 @@ round trip for a round of reads, a statement for the reads of one statement.
 What a use case reads before its append is read before its chunk (and, when appends run
 on a second connection, the chunk before it) commits. So a record
 that names one earlier in the same chunk (a refund of an earn in the batch) starts only
-after that chunk is written. Anything else a record reads is re-judged inside the append
-(docs/DESIGN.md §3), as it is for tills racing each other.
+after that chunk is written; and so, when the coalition has a tier policy, does an earn
+whose member's rolling spend an earlier line not yet written may change (an earn of the
+same member, a purchase refund): its price is the one the single calls in file order
+give. Anything else a record reads is re-judged inside the append (docs/DESIGN.md §3), as
+it is for tills racing each other — the tier too (coalition.guards).
 
 A re-submitted batch replays: each record's reference is in the journal already, so the
 use case answers its first answer (``replayed``) and writes nothing.
@@ -25,7 +28,10 @@ use case answers its first answer (``replayed``) and writes nothing.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import gc
+import threading
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, cast
@@ -38,6 +44,7 @@ from coalition.batch_format import Batch, LineResult, Record
 from coalition.batch_reads import PipelinedReads, Read, read_round
 from coalition.context import Coalition, Conn, refusal_for
 from coalition.outcomes import Earned, Redeemed, Refunded, Refusal, RefusalCode
+from coalition.policy import tier_policy
 from ledger.journal import Appended, AppendResult
 from ledger.rejections import Rejection
 from ledger.requests import EntryRequest
@@ -92,8 +99,12 @@ def import_batch(
     reads_conn = cast(Conn, PipelinedReads(conn, driver))
     reading: list[_Paused] = []
     waiting: list[_Paused] = []
-    forming: set[str] = set()  # references of records started, not yet appended
-    flying: set[str] = set()  # … and of the chunk being appended
+    # References of records started, not yet appended (and, with tiers, the spend keys
+    # of ``_spends``) …
+    forming: set[str | tuple[str, str]] = set()
+    flying: set[str | tuple[str, str]] = set()  # … and of the chunk being appended
+    tiered = tier_policy(conn) is not None
+    spend_key_of_ref = {r.ref: _spend_key(r) for r in batch.records if r.kind == "earn"}
     inflight: list[tuple[Future[list[AppendResult | Exception]], list[_Paused]]] = []
     pool = ThreadPoolExecutor(1, "batch-append") if append_conn is not None else None
 
@@ -104,6 +115,8 @@ def import_batch(
         assert isinstance(value, EntryRequest | Read), "a use case pauses to read or append"
         (reading if isinstance(value, Read) else waiting).append(_Paused(record, task, value))
         forming.add(record.ref)
+        if tiered:
+            forming.update(_spends(record, spend_key_of_ref))
 
     def read() -> None:
         """Send the paused use cases' reads, round after round, until none reads."""
@@ -124,6 +137,7 @@ def import_batch(
         for item, outcome in zip(items, outcomes, strict=True):
             settle(item.record, item.task, item.task.switch(outcome))
         read()  # what they read after their append (a redemption's issuers, a replay's entry)
+        gc.collect(1)  # what the chunk's use cases left: young, so a short pass
         if progress is not None:
             progress(len(results), total)
 
@@ -150,10 +164,12 @@ def import_batch(
             land()
 
     try:
-        with conn.pipeline() as pipeline:
+        with _collector_paused(), conn.pipeline() as pipeline:
             for record in batch.records:
                 if record.target_ref in forming or record.target_ref in flying:
                     drain()  # it reads what those records write: after they commit
+                elif tiered and record.kind == "earn" and _priced_by(record, forming, flying):
+                    drain()  # its tier depends on what those records write
                 elif len(reading) + len(waiting) >= entries_per_chunk:
                     launch()
                 task = greenlet(_use_case)
@@ -165,6 +181,61 @@ def import_batch(
         if pool is not None:
             pool.shutdown()
     return results
+
+
+_ANY_MEMBER = ("spend", "")  # a change of spend whose member the driver does not know
+
+
+def _spend_key(record: Record) -> tuple[str, str]:
+    return ("spend", record.member) if record.member is not None else _ANY_MEMBER
+
+
+def _spends(record: Record, spend_key_of_ref: dict[str, tuple[str, str]]) -> set[tuple[str, str]]:
+    """Whose rolling spend a record may change: an earn its member's, a purchase refund
+    its earn's member (if that earn is in the batch, named by member id), else anyone's."""
+    if record.kind == "earn":
+        return {_spend_key(record)}
+    if record.kind == "refund_purchase":
+        return {spend_key_of_ref.get(record.target_ref or "", _ANY_MEMBER)}
+    return set()
+
+
+def _priced_by(record: Record, *unwritten: set[str | tuple[str, str]]) -> bool:
+    """Whether the earn's tier may depend on a record started and not yet written. A
+    member named by card may be anyone: it waits for every change of spend."""
+    for keys in unwritten:
+        if _ANY_MEMBER in keys or ("spend", record.member) in keys:
+            return True
+        if record.member is None and any(isinstance(key, tuple) for key in keys):
+            return True
+    return False
+
+
+# Imports running with the collector paused (by any thread), and whether it was on
+# before the first of them.
+_paused = {"imports": 0, "was_enabled": 1}
+_paused_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """No automatic collection while importing; ``land`` collects the young generations
+    once a chunk. A batch keeps every record and result alive until it ends, and each
+    line allocates some hundred objects more: the collector's automatic passes kept
+    walking that whole heap, a quarter of the import's CPU (docs/BATCH.md §6). Counted,
+    so that of two imports at once the last to end turns the collector back on."""
+    with _paused_lock:
+        if _paused["imports"] == 0:
+            _paused["was_enabled"] = int(gc.isenabled())
+        _paused["imports"] += 1
+        gc.disable()
+    try:
+        yield
+    finally:
+        with _paused_lock:
+            _paused["imports"] -= 1
+            if _paused["imports"] == 0 and _paused["was_enabled"]:
+                gc.enable()
 
 
 def _append(co: Coalition, conn: Conn, waiting: list[_Paused]) -> list[AppendResult | Exception]:

@@ -48,7 +48,9 @@ class Coalition:
     def __init__(self, clock_us: Callable[[], int] = now_us) -> None:
         self.clock_us = clock_us
         self.journal = Journal(
-            clock_us=clock_us, after_append=after_append, before_append=before_append
+            clock_us=clock_us,
+            after_append=after_append,
+            before_append=lambda conn, requests: before_append(conn, requests, clock_us()),
         )
 
     def append(self, conn: Conn, request: EntryRequest) -> Appended | Refusal:

@@ -20,7 +20,10 @@ entries of the same batch that it let through before. What the ledger's own rule
 - Nothing names an erased member again: no card link, status change or second erasure
   (an erasure that committed first wins: ``MEMBER_ERASED``).
 - An earn is priced by the earning rules in force when it is written (a publication
-  that committed first wins: ``BUSY``, and the till retries with the same reference).
+  that committed first wins: ``BUSY``, and the till retries with the same reference),
+  and at the member's tier when it is written: the rolling spend under the lock, with
+  the earns and purchase refunds of the same batch before it (an earn or refund of the
+  member that committed first, or came earlier in the batch, moves it: ``BUSY``).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from coalition import accounts
 from coalition.accounts import OPERATOR
 from coalition.clawback import clawback_postings
 from coalition.outcomes import RefusalCode
+from coalition.tiers import TierPolicy
 from ledger.rejections import Rejection, RejectionCode
 from ledger.requests import EntryRequest
 from ledger.state import State
@@ -67,6 +71,9 @@ class _Earn:
     points: int
     refunded_minor: int
     clawed_back_points: int
+    member_id: str
+    currency: str
+    time_us: int
 
 
 @dataclass(slots=True)
@@ -83,9 +90,15 @@ class CoalitionGuard:
     member_status: dict[str, str] = field(default_factory=dict)
     # partner -> [(effective_from_us, version)] of its earning rules
     rules_versions: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
+    tiers: TierPolicy | None = None
+    # member -> [(time_us, net purchase)] of their earns in the tier policy's currency
+    # (from a day before the window: the batch's time is not known yet when it is read)
+    spend: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
+    time_us: int = 0  # of the entry judged last: ``accepted`` follows its ``judge``
 
     def judge(self, request: EntryRequest, state: State, time_us: int) -> Rejection | None:
         meta, kind = request.meta, request.kind
+        self.time_us = time_us
         for partner in _partners_needed_active(request):
             status = self.partner_status.get(partner)
             if status != "active":
@@ -106,6 +119,8 @@ class CoalitionGuard:
             )
             if in_force is None or in_force[1] != meta["rules_version"]:
                 return refused(RefusalCode.BUSY, "the earning rules changed as it was priced")
+            if self._tier_at(meta["member"], time_us) != meta.get("tier"):
+                return refused(RefusalCode.BUSY, "the member's tier changed as it was priced")
         if kind == "refund_earn":
             earn = self.earns.get(meta["earn_seq"])
             if earn is None:
@@ -118,9 +133,24 @@ class CoalitionGuard:
             return _judge_redemption_refund(redemption, meta)
         return None
 
+    def _tier_at(self, member_id: str, time_us: int) -> str | None:
+        """The member's tier for an earn at ``time_us``, as ``earn._tier`` prices it."""
+        if self.tiers is None:
+            return None
+        since_us = time_us - self.tiers.window_us
+        spent = sum(m for t, m in self.spend.get(member_id, ()) if since_us < t <= time_us)
+        tier = self.tiers.tier_for(spent)
+        return None if tier is None else tier.name
+
+    def _spent(self, member_id: str, currency: str, time_us: int, minor: int) -> None:
+        if self.tiers is not None and currency == self.tiers.currency:
+            self.spend.setdefault(member_id, []).append((time_us, minor))
+
     def accepted(self, request: EntryRequest) -> None:
         meta = request.meta
-        if request.kind == "member_enrolled":
+        if request.kind == "earn":
+            self._spent(meta["member"], meta["currency"], self.time_us, meta["purchase_minor"])
+        elif request.kind == "member_enrolled":
             self.member_status.setdefault(meta["member"], "active")
         elif request.kind == "member_status":
             self.member_status[meta["member"]] = meta["status"]
@@ -130,6 +160,7 @@ class CoalitionGuard:
             earn = self.earns[meta["earn_seq"]]
             earn.refunded_minor += meta["refund_minor"]
             earn.clawed_back_points += meta["points"]
+            self._spent(earn.member_id, earn.currency, earn.time_us, -meta["refund_minor"])
         elif request.kind == "refund_redemption":
             self.redemptions[meta["redemption_seq"]].refunded_points += meta["points"]
 
@@ -166,14 +197,18 @@ def _judge_redemption_refund(redemption: _Redemption, meta: dict[str, Any]) -> R
     return None
 
 
-def before_append(conn: Conn, requests: Sequence[EntryRequest]) -> CoalitionGuard | None:
+def before_append(
+    conn: Conn, requests: Sequence[EntryRequest], clock_us: int
+) -> CoalitionGuard | None:
     """Read, under the chain's lock, what this batch's entries are judged against: one
-    statement per kind of state, and none for a batch that needs none."""
+    statement per kind of state, and none for a batch that needs none. ``clock_us`` is
+    about the batch's time (its entries' are not earlier than a moment before it)."""
     earn_seqs, redemption_seqs, partners, members = set(), set(), set(), set()
-    earning = set()
+    earning, earners = set(), set()
     for r in requests:
         if r.kind == "earn":
             earning.add(r.meta["partner"])
+            earners.add(r.meta["member"])
         if r.kind == "refund_earn":
             earn_seqs.add(r.meta["earn_seq"])
         elif r.kind == "refund_redemption":
@@ -186,8 +221,8 @@ def before_append(conn: Conn, requests: Sequence[EntryRequest]) -> CoalitionGuar
     guard = CoalitionGuard()
     if earn_seqs:
         for seq, *row in conn.execute(
-            "SELECT earn_seq, purchase_minor, points, refunded_minor, clawed_back_points"
-            " FROM coalition_earn WHERE earn_seq = ANY(%b::bigint[])",
+            "SELECT earn_seq, purchase_minor, points, refunded_minor, clawed_back_points,"
+            " member_id, currency, time_us FROM coalition_earn WHERE earn_seq = ANY(%b::bigint[])",
             (sorted(earn_seqs),),
         ):
             guard.earns[seq] = _Earn(*row)
@@ -216,6 +251,8 @@ def before_append(conn: Conn, requests: Sequence[EntryRequest]) -> CoalitionGuar
         else ()
     ):
         guard.rules_versions.setdefault(partner, []).append((effective_from_us, version))
+    if earners:
+        _read_spend(conn, guard, sorted(earners), clock_us)
     if members:
         guard.member_status = dict(
             conn.execute(
@@ -224,3 +261,21 @@ def before_append(conn: Conn, requests: Sequence[EntryRequest]) -> CoalitionGuar
             ).fetchall()
         )
     return guard
+
+
+_SPEND_MARGIN_US = 86_400_000_000  # a batch's entries are timed within a day of its clock
+
+
+def _read_spend(conn: Conn, guard: CoalitionGuard, members: list[str], clock_us: int) -> None:
+    """The tier policy and, if there is one, the earning members' recent net purchases."""
+    row = conn.execute("SELECT policy FROM coalition_policy WHERE name = 'tiers'").fetchone()
+    if row is None:
+        return
+    guard.tiers = TierPolicy.from_json(dict(row[0]))
+    since_us = clock_us - guard.tiers.window_us - _SPEND_MARGIN_US
+    for member, time_us, net_minor in conn.execute(
+        "SELECT member_id, time_us, purchase_minor - refunded_minor FROM coalition_earn"
+        " WHERE member_id = ANY(%b::text[]) AND currency = %s AND time_us > %s",
+        (members, guard.tiers.currency, since_us),
+    ):
+        guard.spend.setdefault(member, []).append((time_us, net_minor))

@@ -103,21 +103,21 @@ def record_entries(conn: Conn, appended: list[tuple[EntryRequest, Appended]]) ->
 
 def record(conn: Conn, events: Sequence[Event]) -> None:
     """Write ``events`` in the caller's transaction, seqs in order, in one statement (no
-    round trip to wait for inside a pipelined append)."""
+    round trip to wait for inside a pipelined append). The payloads go as one JSON
+    array, encoded once (an encoding per event cost a chunk of 1,000 entries ~4 ms)."""
     if not events:
         return
-    payloads = []
-    for event in events:
-        text = json.dumps(event.payload, separators=(",", ":"), sort_keys=True)
-        assert len(text.encode()) <= PAYLOAD_BYTES_MAX, f"{event.event_type} payload too large"
-        payloads.append(text)
+    # Each payload's bound (PAYLOAD_BYTES_MAX) is the table's CHECK: an event too large
+    # fails the statement, and with it the transaction of the facts it announces.
+    payloads = json.dumps([e.payload for e in events], separators=(",", ":"))
     conn.execute(
         "WITH head AS (UPDATE coalition_event_head SET last_seq = last_seq + %(n)s"
         " RETURNING last_seq - %(n)s AS first)"
         " INSERT INTO coalition_event (event_seq, partner_id, event_type, occurred_us, payload)"
-        " SELECT head.first + e.ord, e.partner, e.type, e.at, e.payload::jsonb"
-        " FROM head, unnest(%(partners)b::text[], %(types)b::text[], %(ats)b::bigint[],"
-        " %(payloads)b::text[]) WITH ORDINALITY AS e(partner, type, at, payload, ord)",
+        " SELECT head.first + e.ord, e.partner, e.type, e.at, e.payload"
+        " FROM head, ROWS FROM (unnest(%(partners)b::text[]), unnest(%(types)b::text[]),"
+        " unnest(%(ats)b::bigint[]), jsonb_array_elements(%(payloads)s::jsonb))"
+        " WITH ORDINALITY AS e(partner, type, at, payload, ord)",
         {
             "n": len(events),
             "partners": [e.partner_id for e in events],

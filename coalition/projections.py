@@ -7,14 +7,13 @@ be rebuilt by replaying it.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
 import psycopg
 from psycopg.types.json import Jsonb
 
-from ledger.journal import DEFAULT_CHAIN_ID, Appended
+from ledger.journal import Appended
 from ledger.requests import EntryRequest
 from ledger.timefmt import parse_time_us
 
@@ -73,53 +72,40 @@ _MOVES_LOTS = frozenset({"redeem", "capture", "expire", "refund_earn", "refund_r
 
 def _lot_use(conn: Conn, moving: list[tuple[EntryRequest, Appended]]) -> None:
     """Record per issuer (lot origin) how many points each entry took from members: for
-    the whole batch, two reads and one insert (a read per entry cost the append path a
-    round trip each — the lots are chosen by the ledger, so they are read back)."""
-    # By the primary key (chain, seq): without the chain, the seqs alone cannot use it,
-    # and the read scanned the journal — a cost growing with it, in every append. The
-    # coalition appends to the default chain; another's entries are missed, loudly below.
-    canonical = {
-        int(seq): (bytes(leaf_hash), bytes(body))
-        for seq, leaf_hash, body in conn.execute(
-            "SELECT seq, leaf_hash, canonical FROM ledger_entry WHERE chain_id = %s"
-            " AND seq = ANY(%b::bigint[]) AND leaf_hash = ANY(%b::bytea[])",
-            (DEFAULT_CHAIN_ID, [r.seq for _, r in moving], [r.leaf_hash for _, r in moving]),
-        ).fetchall()
-    }
-    taken_by_entry: list[tuple[EntryRequest, Appended, dict[str, int]]] = []
+    the whole batch, one insert that finds the lots' origins itself. The lots are chosen
+    by the ledger, so they are taken from the entries as appended (``Appended.entry``):
+    reading them back cost the append a round trip, waiting for the chunk's writes."""
+    seqs: list[int] = []
+    kinds: list[str] = []
+    partners: list[str] = []
+    lot_ids: list[str] = []
+    points: list[int] = []
+    times: list[int] = []
     for request, r in moving:
-        leaf_hash, body = canonical[r.seq]
-        assert leaf_hash == r.leaf_hash, f"entry {r.seq} is not the one appended"
-        taken: dict[str, int] = {}
-        for posting in json.loads(body)["postings"]:
-            if not posting["account"].startswith("member:") or "lots" not in posting:
+        assert r.entry is not None, f"entry {r.seq} came without its body"
+        partner = request.meta.get("partner", "coalition")
+        for posting in r.entry["postings"]:
+            if "lots" not in posting or not posting["account"].startswith("member:"):
                 continue
             sign = -1 if posting["amount"] > 0 else 1  # a credit gives points back
             for take in posting["lots"]:
-                taken[take["lot"]] = taken.get(take["lot"], 0) + sign * take["amount"]
-        if taken:
-            taken_by_entry.append((request, r, taken))
-    if not taken_by_entry:
+                seqs.append(r.seq)
+                kinds.append(request.kind)
+                partners.append(partner)
+                lot_ids.append(take["lot"])
+                points.append(sign * take["amount"])
+                times.append(r.time_us)
+    if not seqs:
         return
-    lot_ids = sorted({lot for _, _, taken in taken_by_entry for lot in taken})
-    origins = dict(
-        conn.execute(
-            "SELECT lot_id, origin FROM ledger_lot WHERE lot_id = ANY(%b::text[])", (lot_ids,)
-        ).fetchall()
-    )
-    rows: list[tuple[int, str, str, str, int, int]] = []
-    for request, r, taken in taken_by_entry:
-        by_origin: dict[str, int] = {}
-        for lot_id, points in taken.items():
-            by_origin[origins[lot_id]] = by_origin.get(origins[lot_id], 0) + points
-        partner = request.meta.get("partner", "coalition")
-        for origin, points in sorted(by_origin.items()):
-            rows.append((r.seq, request.kind, partner, origin, points, r.time_us))
-    columns = list(zip(*rows, strict=True))
+    # Every lot a posting names is in ledger_lot (the ledger refuses any other), written
+    # earlier in this transaction if the batch opened it.
     conn.execute(
-        "INSERT INTO coalition_lot_use SELECT * FROM unnest(%b::bigint[], %b::text[],"
-        " %b::text[], %b::text[], %b::bigint[], %b::bigint[])",
-        [list(c) for c in columns],
+        "INSERT INTO coalition_lot_use SELECT t.seq, t.kind, t.partner, l.origin,"
+        " sum(t.points), t.time_us FROM unnest(%b::bigint[], %b::text[], %b::text[],"
+        " %b::text[], %b::bigint[], %b::bigint[]) AS t(seq, kind, partner, lot, points, time_us)"
+        " JOIN ledger_lot l ON l.lot_id = t.lot GROUP BY t.seq, t.kind, t.partner, l.origin,"
+        " t.time_us",
+        (seqs, kinds, partners, lot_ids, points, times),
     )
 
 

@@ -13,7 +13,7 @@ import contextlib
 import hashlib
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import psycopg
@@ -39,6 +39,10 @@ class Appended:
     leaf_hash: bytes
     time_us: int
     replayed: bool = False  # True: the reference was already in the journal
+    # The entry as appended (its canonical JSON form, docs/FORMAT.md), so that an
+    # ``after_append`` keeps its read models from what the ledger chose (the lots an
+    # entry took) without reading the entry back; None for a replay.
+    entry: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
 
 AppendResult = Appended | Rejection
@@ -440,7 +444,7 @@ class _Batch:
         rows.canonical.append(canonical)
         rows.leaf_hash.append(leaf_hash)
         rows.corrects_seq.append(request.corrects_seq)
-        return Appended(outcome.seq, leaf_hash, time_us)
+        return Appended(outcome.seq, leaf_hash, time_us, entry=entry)
 
 
 def _carried(before: _Carry, loaded: State) -> State:

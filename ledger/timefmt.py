@@ -19,6 +19,7 @@ TIME_MIN_US = 0
 TIME_MAX_US = 253402300799999999  # 9999-12-31T23:59:59.999999Z
 
 
+@lru_cache(maxsize=1024)  # an entry's time repeats over its batch (every entry's, often)
 def format_time_us(time_us: int) -> str:
     assert TIME_MIN_US <= time_us <= TIME_MAX_US, time_us
     moment = _NAIVE_EPOCH + timedelta(microseconds=time_us)

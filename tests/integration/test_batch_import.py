@@ -14,6 +14,7 @@ import psycopg
 import pytest
 
 from coalition.batch_format import Batch, format_batch, parse_batch, write_results
+from coalition.batch_import import _use_case as batch_use_case
 from coalition.batch_import import import_batch
 from coalition.cli.main import main
 from coalition.context import Coalition
@@ -21,8 +22,14 @@ from coalition.earn import earn_points
 from coalition.earning import EarningRules
 from coalition.members import enroll_member
 from coalition.outcomes import Refusal, RefusalCode
-from coalition.partners import onboard_partner, publish_earning_rules, publish_terms
+from coalition.partners import (
+    onboard_partner,
+    publish_earning_rules,
+    publish_terms,
+    set_tier_policy,
+)
 from coalition.redeem import redeem_points
+from coalition.tiers import Tier, TierPolicy
 from ledger import reads
 from ledger.verify_db import verify_database
 from settlement.terms import PartnerTerms
@@ -287,3 +294,91 @@ def test_the_cli_imports_with_progress_and_writes_the_result_file(
     assert main(["batch", "import", str(path), "--partner", "grocer"]) == 1
     assert "control_totals_mismatch" in capsys.readouterr().err
     assert reads.head(conn).tree_size == size
+
+
+@pytest.mark.parametrize("pipelined", [False, True], ids=["one-connection", "two-connections"])
+def test_tier_pricing_in_a_batch_is_the_single_calls_in_file_order(
+    co: Coalition, conn: Any, db_url: str, pipelined: bool
+) -> None:
+    """A member's tier depends on their rolling spend, which the earlier lines of the
+    same file (and of the same chunk) change: earns raise it, purchase refunds lower it.
+    Every line's points in a batch equal the points the single calls give for the same
+    file, one after the other in file order (on other members, same clock). Fails if an
+    earn is priced without the earns or refunds before it in its chunk."""
+    gold = TierPolicy("RUB", 30, (Tier("base", 0, Decimal(1)), Tier("gold", 25_000, Decimal(2))))
+    ok(set_tier_policy(co, conn, gold, "tiers-1"))
+    enroll_many(co, conn, 6, "A")
+    enroll_many(co, conn, 6, "S")
+    # Refunds of the block before, so some land in the chunk of the earns they lower.
+    rows = mixed_rows(240, 1, "A", members=6)
+    singles = parsed(
+        format_batch("jsonl", "S", "grocer", mixed_rows(240, 1, "S", members=6)), "jsonl"
+    )
+    expected = [_single_points(co, conn, record) for record in singles.records]
+    assert len(set(expected)) > 4  # base and gold earns, refunds of each: the test can fail
+    append_conn = psycopg.connect(db_url, autocommit=True) if pipelined else None
+    batch = parsed(format_batch("jsonl", "A", "grocer", rows), "jsonl")
+    results = import_batch(co, conn, batch, append_conn, entries_per_chunk=40)
+    if append_conn is not None:
+        append_conn.close()
+    assert all(r.refusal is None for r in results), [r for r in results if r.refusal][:3]
+    assert [r.points for r in sorted(results, key=lambda r: r.line)] == expected
+
+
+def _single_points(co: Coalition, conn: Any, record: Any) -> int:
+    outcome = ok(batch_use_case(co, conn, "grocer", record))
+    return int(outcome.points)
+
+
+def test_an_earn_priced_before_a_racing_earn_commits_is_priced_again(
+    co: Coalition, conn: Any
+) -> None:
+    """The tier is judged inside the append: a till's earn that read the member's spend
+    before another till's earn of the same member committed (which lifts the member to
+    gold) is refused BUSY by the guard and priced again — at gold. Fails if the guard
+    lets the stale tier through (the earn would be written at base: 100 points)."""
+    gold = TierPolicy("RUB", 30, (Tier("base", 0, Decimal(1)), Tier("gold", 15_000, Decimal(2))))
+    ok(set_tier_policy(co, conn, gold, "tiers-1"))
+    ok(
+        earn_points(
+            co,
+            conn,
+            partner_id="grocer",
+            ref_key="t1",
+            purchase_minor=10_000,
+            currency="RUB",
+            member_id="M1",
+        )
+    )
+    raced: list[str] = []
+
+    class RacedCoalition(Coalition):
+        def append(self, c: Any, request: Any) -> Any:
+            if not raced:  # the other till commits between this one's reads and append
+                raced.append(request.meta["tier"])
+                ok(
+                    earn_points(
+                        co,
+                        c,
+                        partner_id="fuel",
+                        ref_key="t2",
+                        purchase_minor=10_000,
+                        currency="RUB",
+                        member_id="M1",
+                    )
+                )
+            return super().append(c, request)
+
+    earned = ok(
+        earn_points(
+            RacedCoalition(clock_us=co.clock_us),
+            conn,
+            partner_id="grocer",
+            ref_key="t3",
+            purchase_minor=10_000,
+            currency="RUB",
+            member_id="M1",
+        )
+    )
+    assert raced == ["base"]  # priced at base first, on the spend it read
+    assert (earned.tier, earned.points) == ("gold", 200)

@@ -149,6 +149,25 @@ class Obligations:
                     bucket.first_seq = seq
                 bucket.last_seq = seq
 
+    def redemption_buckets(
+        self, facts: Facts, seq: int, time_us: int, party: str, origin: str
+    ) -> tuple[int, int, list[Bucket]]:
+        """The buckets ``spend`` adds a redemption of ``origin``'s points at ``party`` to
+        at ``time_us``, and the span [from_us, until_us) of times the same terms version
+        prices (``journal_view``'s streaming read keeps them while its times stay inside)."""
+        self.points_by_kind.setdefault("redemption", 0)
+        span = facts.terms_span(party, time_us)
+        if span is None:
+            raise MissingTerms(f"partner {party} has no terms in force at entry {seq}")
+        from_us, until_us, version, terms = span
+        memo = (party, origin, version, facts.currencies.get(party))
+        resolved = self._redemptions.get(memo)
+        if resolved is None:
+            resolved = self._redemptions[memo] = self._redemption_lines(
+                facts, party, origin, version, terms
+            )
+        return from_us, until_us, [bucket for _raw, bucket in resolved[0]]
+
     def _redemption_lines(
         self, facts: Facts, party: str, origin: str, version: int, terms: PartnerTerms
     ) -> tuple[list[_Line], tuple[str, int]]:

@@ -50,7 +50,8 @@ def sweep(conn: Conn, now_us: int) -> int:
         rows = conn.execute(
             "SELECT h.hold_seq, h.amount, h.expires_us, e.canonical FROM ledger_hold h"
             " JOIN ledger_entry e ON e.chain_id = %s AND e.seq = h.hold_seq"
-            " WHERE h.status = 'active' AND h.expires_us <= %s AND NOT EXISTS ("
+            " WHERE h.chain_id = e.chain_id AND h.status = 'active' AND h.expires_us <= %s"
+            " AND NOT EXISTS ("
             " SELECT 1 FROM coalition_hold_expiry_notice n WHERE n.hold_seq = h.hold_seq)"
             " ORDER BY h.hold_seq LIMIT %s",
             (DEFAULT_CHAIN_ID, horizon_us, HOLDS_PER_SWEEP_MAX),

@@ -104,7 +104,8 @@ def _lot_use(conn: Conn, moving: list[tuple[EntryRequest, Appended]]) -> None:
     lot_ids = sorted({lot for _, _, taken in taken_by_entry for lot in taken})
     origins = dict(
         conn.execute(
-            "SELECT lot_id, origin FROM ledger_lot WHERE chain_id = %s AND lot_id = ANY(%b::text[])",
+            "SELECT lot_id, origin FROM ledger_lot"
+            " WHERE chain_id = %s AND lot_id = ANY(%b::text[])",
             (DEFAULT_CHAIN_ID, lot_ids),
         ).fetchall()
     )

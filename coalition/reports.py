@@ -40,7 +40,8 @@ SELECT m.member_id, m.status, b.balance,
             AND h.account = b.account
             AND h.status = 'active' AND h.expires_us > %(now)s), 0),
   COALESCE((SELECT sum(l.remaining) FROM ledger_lot l WHERE l.chain_id = b.chain_id
-            AND l.account = b.account AND l.remaining > 0 AND (l.expires_us IS NULL OR l.expires_us > %(now)s)), 0),
+            AND l.account = b.account AND l.remaining > 0
+            AND (l.expires_us IS NULL OR l.expires_us > %(now)s)), 0),
   COALESCE((SELECT sum(l.remaining) FROM ledger_lot l WHERE l.chain_id = b.chain_id
             AND l.account = b.account AND l.remaining > 0 AND l.expires_us <= %(now)s), 0)
 FROM unnest(%(ids)s::text[], %(accounts)s::text[]) AS k(member_id, account)

@@ -219,9 +219,7 @@ def insert_entry(conn: Conn, entry: dict[str, Any], ref_key: str) -> bytes:
             leaf,
         ),
     )
-    conn.execute(
-        "INSERT INTO ledger_ref VALUES ('main', 'test', %s, %s)", (ref_key, entry["seq"])
-    )
+    conn.execute("INSERT INTO ledger_ref VALUES ('main', 'test', %s, %s)", (ref_key, entry["seq"]))
     return leaf
 
 

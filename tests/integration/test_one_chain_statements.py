@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import psycopg
 import pytest
@@ -39,7 +39,7 @@ CONDITIONS = ("Index Cond", "Filter", "Recheck Cond", "Join Filter", "Hash Cond"
 
 
 class Recording(psycopg.Cursor[Any]):
-    sent: list[tuple[str, Any]] = []
+    sent: ClassVar[list[tuple[str, Any]]] = []
 
     def execute(self, query: Any, params: Any = None, **kw: Any) -> Any:  # type: ignore[override]
         Recording.sent.append((str(query), params))
@@ -73,9 +73,7 @@ def _batch() -> list[EntryRequest]:
     accounts, lots taken by name, a hold captured, a correction (its two extra reads)."""
     return [
         earn("member:1", 100, "earn-a", "a", T0_US + 30 * DAY_US),  # replayed
-        EntryRequest(
-            "open", "test", "open-more", open_accounts=(AccountSpec("member:3", "PTS"),)
-        ),
+        EntryRequest("open", "test", "open-more", open_accounts=(AccountSpec("member:3", "PTS"),)),
         earn("member:2", 7, "earn-c", "a", None),
         EntryRequest(
             "capture",

@@ -70,7 +70,9 @@ def old_db_url(server_url: str) -> Iterator[str]:
 
 
 def _rows(conn: Conn, table: str) -> list[tuple[Any, ...]]:
-    return [tuple(r) for r in conn.execute(f"SELECT {OLD_COLUMNS[table]} FROM {table} ORDER BY 1, 2")]
+    return [
+        tuple(r) for r in conn.execute(f"SELECT {OLD_COLUMNS[table]} FROM {table} ORDER BY 1, 2")
+    ]
 
 
 def test_migration_0021_carries_an_unpartitioned_journal(db_url: str, old_db_url: str) -> None:
@@ -87,7 +89,9 @@ def test_migration_0021_carries_an_unpartitioned_journal(db_url: str, old_db_url
     _migrate(old_db_url, "head")
     with psycopg.connect(old_db_url, autocommit=True) as conn:
         assert {table: _rows(conn, table) for table in OLD_COLUMNS} == rows
-        assert conn.execute("SELECT DISTINCT chain_id FROM ledger_account").fetchall() == [("main",)]
+        assert conn.execute("SELECT DISTINCT chain_id FROM ledger_account").fetchall() == [
+            ("main",)
+        ]
         assert conn.execute("SELECT count(*) FROM ledger_ref").fetchone() == (13,)
         assert verify_database(conn).tree_size == 13
         assert proofs.root_hash_at(conn, 13) == root

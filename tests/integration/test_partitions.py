@@ -101,7 +101,9 @@ def test_a_new_chain_gets_its_partitions_with_its_first_append(conn: Conn) -> No
     clock = Clock()
     other = Journal(clock_us=clock, chain_id="Other chain")  # not a plain word: a digest
     expect_appended(other.append(conn, [open_accounts()])[0])
-    [(name,)] = conn.execute("SELECT DISTINCT tableoid::regclass::text FROM ledger_entry").fetchall()
+    [(name,)] = conn.execute(
+        "SELECT DISTINCT tableoid::regclass::text FROM ledger_entry"
+    ).fetchall()
     assert name.startswith("ledger_entry__h") and name.endswith("_000000000000")
     assert partitions.ranges(conn, "Other chain") == [(0, 4)]
     verify_database(conn, chain_id="Other chain")

@@ -31,9 +31,10 @@ def expire_points(
         raise ValueError("points cannot be expired as of a date still to come")
     rows = conn.execute(
         "SELECT l.account, l.lot_id, l.origin, l.remaining FROM ledger_lot l"
-        " WHERE l.remaining > 0 AND l.expires_us IS NOT NULL AND l.expires_us <= %s"
-        " AND l.account LIKE 'member:%%' ORDER BY l.account, l.opened_seq, l.posting_index",
-        (as_of_us,),
+        " WHERE l.chain_id = %s AND l.remaining > 0 AND l.expires_us IS NOT NULL"
+        " AND l.expires_us <= %s AND l.account LIKE 'member:%%'"
+        " ORDER BY l.account, l.opened_seq, l.posting_index",
+        (co.journal.chain_id, as_of_us),
     ).fetchall()
     by_account: dict[str, list[tuple[str, str, int]]] = {}
     for account, lot_id, origin, remaining in rows:

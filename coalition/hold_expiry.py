@@ -51,7 +51,8 @@ def sweep(conn: Conn, now_us: int) -> int:
         rows = conn.execute(
             "SELECT h.hold_seq, h.amount, h.expires_us, e.canonical FROM ledger_hold h"
             " JOIN ledger_entry e ON e.chain_id = %s AND e.seq = h.hold_seq"
-            " WHERE h.status = 'active' AND h.expires_us <= %s AND NOT EXISTS ("
+            " WHERE h.chain_id = e.chain_id AND h.status = 'active' AND h.expires_us <= %s"
+            " AND NOT EXISTS ("
             " SELECT 1 FROM coalition_hold_expiry_notice n WHERE n.hold_seq = h.hold_seq)"
             " ORDER BY h.hold_seq LIMIT %s",
             (DEFAULT_CHAIN_ID, horizon_us, HOLDS_PER_SWEEP_MAX),
@@ -110,8 +111,9 @@ def prune_notices(conn: Conn, rows_max: int = HOLD_NOTICES_PER_RUN_MAX) -> int:
     (count,) = conn.execute(
         "WITH gone AS (DELETE FROM coalition_hold_expiry_notice WHERE hold_seq IN ("
         " SELECT n.hold_seq FROM coalition_hold_expiry_notice n"
-        " JOIN ledger_hold h ON h.hold_seq = n.hold_seq WHERE h.status <> 'active'"
-        " ORDER BY n.hold_seq LIMIT %s) RETURNING 1) SELECT count(*) FROM gone",
-        (rows_max,),
+        " JOIN ledger_hold h ON h.chain_id = %s AND h.hold_seq = n.hold_seq"
+        " WHERE h.status <> 'active' ORDER BY n.hold_seq LIMIT %s) RETURNING 1)"
+        " SELECT count(*) FROM gone",
+        (DEFAULT_CHAIN_ID, rows_max),
     ).fetchone() or (0,)
     return int(count)

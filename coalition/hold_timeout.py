@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from coalition import hold_expiry
 from coalition.context import Coalition, Conn
-from ledger.journal import Appended
+from ledger.journal import DEFAULT_CHAIN_ID, Appended
 from ledger.rejections import Rejection
 from ledger.requests import EntryRequest
 from ledger.timefmt import format_time_us
@@ -40,7 +40,8 @@ def void_expired_holds(co: Coalition, conn: Conn, *, as_of_us: int) -> TimedOut:
     rows = conn.execute(
         "SELECT h.hold_seq, h.amount, h.expires_us, e.canonical FROM ledger_hold h"
         " JOIN ledger_entry e ON e.chain_id = %s AND e.seq = h.hold_seq"
-        " WHERE h.status = 'active' AND h.expires_us <= %s ORDER BY h.hold_seq LIMIT %s",
+        " WHERE h.chain_id = e.chain_id AND h.status = 'active' AND h.expires_us <= %s"
+        " ORDER BY h.hold_seq LIMIT %s",
         (co.journal.chain_id, as_of_us, HOLDS_PER_RUN_MAX),
     ).fetchall()
     holds = [hold_expiry.ExpiredHold(int(r[0]), int(r[1]), int(r[2]), r[3]) for r in rows]
@@ -76,8 +77,9 @@ def timed_out(conn: Conn, hold_seq: int) -> bool:
     """Whether hold ``hold_seq`` was closed by this job (a capture of it is then refused
     as expired, which it was, rather than as closed)."""
     row = conn.execute(
-        "SELECT e.kind FROM ledger_hold h JOIN ledger_entry e ON e.seq = h.closed_seq"
-        " WHERE h.hold_seq = %s",
-        (hold_seq,),
+        "SELECT e.kind FROM ledger_hold h"
+        " JOIN ledger_entry e ON e.chain_id = h.chain_id AND e.seq = h.closed_seq"
+        " WHERE h.chain_id = %s AND h.hold_seq = %s",
+        (DEFAULT_CHAIN_ID, hold_seq),
     ).fetchone()
     return row is not None and row[0] == KIND

@@ -19,7 +19,10 @@ seconds, 0 = the job is not run):
 - ``outbox`` (``COALITION_JOB_OUTBOX_SECONDS``, 3600): prunes events older than
   ``COALITION_EVENT_RETENTION_DAYS`` (30), at most 50,000 a run, telling the subscribers
   that had not received them, and delivery attempts as old (``coalition.outbox_retention``),
-  and the expiry notices of holds since closed (``hold_expiry.prune_notices``).
+  and the expiry notices of holds since closed (``hold_expiry.prune_notices``);
+- ``partitions`` (``COALITION_JOB_PARTITIONS_SECONDS``, 60): makes each chain's next range
+  partitions, one whole range past its head (``ledger.partitions``: a range of 2^22
+  entries lasts over ten minutes at the fastest append rate measured).
 
 Period close computes only: approval is a second person's, always (docs/SETTLEMENT.md).
 """
@@ -43,7 +46,7 @@ from coalition.online_verification import VerifyPolicy, verify_online
 from coalition.outcomes import Refusal
 from coalition.scheduler import Job, JobResult, Scheduler
 from coalition.settings import Settings
-from ledger import checkpoint_log
+from ledger import checkpoint_log, partitions
 from ledger.checkpoint_log import CheckpointPolicy
 from ledger.signed_note import Signer
 from ledger.timefmt import now_us
@@ -58,6 +61,7 @@ DEFAULT_SECONDS = {
     "console": 3600.0,
     "verify": 300.0,
     "outbox": 3600.0,
+    "partitions": 60.0,
 }
 RETENTION_DAYS_MAX = 3660
 DEFAULT_CYCLE = "monthly"
@@ -171,6 +175,13 @@ def scheduled_jobs(
             detail += "; more are past the retention: the next run goes on"
         return JobResult("ok", detail)
 
+    def make_partitions(conn: psycopg.Connection[Any]) -> JobResult:
+        made = [m for m in partitions.ensure_ahead(conn) if m.ranges_made]
+        detail = "; ".join(
+            f"{m.chain_id}: {m.ranges_made} ranges made, through seq {m.through_seq}" for m in made
+        )
+        return JobResult("ok", detail)
+
     jobs = [
         Job(
             "checkpoint", every["checkpoint"], checkpoint, (checkpoint_log.InconsistentCheckpoint,)
@@ -181,6 +192,7 @@ def scheduled_jobs(
         Job("console", every["console"], console),
         Job("verify", every["verify"], verify),
         Job("outbox", every["outbox"], prune_events),
+        Job("partitions", every["partitions"], make_partitions),
     ]
     return [job for job in jobs if job.interval_seconds > 0]
 

@@ -237,8 +237,9 @@ def pending_fx_rates(conn: Conn, period: str) -> list[Problem]:
 
 def _terms_entries(conn: Conn, cut_size: int) -> list[bytes]:
     rows = conn.execute(
-        "SELECT canonical FROM ledger_entry WHERE kind = 'partner_terms' AND seq < %s ORDER BY seq",
-        (cut_size,),
+        "SELECT canonical FROM ledger_entry WHERE chain_id = %s AND kind = 'partner_terms'"
+        " AND seq < %s ORDER BY seq",
+        (DEFAULT_CHAIN_ID, cut_size),
     ).fetchall()
     return [bytes(row[0]) for row in rows]
 

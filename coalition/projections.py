@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from ledger.journal import Appended
+from ledger.journal import DEFAULT_CHAIN_ID, Appended
 from ledger.requests import EntryRequest
 from ledger.timefmt import parse_time_us
 
@@ -103,9 +103,9 @@ def _lot_use(conn: Conn, moving: list[tuple[EntryRequest, Appended]]) -> None:
         "INSERT INTO coalition_lot_use SELECT t.seq, t.kind, t.partner, l.origin,"
         " sum(t.points), t.time_us FROM unnest(%b::bigint[], %b::text[], %b::text[],"
         " %b::text[], %b::bigint[], %b::bigint[]) AS t(seq, kind, partner, lot, points, time_us)"
-        " JOIN ledger_lot l ON l.lot_id = t.lot GROUP BY t.seq, t.kind, t.partner, l.origin,"
-        " t.time_us",
-        (seqs, kinds, partners, lot_ids, points, times),
+        " JOIN ledger_lot l ON l.chain_id = %s AND l.lot_id = t.lot"
+        " GROUP BY t.seq, t.kind, t.partner, l.origin, t.time_us",
+        (seqs, kinds, partners, lot_ids, points, times, DEFAULT_CHAIN_ID),
     )
 
 

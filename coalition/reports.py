@@ -10,6 +10,7 @@ from decimal import Decimal
 from coalition import accounts
 from coalition.context import Conn
 from ledger import reads
+from ledger.journal import DEFAULT_CHAIN_ID
 from ledger.state import Lot
 
 HISTORY_PAGE_MAX = 500
@@ -35,21 +36,29 @@ class MemberSummary(MemberBalance):
 # One statement for any number of members: what a page of tills asking at once costs.
 _BALANCES = """
 SELECT m.member_id, m.status, b.balance,
-  COALESCE((SELECT sum(h.amount) FROM ledger_hold h WHERE h.account = b.account
+  COALESCE((SELECT sum(h.amount) FROM ledger_hold h WHERE h.chain_id = b.chain_id
+            AND h.account = b.account
             AND h.status = 'active' AND h.expires_us > %(now)s), 0),
-  COALESCE((SELECT sum(l.remaining) FROM ledger_lot l WHERE l.account = b.account
-            AND l.remaining > 0 AND (l.expires_us IS NULL OR l.expires_us > %(now)s)), 0),
-  COALESCE((SELECT sum(l.remaining) FROM ledger_lot l WHERE l.account = b.account
-            AND l.remaining > 0 AND l.expires_us <= %(now)s), 0)
+  COALESCE((SELECT sum(l.remaining) FROM ledger_lot l WHERE l.chain_id = b.chain_id
+            AND l.account = b.account AND l.remaining > 0
+            AND (l.expires_us IS NULL OR l.expires_us > %(now)s)), 0),
+  COALESCE((SELECT sum(l.remaining) FROM ledger_lot l WHERE l.chain_id = b.chain_id
+            AND l.account = b.account AND l.remaining > 0 AND l.expires_us <= %(now)s), 0)
 FROM unnest(%(ids)s::text[], %(accounts)s::text[]) AS k(member_id, account)
-JOIN coalition_member m USING (member_id) JOIN ledger_balance b ON b.account = k.account
+JOIN coalition_member m USING (member_id)
+JOIN ledger_balance b ON b.chain_id = %(chain)s AND b.account = k.account
 """
 
 
 def member_balances(conn: Conn, member_ids: Sequence[str], now_us: int) -> dict[str, MemberBalance]:
     """Enrolled members' points as of ``now_us``; unknown ids are simply absent."""
     ids = list(member_ids)
-    named = {"now": now_us, "ids": ids, "accounts": [accounts.member(m) for m in ids]}
+    named = {
+        "now": now_us,
+        "ids": ids,
+        "accounts": [accounts.member(m) for m in ids],
+        "chain": DEFAULT_CHAIN_ID,
+    }
     rows = conn.execute(_BALANCES, named).fetchall()
     found = {}
     for member_id, status, balance, held, unexpired, expired in rows:
@@ -85,7 +94,7 @@ def member_lots(
         "SELECT l.* FROM unnest(%(accounts)s::text[]) AS k(account)"
         " CROSS JOIN LATERAL (SELECT lot_id, account, origin, expires_us, opened_seq,"
         "  posting_index, amount_opened, remaining FROM ledger_lot"
-        "  WHERE account = k.account AND remaining > 0"
+        "  WHERE chain_id = %(chain)s AND account = k.account AND remaining > 0"
         "  AND (%(origin)s::text IS NULL OR origin = %(origin)s)"
         "  AND (opened_seq, posting_index) > (%(seq)s, %(index)s)"
         "  ORDER BY opened_seq, posting_index LIMIT %(limit)s) l",
@@ -95,6 +104,7 @@ def member_lots(
             "seq": after_seq,
             "index": after_index,
             "limit": limit,
+            "chain": DEFAULT_CHAIN_ID,
         },
     ).fetchall()
     found: dict[str, list[Lot]] = {m: [] for m in member_ids}
@@ -128,7 +138,8 @@ def member_histories(
         " AS k(member_id, account)"
         " CROSS JOIN LATERAL (SELECT p.seq, e.time_us, e.kind, p.amount, p.balance_after"
         "  FROM ledger_posting p JOIN ledger_entry e ON e.chain_id = p.chain_id"
-        "  AND e.seq = p.seq WHERE p.account = k.account AND p.seq < %(before)s"
+        "  AND e.seq = p.seq WHERE p.chain_id = %(chain)s AND p.account = k.account"
+        "  AND p.seq < %(before)s"
         "  AND (%(scope)s::text IS NULL OR e.ref_scope = %(scope)s)"
         "  ORDER BY p.seq DESC, p.posting_index DESC LIMIT %(limit)s) h",
         {
@@ -137,6 +148,7 @@ def member_histories(
             "before": before_seq if before_seq is not None else 2**62,
             "scope": ref_scope,
             "limit": limit,
+            "chain": DEFAULT_CHAIN_ID,
         },
     ).fetchall()
     found: dict[str, list[HistoryLine]] = {m: [] for m in member_ids}
@@ -158,7 +170,8 @@ class PartnerReport:
 def partner_report(conn: Conn, partner_id: str) -> PartnerReport:
     def balance_of(account: str) -> int:
         row = conn.execute(
-            "SELECT balance FROM ledger_balance WHERE account = %s", (account,)
+            "SELECT balance FROM ledger_balance WHERE chain_id = %s AND account = %s",
+            (DEFAULT_CHAIN_ID, account),
         ).fetchone()
         return 0 if row is None else int(row[0])
 

@@ -23,7 +23,7 @@ from coalition.outcomes import Recorded, Refusal, RefusalCode
 from coalition.partners import OPERATOR_SCOPE, _recorded, get_partner
 from coalition.time_input import parse_instant
 from ledger import checkpoint_log, reads
-from ledger.journal import Appended
+from ledger.journal import DEFAULT_CHAIN_ID, Appended
 from ledger.rejections import Rejection
 from ledger.requests import AccountSpec, EntryRequest, PostingRequest
 from ledger.signed_note import Signer
@@ -119,8 +119,9 @@ def terms_entries(conn: Conn, cut_size: int) -> list[bytes]:
     """Every ``partner_terms`` entry before the cut (they price the whole period, so
     settlement reads them before the period's entries)."""
     rows = conn.execute(
-        "SELECT canonical FROM ledger_entry WHERE kind = 'partner_terms' AND seq < %s ORDER BY seq",
-        (cut_size,),
+        "SELECT canonical FROM ledger_entry WHERE chain_id = %s AND kind = 'partner_terms'"
+        " AND seq < %s ORDER BY seq",
+        (DEFAULT_CHAIN_ID, cut_size),
     ).fetchall()
     return [bytes(row[0]) for row in rows]
 
@@ -347,8 +348,8 @@ def _period_end_seq(conn: Conn, start_seq: int, cut_size: int, bounds: PeriodBou
     if bounds is None:
         return cut_size
     row = conn.execute(
-        "SELECT min(seq) FROM ledger_entry WHERE seq < %s AND time_us >= %s",
-        (cut_size, bounds.end_us),
+        "SELECT min(seq) FROM ledger_entry WHERE chain_id = %s AND seq < %s AND time_us >= %s",
+        (DEFAULT_CHAIN_ID, cut_size, bounds.end_us),
     ).fetchone()
     return cut_size if row is None or row[0] is None else int(row[0])
 
@@ -853,9 +854,9 @@ def our_records(conn: Conn, partner_id: str, from_us: int, to_us: int) -> list[R
     """The journal's side: the partner's own calls in the window, keyed by its reference."""
     records = []
     for stored in conn.execute(
-        "SELECT seq FROM ledger_entry WHERE ref_scope = %s AND time_us >= %s AND time_us < %s"
-        " AND kind = ANY(%s) ORDER BY seq",
-        (f"partner:{partner_id}", from_us, to_us, list(_RECONCILED_KINDS)),
+        "SELECT seq FROM ledger_entry WHERE chain_id = %s AND ref_scope = %s"
+        " AND time_us >= %s AND time_us < %s AND kind = ANY(%s) ORDER BY seq",
+        (DEFAULT_CHAIN_ID, f"partner:{partner_id}", from_us, to_us, list(_RECONCILED_KINDS)),
     ):
         entry = stored_entry(conn, stored[0])
         meta = entry["meta"]

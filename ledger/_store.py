@@ -26,33 +26,42 @@ _LOCK_HEAD = (
     "SELECT tree_size, head_leaf_hash, last_time_us, frontier_hashes"
     " FROM ledger_chain WHERE chain_id = %s FOR UPDATE"
 )
+# References have their own table (a partitioned table's unique index must hold its
+# partition key): the reference gives the seq, the entry the rest.
 _REFS = (
-    "SELECT e.ref_scope, e.ref_key, e.request_hash, e.seq, e.leaf_hash, e.time_us"
-    " FROM ledger_entry e JOIN unnest(%b::text[], %b::text[]) AS r(scope, key)"
-    " ON e.ref_scope = r.scope AND e.ref_key = r.key"
+    "SELECT f.ref_scope, f.ref_key, e.request_hash, e.seq, e.leaf_hash, e.time_us"
+    " FROM ledger_ref f JOIN unnest(%b::text[], %b::text[]) AS r(scope, key)"
+    " ON f.ref_scope = r.scope AND f.ref_key = r.key"
+    " JOIN ledger_entry e ON e.chain_id = f.chain_id AND e.seq = f.seq"
+    " WHERE f.chain_id = %s AND e.chain_id = %s"
 )
 # Each read joins the batch's names through unnest (index lookups, never a scan) and
 # splits OR-conditions into UNIONs, so a batch costs the same with a million accounts.
+# Every statement names the chain (%(chain)s): a distributed database routes it to the
+# one node holding that chain (docs/CITUS.md).
 _HOLDS = (
     "SELECT hold_seq, account, unit, amount, expires_us, status, closed_seq"
-    " FROM ledger_hold WHERE hold_seq = ANY(%s)"
+    " FROM ledger_hold WHERE chain_id = %(chain)s AND hold_seq = ANY(%(holds)s)"
     " UNION SELECT h.hold_seq, h.account, h.unit, h.amount, h.expires_us, h.status, h.closed_seq"
-    " FROM ledger_hold h JOIN unnest(%s::text[]) AS w(account) USING (account)"
-    " WHERE h.status = 'active'"
+    " FROM ledger_hold h JOIN unnest(%(names)s::text[]) AS w(account) USING (account)"
+    " WHERE h.chain_id = %(chain)s AND h.status = 'active'"
 )
 # Accounts named by the batch, plus those of the holds it captures or voids.
 _ACCOUNTS = (
     "SELECT a.account, a.unit, a.overdraft, a.lot_tracked, a.opened_seq, b.balance"
-    " FROM (SELECT unnest(%s::text[]) AS account"
-    "       UNION SELECT account FROM ledger_hold WHERE hold_seq = ANY(%s)) AS w"
-    " JOIN ledger_account a USING (account) JOIN ledger_balance b USING (account)"
+    " FROM (SELECT unnest(%(names)s::text[]) AS account UNION SELECT account FROM ledger_hold"
+    "       WHERE chain_id = %(chain)s AND hold_seq = ANY(%(holds)s)) AS w"
+    " JOIN ledger_account a USING (account) JOIN ledger_balance b USING (chain_id, account)"
+    " WHERE a.chain_id = %(chain)s AND b.chain_id = %(chain)s"
 )
 _LOTS = (
     "SELECT l.lot_id, l.account, l.origin, l.expires_us, l.opened_seq, l.posting_index,"
     " l.amount_opened, l.remaining FROM ledger_lot l"
-    " JOIN unnest(%s::text[]) AS w(account) USING (account) WHERE l.remaining > 0"
+    " JOIN unnest(%(names)s::text[]) AS w(account) USING (account)"
+    " WHERE l.chain_id = %(chain)s AND l.remaining > 0"
     " UNION SELECT lot_id, account, origin, expires_us, opened_seq, posting_index,"
-    " amount_opened, remaining FROM ledger_lot WHERE lot_id = ANY(%s)"
+    " amount_opened, remaining FROM ledger_lot"
+    " WHERE chain_id = %(chain)s AND lot_id = ANY(%(lots)s)"
     " ORDER BY 5, 6"
 )
 
@@ -185,10 +194,11 @@ def queue_load(
     # planned for its names (unnamed statements always are).
     refs = (_texts([r.ref_scope for r in requests]), _texts([r.ref_key for r in requests]))
     names_array, holds_array = _texts(name_list), _int8s(hold_seqs)
-    cursors[0].execute(_REFS, refs, prepare=False)
-    cursors[1].execute(_HOLDS, (holds_array, names_array), prepare=False)
-    cursors[2].execute(_ACCOUNTS, (names_array, holds_array), prepare=False)
-    cursors[3].execute(_LOTS, (names_array, _texts(lot_ids)), prepare=False)
+    cursors[0].execute(_REFS, (*refs, chain_id, chain_id), prepare=False)
+    named = {"chain": chain_id, "names": names_array, "holds": holds_array}
+    cursors[1].execute(_HOLDS, named, prepare=False)
+    cursors[2].execute(_ACCOUNTS, named, prepare=False)
+    cursors[3].execute(_LOTS, {**named, "lots": _texts(lot_ids)}, prepare=False)
     if corrected:  # read under the head lock with the rest, so no correction slips by
         cursors[4].execute(_MOVED, (chain_id, _int8s(corrected)), prepare=False)
         cursors[5].execute(_CORRECTED_SO_FAR, (chain_id, _int8s(corrected)), prepare=False)
@@ -266,11 +276,20 @@ def write(
         _byteas(rows.leaf_hash),
         _int8s(rows.corrects_seq),
     )
+    part(
+        "INSERT INTO ledger_ref (chain_id, ref_scope, ref_key, seq)"
+        " SELECT %s, * FROM unnest(%b, %b, %b)",
+        chain_id,
+        _texts(rows.ref_scope),
+        _texts(rows.ref_key),
+        _int8s(rows.seq),
+    )
     opened = [a for fx in effects for a in fx.accounts_opened]
     if opened:
         part(
-            "INSERT INTO ledger_account (account, unit, overdraft, lot_tracked, opened_seq)"
-            " SELECT * FROM unnest(%b, %b, %b, %b, %b)",
+            "INSERT INTO ledger_account (chain_id, account, unit, overdraft, lot_tracked,"
+            " opened_seq) SELECT %s, * FROM unnest(%b, %b, %b, %b, %b)",
+            chain_id,
             _texts([a.name for a in opened]),
             _texts([a.unit for a in opened]),
             _bools([a.overdraft for a in opened]),
@@ -309,24 +328,26 @@ def write(
     if last_seq:
         names = sorted(last_seq)
         part(
-            "INSERT INTO ledger_balance (account, balance, last_seq)"
-            " SELECT * FROM unnest(%b, %b, %b) ON CONFLICT (account) DO UPDATE"
+            "INSERT INTO ledger_balance (chain_id, account, balance, last_seq)"
+            " SELECT %s, * FROM unnest(%b, %b, %b) ON CONFLICT (chain_id, account) DO UPDATE"
             " SET balance = EXCLUDED.balance, last_seq = EXCLUDED.last_seq",
+            chain_id,
             _texts(names),
             _int8s([state.balances[n] for n in names]),
             _int8s([last_seq[n] for n in names]),
         )
-    _write_lots(part, state, effects)
-    _write_holds(part, effects)
+    _write_lots(part, chain_id, state, effects)
+    _write_holds(part, chain_id, effects)
     first_seq = state.tree_size - len(rows.leaf_hash)
     frontier, nodes = compact_range.append_many(frontier_hashes, first_seq, rows.leaf_hash)
     if nodes:
         part(
-            "INSERT INTO ledger_merkle_node (chain_id, level, node_index, node_hash)"
-            " SELECT %s, * FROM unnest(%b, %b, %b)",
+            "INSERT INTO ledger_merkle_node (chain_id, level, node_index, sealed_seq, node_hash)"
+            " SELECT %s, * FROM unnest(%b, %b, %b, %b)",
             chain_id,
             _int2s([n.level for n, _ in nodes]),
             _int8s([n.index for n, _ in nodes]),
+            _int8s([sealed_seq(n) for n, _ in nodes]),
             _byteas([h for _, h in nodes]),
         )
     params += [state.tree_size, rows.leaf_hash[-1], state.last_time_us, _byteas(frontier)]
@@ -347,14 +368,21 @@ def write(
 Part = Any  # part(sql, *values): adds one CTE of the write statement
 
 
-def _write_lots(part: Part, state: State, effects: list[Effects]) -> None:
+def sealed_seq(node: compact_range.NodeId) -> int:
+    """The seq of the leaf that completes a Merkle node: its rows' partition key, so an
+    append writes nodes only into the range its entries go to."""
+    return ((node.index + 1) << node.level) - 1
+
+
+def _write_lots(part: Part, chain_id: str, state: State, effects: list[Effects]) -> None:
     new_ids = sorted({lot.lot_id for fx in effects for lot in fx.lots_opened})
     if new_ids:
         lots = [state.lots[i] for i in new_ids]
         part(
-            "INSERT INTO ledger_lot (lot_id, account, origin, expires_us, opened_seq,"
+            "INSERT INTO ledger_lot (chain_id, lot_id, account, origin, expires_us, opened_seq,"
             " posting_index, amount_opened, remaining)"
-            " SELECT * FROM unnest(%b, %b, %b, %b, %b, %b, %b, %b)",
+            " SELECT %s, * FROM unnest(%b, %b, %b, %b, %b, %b, %b, %b)",
+            chain_id,
             _texts([x.lot_id for x in lots]),
             _texts([x.account for x in lots]),
             _texts([x.origin for x in lots]),
@@ -368,13 +396,15 @@ def _write_lots(part: Part, state: State, effects: list[Effects]) -> None:
     if changed:
         part(
             "UPDATE ledger_lot l SET remaining = v.remaining"
-            " FROM unnest(%b, %b) AS v(lot_id, remaining) WHERE l.lot_id = v.lot_id",
+            " FROM unnest(%b, %b) AS v(lot_id, remaining)"
+            " WHERE l.chain_id = %s AND l.lot_id = v.lot_id",
             _texts(changed),
             _int8s([state.lots[i].remaining for i in changed]),
+            chain_id,
         )
 
 
-def _write_holds(part: Part, effects: list[Effects]) -> None:
+def _write_holds(part: Part, chain_id: str, effects: list[Effects]) -> None:
     new = {fx.hold_opened.hold_seq: fx.hold_opened for fx in effects if fx.hold_opened}
     closed = [
         fx.hold_closed
@@ -384,7 +414,9 @@ def _write_holds(part: Part, effects: list[Effects]) -> None:
     if new:
         holds = list(new.values())
         part(
-            "INSERT INTO ledger_hold SELECT * FROM unnest(%b, %b, %b, %b, %b, %b, %b)",
+            "INSERT INTO ledger_hold (chain_id, hold_seq, account, unit, amount, expires_us,"
+            " status, closed_seq) SELECT %s, * FROM unnest(%b, %b, %b, %b, %b, %b, %b)",
+            chain_id,
             _int8s([h.hold_seq for h in holds]),
             _texts([h.account for h in holds]),
             _texts([h.unit for h in holds]),
@@ -397,10 +429,11 @@ def _write_holds(part: Part, effects: list[Effects]) -> None:
         part(
             "UPDATE ledger_hold h SET status = v.status, closed_seq = v.closed_seq"
             " FROM unnest(%b, %b, %b) AS v(hold_seq, status, closed_seq)"
-            " WHERE h.hold_seq = v.hold_seq AND h.status = %s",
+            " WHERE h.chain_id = %s AND h.hold_seq = v.hold_seq AND h.status = %s",
             _int8s([h.hold_seq for h in closed]),
             _texts([h.status for h in closed]),
             _int8s([h.closed_seq for h in closed]),
+            chain_id,
             HOLD_ACTIVE,
         )
 

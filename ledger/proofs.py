@@ -38,10 +38,11 @@ def fetch_nodes(
             found[NodeId(0, seq)] = bytes(leaf_hash)
     if inner:
         for level, index, node_hash in conn.execute(
+            # By the primary key (chain, sealed_seq, level): each probe reaches one range.
             "SELECT n.level, n.node_index, n.node_hash FROM ledger_merkle_node n"
-            " JOIN unnest(%s::smallint[], %s::bigint[]) AS w(level, node_index)"
-            " ON n.level = w.level AND n.node_index = w.node_index WHERE n.chain_id = %s",
-            ([n.level for n in inner], [n.index for n in inner], chain_id),
+            " JOIN unnest(%s::smallint[], %s::bigint[]) AS w(level, sealed_seq)"
+            " ON n.level = w.level AND n.sealed_seq = w.sealed_seq WHERE n.chain_id = %s",
+            ([n.level for n in inner], [((n.index + 1) << n.level) - 1 for n in inner], chain_id),
         ):
             found[NodeId(level, index)] = bytes(node_hash)
     missing = [n for n in node_ids if n not in found]

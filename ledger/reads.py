@@ -58,13 +58,16 @@ def head(conn: Conn, chain_id: str = DEFAULT_CHAIN_ID) -> Head:
     return Head(row[0], bytes(row[1]), row[2], [bytes(h) for h in row[3]])
 
 
-def balance(conn: Conn, account: str, now_us: int) -> Balance | None:
+def balance(
+    conn: Conn, account: str, now_us: int, chain_id: str = DEFAULT_CHAIN_ID
+) -> Balance | None:
     row = conn.execute(
         "SELECT a.unit, b.balance, COALESCE(("
-        "  SELECT sum(h.amount) FROM ledger_hold h WHERE h.account = a.account"
-        "  AND h.status = 'active' AND h.expires_us > %s), 0)"
-        " FROM ledger_account a JOIN ledger_balance b USING (account) WHERE a.account = %s",
-        (now_us, account),
+        "  SELECT sum(h.amount) FROM ledger_hold h WHERE h.chain_id = a.chain_id"
+        "  AND h.account = a.account AND h.status = 'active' AND h.expires_us > %s), 0)"
+        " FROM ledger_account a JOIN ledger_balance b USING (chain_id, account)"
+        " WHERE a.chain_id = %s AND a.account = %s",
+        (now_us, chain_id, account),
     ).fetchone()
     if row is None:
         return None
@@ -72,12 +75,14 @@ def balance(conn: Conn, account: str, now_us: int) -> Balance | None:
     return Balance(account, unit, amount, held, amount - held)
 
 
-def balance_as_of_size(conn: Conn, account: str, tree_size: int) -> int:
+def balance_as_of_size(
+    conn: Conn, account: str, tree_size: int, chain_id: str = DEFAULT_CHAIN_ID
+) -> int:
     """The balance after the first ``tree_size`` entries (0 before the account's first move)."""
     row = conn.execute(
-        "SELECT balance_after FROM ledger_posting WHERE account = %s AND seq < %s"
-        " ORDER BY seq DESC, posting_index DESC LIMIT 1",
-        (account, tree_size),
+        "SELECT balance_after FROM ledger_posting WHERE chain_id = %s AND account = %s"
+        " AND seq < %s ORDER BY seq DESC, posting_index DESC LIMIT 1",
+        (chain_id, account, tree_size),
     ).fetchone()
     return 0 if row is None else int(row[0])
 
@@ -91,17 +96,21 @@ def size_at_time(conn: Conn, time_us: int, chain_id: str = DEFAULT_CHAIN_ID) -> 
     return 0 if row is None or row[0] is None else int(row[0]) + 1
 
 
-def balance_as_of_time(conn: Conn, account: str, time_us: int) -> int:
-    return balance_as_of_size(conn, account, size_at_time(conn, time_us))
+def balance_as_of_time(
+    conn: Conn, account: str, time_us: int, chain_id: str = DEFAULT_CHAIN_ID
+) -> int:
+    return balance_as_of_size(conn, account, size_at_time(conn, time_us, chain_id), chain_id)
 
 
-def lots(conn: Conn, account: str, *, open_only: bool = True) -> list[Lot]:
+def lots(
+    conn: Conn, account: str, *, open_only: bool = True, chain_id: str = DEFAULT_CHAIN_ID
+) -> list[Lot]:
     rows = conn.execute(
         "SELECT lot_id, account, origin, expires_us, opened_seq, posting_index,"
-        " amount_opened, remaining FROM ledger_lot WHERE account = %s"
+        " amount_opened, remaining FROM ledger_lot WHERE chain_id = %s AND account = %s"
         + (" AND remaining > 0" if open_only else "")
         + " ORDER BY opened_seq, posting_index",
-        (account,),
+        (chain_id, account),
     ).fetchall()
     return [Lot(*row) for row in rows]
 
@@ -156,10 +165,13 @@ def entries_page(
     return [_stored(row) for row in rows]
 
 
-def entry_by_ref(conn: Conn, ref_scope: str, ref_key: str) -> StoredEntry | None:
+def entry_by_ref(
+    conn: Conn, ref_scope: str, ref_key: str, chain_id: str = DEFAULT_CHAIN_ID
+) -> StoredEntry | None:
     row = conn.execute(
-        _ENTRY_COLUMNS + " FROM ledger_entry WHERE ref_scope = %s AND ref_key = %s",
-        (ref_scope, ref_key),
+        _ENTRY_COLUMNS + " FROM ledger_entry WHERE chain_id = %s AND seq ="
+        " (SELECT seq FROM ledger_ref WHERE chain_id = %s AND ref_scope = %s AND ref_key = %s)",
+        (chain_id, chain_id, ref_scope, ref_key),
     ).fetchone()
     return None if row is None else _stored(row)
 

@@ -161,6 +161,8 @@ def _check_derived(conn: psycopg.Connection[Any], replay: Replay, chain_id: str)
         r[0]: tuple(r[1:])
         for r in conn.execute(
             "SELECT account, unit, overdraft, lot_tracked, opened_seq FROM ledger_account"
+            " WHERE chain_id = %s",
+            (chain_id,),
         )
     }
     want_accounts = {
@@ -169,7 +171,10 @@ def _check_derived(conn: psycopg.Connection[Any], replay: Replay, chain_id: str)
     _compare("account_row", want_accounts, accounts)
     balances = {
         r[0]: (r[1], r[2])
-        for r in conn.execute("SELECT account, balance, last_seq FROM ledger_balance")
+        for r in conn.execute(
+            "SELECT account, balance, last_seq FROM ledger_balance WHERE chain_id = %s",
+            (chain_id,),
+        )
     }
     want_balances = {
         name: (amount, replay.last_seq_by_account.get(name, state.accounts[name].opened_seq))
@@ -180,7 +185,8 @@ def _check_derived(conn: psycopg.Connection[Any], replay: Replay, chain_id: str)
         r[0]: tuple(r[1:])
         for r in conn.execute(
             "SELECT lot_id, account, origin, expires_us, opened_seq, posting_index,"
-            " amount_opened, remaining FROM ledger_lot"
+            " amount_opened, remaining FROM ledger_lot WHERE chain_id = %s",
+            (chain_id,),
         )
     }
     want_lots = {
@@ -200,7 +206,8 @@ def _check_derived(conn: psycopg.Connection[Any], replay: Replay, chain_id: str)
         r[0]: tuple(r[1:])
         for r in conn.execute(
             "SELECT hold_seq, account, unit, amount, expires_us, status, closed_seq"
-            " FROM ledger_hold"
+            " FROM ledger_hold WHERE chain_id = %s",
+            (chain_id,),
         )
     }
     want_holds = {
@@ -217,6 +224,25 @@ def _check_derived(conn: psycopg.Connection[Any], replay: Replay, chain_id: str)
     }
     want_nodes = {(n.level, n.index): h for n, h in replay.new_nodes}
     _compare("merkle_node", want_nodes, nodes)
+    _check_refs(conn, chain_id)
+
+
+def _check_refs(conn: psycopg.Connection[Any], chain_id: str) -> None:
+    """Every entry's reference is in ``ledger_ref``, naming that entry, and nothing else is
+    (the append's idempotency reads references there)."""
+    row = conn.execute(
+        "SELECT coalesce(e.seq, f.seq), e.ref_scope, e.ref_key, f.ref_scope, f.ref_key"
+        " FROM (SELECT seq, ref_scope, ref_key FROM ledger_entry WHERE chain_id = %s) e"
+        " FULL JOIN (SELECT seq, ref_scope, ref_key FROM ledger_ref WHERE chain_id = %s) f"
+        " ON e.seq = f.seq AND e.ref_scope = f.ref_scope AND e.ref_key = f.ref_key"
+        " WHERE e.seq IS NULL OR f.seq IS NULL ORDER BY 1 LIMIT 1",
+        (chain_id, chain_id),
+    ).fetchone()
+    if row is not None:
+        seq, scope, key, ref_scope, ref_key = row
+        want = "absent" if scope is None else f"{scope}/{key}"
+        got = "absent" if ref_scope is None else f"{ref_scope}/{ref_key}"
+        raise VerificationFailed(seq, "ref_row", f"{seq}: {want}", f"{seq}: {got}")
 
 
 def _compare(check: str, expected: dict[Any, Any], actual: dict[Any, Any]) -> None:

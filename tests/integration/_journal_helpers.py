@@ -14,6 +14,7 @@ from typing import Any
 import psycopg
 
 from ledger import compact_range
+from ledger._store import sealed_seq
 from ledger.canonical import canonical_bytes
 from ledger.journal import Appended, Journal, leaf_hash_of
 from ledger.rejections import Rejection
@@ -218,6 +219,7 @@ def insert_entry(conn: Conn, entry: dict[str, Any], ref_key: str) -> bytes:
             leaf,
         ),
     )
+    conn.execute("INSERT INTO ledger_ref VALUES ('main', 'test', %s, %s)", (ref_key, entry["seq"]))
     return leaf
 
 
@@ -249,7 +251,7 @@ def truncate_consistently(conn: Conn, tree_size: int) -> Replay:
     and the chain head agree, as an operator hiding the tail would."""
     replay = replay_prefix(conn, tree_size)
     state = replay.state
-    for table in ("ledger_posting", "ledger_entry"):
+    for table in ("ledger_posting", "ledger_entry", "ledger_ref"):
         conn.execute(f"DELETE FROM {table} WHERE seq >= %s", (tree_size,))
     conn.execute(
         "DELETE FROM ledger_merkle_node WHERE ((node_index + 1) << level) > %s", (tree_size,)
@@ -263,12 +265,12 @@ def truncate_consistently(conn: Conn, tree_size: int) -> Replay:
     )
     for name, balance in state.balances.items():
         conn.execute(
-            "INSERT INTO ledger_balance VALUES (%s, %s, %s)",
+            "INSERT INTO ledger_balance VALUES (%s, %s, %s, 'main')",
             (name, balance, last_seq.get(name, state.accounts[name].opened_seq)),
         )
     for lot in state.lots.values():
         conn.execute(
-            "INSERT INTO ledger_lot VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+            "INSERT INTO ledger_lot VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 'main')",
             (
                 lot.lot_id,
                 lot.account,
@@ -282,7 +284,7 @@ def truncate_consistently(conn: Conn, tree_size: int) -> Replay:
         )
     for h in state.holds.values():
         conn.execute(
-            "INSERT INTO ledger_hold VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            "INSERT INTO ledger_hold VALUES (%s, %s, %s, %s, %s, %s, %s, 'main')",
             (h.hold_seq, h.account, h.unit, h.amount, h.expires_us, h.status, h.closed_seq),
         )
     conn.execute(
@@ -311,8 +313,8 @@ def advance_head(conn: Conn, new_leaf: bytes, *, with_nodes: bool) -> None:
     if with_nodes:
         for node_id, node_hash in nodes:
             conn.execute(
-                "INSERT INTO ledger_merkle_node VALUES ('main', %s, %s, %s)",
-                (node_id.level, node_id.index, node_hash),
+                "INSERT INTO ledger_merkle_node VALUES ('main', %s, %s, %s, %s)",
+                (node_id.level, node_id.index, sealed_seq(node_id), node_hash),
             )
 
 

@@ -83,6 +83,7 @@ def test_the_worker_runs_the_jobs_and_stops_cleanly(db_url: str, how: signal.Sig
         "console",
         "verify",
         "outbox",
+        "partitions",
     }
     assert all(r.runs["failed"] == 0 for r in records.values()), records
 

@@ -3,13 +3,13 @@ forgets the notices of holds since captured or voided (coalition/hold_expiry.py,
 ``prune_notices``), so the table stays as small as the set of expired holds still open.
 
 Revision ID: 0023
-Revises: 0017
+Revises: 0021
 """
 
 from alembic import op
 
 revision = "0023"
-down_revision = "0017"
+down_revision = "0021"
 branch_labels = None
 depends_on = None
 

@@ -92,13 +92,15 @@ def signer() -> Signer:
 
 
 def _entry_reads_on(url: str) -> int:
-    """Rows of ``ledger_entry`` this server's own statistics say were read on it."""
+    """Rows of ``ledger_entry`` (its partitions: the statistics are theirs) this server's
+    own statistics say were read on it."""
     with psycopg.connect(url, autocommit=True) as c:
         row = c.execute(
-            "SELECT coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0)"
-            " FROM pg_stat_user_tables WHERE relname = 'ledger_entry'"
+            "SELECT sum(coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0))"
+            " FROM pg_stat_user_tables"
+            " WHERE relname = 'ledger_entry' OR relname LIKE 'ledger\\_entry\\_\\_%'"
         ).fetchone()
-    return int(row[0]) if row else 0
+    return int(row[0]) if row and row[0] is not None else 0
 
 
 def _grew(url: str, before: int, by_at_least: int) -> bool:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
 import threading
@@ -40,6 +39,7 @@ from ledger.signed_note import Signer
 from ledger.signing_key import generate_signer_file
 from ledger.timefmt import now_us
 from tests.e2e._browser import Visit, browser  # noqa: F401  (the fixture)
+from tests.e2e._processes import stop
 from tests.e2e.conftest import Seeded
 
 pytestmark = pytest.mark.postgres
@@ -227,12 +227,7 @@ def two_workers(seeded: Seeded, tmp_path: Path) -> Iterator[str]:
             pytest.fail((tmp_path / "serve.log").read_text()[-3000:])
         yield base_url
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
         log.close()
 
 

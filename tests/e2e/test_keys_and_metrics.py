@@ -25,7 +25,8 @@ if TYPE_CHECKING:
     from tests.e2e.conftest import Seeded
 
 TIMEOUT_SECONDS = 30
-EXPIRES_IN_SECONDS = 1.5
+EXPIRES_IN_SECONDS = 4.0
+USED_UNTIL_SECONDS_BEFORE = 1.5  # a request on a loaded machine may take most of that
 
 
 def _metrics(api: str, key: str | None) -> httpx.Response:
@@ -86,7 +87,8 @@ def test_an_expired_key_is_refused_though_cached(
     assert created["info"]["expiresAt"] == expires_at and not created["info"]["revoked"]
     key = created["key"]
     metrics_key = _metrics_key(seeded.db_url, expires_at)
-    while time.time() < _seconds(expires_at) - 0.3:  # used, and so cached, until it expires
+    # Used, and so cached, until shortly before it expires (each request well inside).
+    while time.time() < _seconds(expires_at) - USED_UNTIL_SECONDS_BEFORE:
         assert data(post(api, ME, key=key))["me"]["role"] == "AUDITOR"
         assert _metrics(api, metrics_key).status_code == 200
         time.sleep(0.05)

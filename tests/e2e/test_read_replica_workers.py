@@ -7,7 +7,6 @@ a caller that did not write reads the lagging standby on both workers."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ from coalition.seed import seed_if_empty
 from coalition.settings import DEFAULT_LOG_ORIGIN
 from ledger.signing_key import generate_signer_file
 from tests._replica_pair import ReplicaPair, start_pair
+from tests.e2e._processes import stop
 from tests.e2e.test_workers import START_SECONDS_MAX, WORKERS, _coalition, _free_port, _workers_seen
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -59,13 +59,8 @@ def served(tmp_path: Path) -> Iterator[tuple[ReplicaPair, str, dict[str, str]]]:
         pair.wait_replayed()
         yield pair, base_url, keys
     finally:
-        if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        if process is not None:
+            stop(process)
         log.close()
         pair.stop()
 

@@ -34,6 +34,7 @@ import pytest
 
 from coalition.settings import DEFAULT_LOG_ORIGIN
 from ledger.signing_key import generate_signer_file
+from tests.e2e._processes import stop
 from tests.e2e._races import (
     STEP_MINOR,
     Answer,
@@ -116,13 +117,7 @@ def served(seeded: Seeded, tmp_path: Path) -> Iterator[Served]:
         assert len(seen) == WORKERS, (seen, (tmp_path / "serve.log").read_text()[-3000:])
         yield Served(process, base_url, env)
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop(process)
         log.close()
 
 

@@ -247,6 +247,11 @@ def upgrade() -> None:
     op.execute(
         "SELECT ledger_ensure_partitions(chain_id, greatest(tree_size, 1) - 1) FROM ledger_chain"
     )
+    if not chains:
+        # The default chain's (ledger.journal.DEFAULT_CHAIN_ID) first range comes with the
+        # schema: its first append then makes no table (DDL that costs more than the
+        # append, and every database made from this one would pay it).
+        op.execute("SELECT ledger_ensure_partitions('main', 0)")
     op.execute(COPY)
     op.execute(NEW_KEYS)
     for table in PARTITIONED:
